@@ -1,0 +1,49 @@
+"""Summarise the MSCN ablation (issue: the paper's two claims) from `mscn bench` outputs.
+
+Run the bench first (see benchmarks/README.md, "Ablation"), then:
+    .venv/bin/python benchmarks/ablation.py benchmarks/ablation
+It reads the per-codec CompressAI-style JSON files and writes ablation.md / ablation.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROWS = [  # (codec file stem prefix, label, what it tests)
+    ("mscn-siren-full-w32", "(a) meta-learned, sparse, unstructured gates", "MSCN: L0 gates inside the inner loop"),
+    ("mscn-siren-shift-w64", "(a) meta-learned, sparse, structured gates", "per-neuron shift modulations, gated"),
+    ("mscn-siren-full-w32-dense", "(b) meta-learned init, dense update", "every entry sent; rate by step size"),
+    ("coin-random-w32d5", "(c) random init, same steps (COIN-style)", "no meta-learning, magnitude mask"),
+    ("mscn-siren-full-w32-magnitude", "(d) magnitude pruning after the inner loop", "same init, no gates in the loop"),
+]
+
+
+def main(folder: Path) -> None:
+    found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem not in ("bd",)}
+    table, out = [], []
+    for stem, label, what in ROWS:
+        hit = next((v for k, v in found.items() if k == stem or k.replace("_", "-") == stem), None)
+        if hit is None:
+            continue
+        r = hit["results"]
+        pts = list(zip(r["target-bpp"], r["bpp"], r["psnr-rgb"], r["encoding_time"], r["num-images"]))
+        out.append({"label": label, "what": what, "name": hit["name"], "points": [
+            {"target_bpp": t, "bpp": b, "psnr": p, "encode_s": e, "images": n} for t, b, p, e, n in pts]})
+        cells = " | ".join(f"{b:.3f} bpp / {p:.2f} dB" for _, b, p, _, _ in pts)
+        table.append(f"| {label} | {cells} | {what} |")
+    if not out:
+        sys.exit(f"no ablation results in {folder}")
+    targets = [p["target_bpp"] for p in out[0]["points"]]
+    head = "| variant | " + " | ".join(f"target {t:g} bpp" for t in targets) + " | note |"
+    sep = "|---" * (len(targets) + 2) + "|"
+    n = out[0]["points"][0]["images"]
+    md = [f"# MSCN ablation (Kodak, first {n} images, real file sizes, mean per-image RGB PSNR)", "", head, sep, *table]
+    (folder / "ablation.md").write_text("\n".join(md) + "\n")
+    (folder / "ablation.json").write_text(json.dumps(out, indent=2) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/ablation"))

@@ -1,0 +1,81 @@
+"""``mscn bench``: rate-distortion benchmark of mscn against classical codecs.
+
+Registered into the main ``mscn`` group by the core CLI (``main.add_command(bench)``);
+also runnable alone as ``python -m mscncodec.bench.cli``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .codecs import CODEC_IDS, UnknownCodecError, resolve_codecs
+from .runner import DEFAULT_POINTS, BenchError, find_images, run_bench
+
+DEFAULT_CODECS = ",".join(CODEC_IDS)
+
+
+def _parse_points(text: str) -> list[float]:
+    """Comma-separated target bpps; a bad entry is a usage error, not a traceback."""
+    try:
+        pts = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint="--points")
+    if not pts or any(not 0 < p <= 24 for p in pts):
+        raise click.BadParameter("target bpps must be in (0, 24]", param_hint="--points")
+    return pts
+
+
+@click.command("bench")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", default=Path("bench-out"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (also holds the resume cache).")
+@click.option("--codecs", default=DEFAULT_CODECS, show_default=True,
+              help="Comma-separated ids: " + ", ".join(CODEC_IDS) + "; mscn:MODEL / coin:MODEL pick one model.")
+@click.option("--points", default=",".join(f"{p:g}" for p in DEFAULT_POINTS), show_default=True,
+              help="Comma-separated target bits per pixel.")
+@click.option("--inr-points", default=None,
+              help="Target bpps for the per-image-fitted codecs (mscn, coin), which take seconds per point; "
+                   "default: same as --points.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (1 = run inline).")
+@click.option("--limit", default=None, type=click.IntRange(min=1),
+              help="Use only the first N images (sorted by name).")
+@click.option("--no-plot", is_flag=True, help="Skip rd.png.")
+@click.option("--no-anchors", is_flag=True,
+              help="Do not overlay published Kodak curves (use for non-Kodak datasets).")
+def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: str | None, jobs: int,
+          limit: int | None, no_plot: bool, no_anchors: bool) -> None:
+    """Benchmark codecs on the images in DATASET_DIR at fixed target bitrates.
+
+    Every codec is pushed to the largest file that fits each target bpp; PSNR
+    (RGB), MS-SSIM, real bpp and timings are written to OUT as per-codec
+    CompressAI-style JSON, points.csv, bd.md/bd.json and rd.png.  Rerunning
+    with the same OUT resumes from OUT/cache.jsonl.
+    """
+    pts = _parse_points(points)
+    slow_pts = _parse_points(inr_points) if inr_points else None
+    try:
+        selected, notices = resolve_codecs(codecs)
+    except UnknownCodecError as exc:
+        raise click.UsageError(str(exc))
+    for n in notices:
+        click.echo(n, err=True)
+    try:
+        images = find_images(dataset_dir, limit)
+        result = run_bench(images, selected, out, pts, jobs=jobs, slow_points=slow_pts, plot=not no_plot,
+                           anchors=not no_anchors, echo=lambda m: click.echo(m, err=True))
+    except BenchError as exc:
+        raise click.ClickException(str(exc))
+    if not result.codecs:
+        raise click.ClickException("no usable codecs (all were unavailable)")
+    from .report import bd_markdown, summary_line
+
+    click.echo(bd_markdown(result.bd))
+    click.echo(summary_line(result))
+
+
+if __name__ == "__main__":
+    bench()

@@ -1,0 +1,118 @@
+"""INR codecs: mscn (one per shipped model) and the COIN-style from-scratch baseline.
+
+The codec core is imported lazily on every use, so the benchmark still runs
+(with these codecs reported unavailable) while the core is missing or broken.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import Availability, Codec
+
+
+def _core() -> Any:
+    """The codec core, imported late so a missing/broken core only disables mscn."""
+    import mscncodec
+
+    for attr in ("encode_image", "decode"):
+        if not callable(getattr(mscncodec, attr, None)):
+            raise ImportError(f"mscncodec.{attr} is missing")
+    return mscncodec
+
+
+def list_core_models() -> list[tuple[str, str, str]]:
+    """(name, description, weights id) of every shipped model; raises if the core is absent.
+
+    The weights id (when the core provides ``model_id``) goes into the cache
+    key, so retraining a model under the same name invalidates its old points.
+    """
+    from mscncodec.models import PROVISIONAL, list_models
+
+    found = list_models()
+    trained = [m for m in found if m.name not in PROVISIONAL]
+    out = []
+    for m in trained or found:  # the provisional start only when nothing is trained
+        mid = getattr(m, "model_id", b"")
+        out.append((m.name, getattr(m, "description", "") or "", mid.hex() if isinstance(mid, bytes) else str(mid)))
+    return out
+
+
+def resolve_core_model(name: str) -> tuple[str, str, str]:
+    """(name, description, weights id) of one model, ablation variants (NAME+dense) included."""
+    from mscncodec.models import load_model
+
+    m = load_model(name)
+    return (m.name, m.description, m.model_id.hex())
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+class MscnCodec(Codec):
+    """One shipped mscn model.  Targets bpp directly, so there is no quality search."""
+
+    from_scratch: ClassVar[bool] = False
+    slow = True
+
+    def __init__(self, model: str, model_description: str = "", model_id: str = "") -> None:
+        self.model = model
+        self.model_id = model_id
+        self.key = f"mscn-{_safe(model)}"
+        self.name = f"mscn ({model})"
+        self.description = f"mscn meta-learned sparse INR, model {model}" + (
+            f": {model_description}" if model_description else ""
+        )
+
+    @classmethod
+    def available(cls) -> Availability:
+        try:
+            _core()
+            list_core_models()
+        except Exception as exc:  # the core may be mid-rewrite: any failure means "skip"
+            return Availability(False, f"mscn core not usable ({type(exc).__name__}: {exc})")
+        return Availability(True)
+
+    def version(self) -> str:
+        return f"mscncodec-{getattr(_core(), '__version__', '?')}-{self.model_id}"
+
+    def encode(self, img: np.ndarray, q: Any) -> bytes:
+        return self.encode_at_bpp(img, float(q))
+
+    def encode_at_bpp(self, img: np.ndarray, bpp: float) -> bytes:
+        kwargs: dict[str, Any] = {"bpp": bpp, "model": self.model}
+        if self.from_scratch:
+            kwargs["from_scratch"] = True
+        return _core().encode_image(img, **kwargs)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return np.asarray(_core().decode(data), dtype=np.uint8)
+
+    def timed_encode_at_bpp(self, img: np.ndarray, bpp: float) -> tuple[bytes, Any, float]:
+        t0 = time.perf_counter()
+        data = self.encode_at_bpp(img, bpp)
+        return data, None, time.perf_counter() - t0
+
+
+class CoinCodec(MscnCodec):
+    """COIN-style baseline: the same network and step budget, fitted from a random init.
+
+    Isolates what meta-learning buys: any gap between this and ``mscn`` is due
+    to the learned initialisation, not to architecture or quantisation.
+    """
+
+    from_scratch = True
+
+    def __init__(self, model: str, model_description: str = "", model_id: str = "") -> None:
+        super().__init__(model, model_description, model_id)
+        self.key = f"coin-{_safe(model)}"
+        self.name = f"COIN-style ({model}, from scratch)"
+        self.description = (
+            f"INR fitted from random init with the {model} architecture and step budget "
+            "(COIN-style baseline, same quantisation and entropy coding as mscn)"
+        )

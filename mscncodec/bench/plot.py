@@ -1,0 +1,67 @@
+"""The rate-distortion figure: measured curves plus published Kodak anchors.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot global state), so
+plotting works headless, inside worker processes and in tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ANCHORS_PATH = Path(__file__).with_name("anchors.json")
+
+
+def load_anchors(path: Path = ANCHORS_PATH) -> list[dict[str, Any]]:
+    """Published curves from ``anchors.json``; only entries explicitly marked published."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [a for a in data.get("anchors", []) if a.get("published") is True]
+
+
+def _xy(xs: list[Any], ys: list[Any]) -> tuple[list[float], list[float]]:
+    """Drop null points and sort by rate so lines do not zig-zag."""
+    pts = sorted((x, y) for x, y in zip(xs, ys) if x is not None and y is not None)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool = True) -> None:
+    """PSNR-vs-bpp for every measured codec (solid) and published anchor (dashed, hollow)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5.5), dpi=120)
+    ax = fig.add_subplot()
+    xmax, ys_seen = 0.0, []
+    for i, (key, res) in enumerate(results.items()):
+        xs, ys = _xy(res["results"]["bpp"], res["results"]["psnr-rgb"])
+        if not xs:
+            continue
+        ours = key.startswith(("mscn-", "coin-"))
+        color = _color(i)
+        ax.plot(xs, ys, "-o", color=color, lw=2.4 if ours else 1.3, ms=5 if ours else 4, label=res["name"])
+        xmax, ys_seen = max(xmax, max(xs)), ys_seen + ys
+    if with_anchors:
+        for j, anchor in enumerate(load_anchors()):
+            xs, ys = _xy(anchor["points"]["bpp"], anchor["points"]["psnr-rgb"])
+            color = _color(len(results) + j)
+            ax.plot(xs, ys, "--o", color=color, mfc="none", lw=1.1, ms=5, label=f"{anchor['name']} (published)")
+            ys_seen += [y for x, y in zip(xs, ys) if x <= xmax * 1.08]
+    if xmax > 0:
+        ax.set_xlim(0, xmax * 1.08)
+    if ys_seen:
+        ax.set_ylim(min(ys_seen) - 1, max(ys_seen) + 1)
+    ax.set_xlabel("bits per pixel (file size incl. headers)")
+    ax.set_ylabel("PSNR RGB [dB] (mean over images)")
+    ax.set_title("Rate-distortion" + (" (published anchors: full Kodak)" if with_anchors else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _color(i: int) -> tuple[float, ...]:
+    """Distinct colours for up to 20 curves (tab20 ordering: dark shades first)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return cmap((2 * i) % 20 + (i // 10) % 2)

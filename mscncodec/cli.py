@@ -1,0 +1,183 @@
+"""The ``mscn`` command line: parse options, call the Python API, print, map errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import MscnError
+
+
+def _fail(e: MscnError) -> None:
+    click.echo(f"mscn: error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+class _Group(click.Group):
+    """Turn every MscnError into one line on stderr and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MscnError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            click.echo("mscn: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mscncodec")
+def main() -> None:
+    """mscn: compress images into small .mscn files with meta-learned sparse neural networks."""
+    from ._runtime import set_threads
+
+    set_threads()
+
+
+def write_atomic(path: Path, data: bytes, force: bool) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half-written output."""
+    from .container_io import atomic_write
+
+    atomic_write(path, data, force)
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output .mscn file.")
+@click.option("--bpp", type=float, default=None, help="Target rate in bits per pixel (real file size).")
+@click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a rate target.")
+@click.option("--model", "model_name", default=None, help="Model name (see `mscn models`); default: picked for the rate.")
+@click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
+@click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def encode(src: Path, out: Path, bpp, quality, model_name, steps, effort, force, quiet) -> None:
+    """Encode an image SRC into a .mscn file."""
+    from .codec import encode_image
+    from .container_io import check_output
+
+    check_output(out, force)
+    if bpp is not None and quality is not None:
+        raise MscnError("give either --bpp or --quality, not both")
+    t = time.perf_counter()
+    data, report = encode_image(src, bpp=bpp, quality=quality, model=model_name, steps=steps, effort=effort,
+                                progress=not quiet, return_report=True)
+    write_atomic(out, data, force)
+    if not quiet:
+        click.echo(f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
+                   f"(model {report['model']}, {time.perf_counter() - t:.1f} s)")
+        if report.get("note"):
+            click.echo(f"note: {report['note']}")
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output image (.png).")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("-v", "--verbose", is_flag=True, help="Print size and decode time.")
+def decode(src: Path, out: Path, force: bool, verbose: bool) -> None:
+    """Decode a .mscn file SRC into an image."""
+    from .codec import decode as decode_bytes
+    from .container_io import check_output, encode_image_file, read_input
+
+    check_output(out, force)
+    data = read_input(src)
+    t = time.perf_counter()
+    img = decode_bytes(data)
+    dt = time.perf_counter() - t
+    write_atomic(out, encode_image_file(img, out), force)
+    if verbose:
+        h, w = img.shape[:2]
+        click.echo(f"{out}: {w}x{h}, decoded {len(data)} bytes ({8 * len(data) / (h * w):.4f} bpp) in {dt:.2f} s")
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(src: Path, as_json: bool) -> None:
+    """Print the header and section sizes of a .mscn file."""
+    from .codec import describe
+    from .container_io import read_input
+
+    d = describe(read_input(src))
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    for k, v in d["header"].items():
+        click.echo(f"{k:>14}: {v}")
+    click.echo("      sections:")
+    for name, n in d["sections"].items():
+        click.echo(f"{'':>16}{name:<10} {n:>9} bytes")
+    click.echo(f"{'total':>14}: {d['bytes']} bytes, {d['bpp']:.4f} bpp")
+
+
+@main.command("models")
+def models_cmd() -> None:
+    """List the available initialisations."""
+    from .models import list_models
+
+    for m in list_models():
+        val = m.meta.get("validation", {}).get("val_psnr")
+        extra = f", val {val:.2f} dB" if val else ""
+        click.echo(f"{m.name:<24} id {m.model_id.hex()}  {m.cfg.mode:<5} w{m.cfg.width} d{m.cfg.depth}{extra}  {m.description}")
+
+
+@main.group()
+def train() -> None:
+    """Meta-train an initialisation (writes models/NAME.pt + model card)."""
+
+
+@train.command("image")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
+@click.option("--mode", type=click.Choice(["full", "shift"]), default="full", show_default=True,
+              help="full: unstructured gates on every weight; shift: structured per-neuron shifts.")
+@click.option("--width", type=int, default=32, show_default=True)
+@click.option("--depth", type=int, default=5, show_default=True)
+@click.option("--patch", type=int, default=32, show_default=True)
+@click.option("--inner-steps", type=int, default=3, show_default=True)
+@click.option("--lam", type=float, default=0.1, show_default=True, help="L0 weight (higher = sparser).")
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--steps", type=int, default=20000, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--first-order", is_flag=True, help="First-order Meta-SGD (no second derivatives).")
+@click.option("--val-every", type=int, default=250, show_default=True)
+@click.option("--max-images", type=int, default=0, help="Use only the first N training images (tests).")
+@click.option("--val-patches", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
+@click.option("--threads", type=int, default=0, help="torch threads (0: all cores / one per torchrun process).")
+@click.option("--no-progress", is_flag=True)
+def train_image(data, out, mode, width, depth, patch, inner_steps, lam, batch, steps, lr, first_order, val_every,
+                max_images, val_patches, seed, resume, threads, no_progress) -> None:
+    """Meta-train a SIREN image initialisation on a folder of photos (never on Kodak)."""
+    import torch
+
+    from .meta import TrainConfig, train as run
+
+    if "kodak" in str(data).lower():
+        raise MscnError("refusing to train on Kodak: it is a benchmark set")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
+    cfg = TrainConfig(width=width, depth=depth, mode=mode, patch=patch, inner_steps=inner_steps, lam=lam,
+                      batch=batch, steps=steps, lr=lr, first_order=first_order, val_every=val_every,
+                      max_images=max_images, val_patches=val_patches, seed=seed)
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    command = "mscn " + " ".join(shlex.quote(a) for a in args)
+    path = run(data, out, cfg, resume=resume, command=command, progress=not no_progress)
+    click.echo(f"wrote {path}")
+
+
+from .bench.cli import bench  # noqa: E402  (registered last: it imports nothing heavy at start-up)
+
+main.add_command(bench)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

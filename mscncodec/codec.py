@@ -1,0 +1,359 @@
+"""The image codec: modality -> fit -> quantise -> entropy code -> container, and back.
+
+Rate control aims at the real file size. After fitting, every update entry has a
+value and a *score* (its gate logit for gated models, its magnitude relative to
+the layer's spread for provisional ones). For a relative quantisation step s the
+encoder bisects a score threshold tau so the packed file is as large as possible
+without exceeding the target, tries a few s and keeps the lowest distortion, then
+runs quantisation-aware steps on the chosen entries and re-packs (raising tau
+again if those steps made the file grow).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import bitstream, siren
+from .entropy import Decoder, Encoder, MaskModel, ValueModel, sigmoid64
+from .errors import BitstreamError, MscnError, RateError
+from .fit import FitState, fit, mse_per_group
+from .modalities import image as imod
+from .optim import Adam
+from .models import Model, find_by_id, load_model, default_model
+from .quantize import dequantise, quantise, step_index, step_size, ste_round
+from .sparsity import BETA, GAMMA, ZETA
+
+EFFORT = {  # fitting steps before the rate cut, relative quantisation steps tried, masked QAT steps after it
+    "fast": (40, (0.5,), 40),
+    "default": (100, (0.35, 0.7), 60),
+    "max": (400, (0.25, 0.5, 1.0), 200),
+}
+DECODE_CHUNK = 2048
+_NEVER = -1e8  # score of an entry that must never be sent (closed gate)  # groups evaluated at once when rendering
+
+
+def mask_prior(model: Model, key: str) -> np.ndarray:
+    """Logit of the meta-learned P(gate open) per entry (0 for ungated models)."""
+    if not model.gated:
+        return np.zeros(int(np.prod(model.cfg.update_shapes()[key])), np.float64)
+    la = model.log_alpha[key].detach().numpy().astype(np.float64).reshape(-1)
+    return la - BETA * np.log(-GAMMA / ZETA)
+
+
+# ---------------------------------------------------------------- update <-> sections
+
+def pack_update(model: Model, symbols: dict[str, np.ndarray], steps: dict[str, int]) -> list[tuple[str, bytes]]:
+    qprm, enc_mask, enc_vals = bytearray(), Encoder(), Encoder()
+    for k in model.cfg.update_shapes():
+        sym = symbols[k].reshape(symbols[k].shape[0], -1)
+        bits = (sym != 0).astype(np.int32)
+        prior = mask_prior(model, k)
+        mm = MaskModel(prior, MaskModel.best_offset(prior, bits))
+        nz = sym[sym != 0]
+        vm = ValueModel.fit(nz)
+        qprm += struct.pack("<Bb", steps[k], mm.offset_q) + vm.to_bytes()
+        enc_mask.bits(bits, mm.probs())
+        enc_vals.values(nz, vm)
+    return [("QPRM", bytes(qprm)), ("MASK", enc_mask.finish()), ("VALS", enc_vals.finish())]
+
+
+def unpack_update(model: Model, sections: dict[str, bytes], n_groups: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    for tag in ("QPRM", "MASK", "VALS"):
+        if tag not in sections:
+            raise BitstreamError(f"corrupted .mscn file (missing section {tag})")
+    buf, pos = memoryview(sections["QPRM"]), 0
+    dm, dv = Decoder(sections["MASK"]), Decoder(sections["VALS"])
+    symbols, steps = {}, {}
+    for k, shape in model.cfg.update_shapes().items():
+        if pos + 2 > len(buf):
+            raise BitstreamError("corrupted .mscn file (quantisation parameters truncated)")
+        idx, off = struct.unpack_from("<Bb", buf, pos)
+        vm, pos = ValueModel.from_bytes(buf, pos + 2)
+        bits = dm.bits(n_groups, MaskModel(mask_prior(model, k), off).probs())
+        n_open = int(bits.sum())
+        vals = dv.values(n_open, vm)
+        sym = np.zeros(bits.shape, np.int32)
+        sym[bits.astype(bool)] = vals
+        symbols[k], steps[k] = sym.reshape(n_groups, *shape), idx
+    if pos != len(buf):
+        raise BitstreamError("corrupted .mscn file (trailing quantisation parameters)")
+    return symbols, steps
+
+
+def dequantise_all(symbols: dict[str, np.ndarray], steps: dict[str, int]) -> dict[str, torch.Tensor]:
+    return {k: dequantise(s, steps[k]) for k, s in symbols.items()}
+
+
+def render(model: Model, delta: dict[str, torch.Tensor], n_groups: int) -> torch.Tensor:
+    """Evaluate all patches in chunks (bounded memory), -> (G, P*P, 3) clamped to [-1, 1]."""
+    coords = imod.grid_coords(model.patch)
+    outs = []
+    with torch.no_grad():
+        for a in range(0, n_groups, DECODE_CHUNK):
+            d = {k: v[a : a + DECODE_CHUNK] for k, v in delta.items()}
+            n = min(DECODE_CHUNK, n_groups - a)
+            outs.append(siren.forward(model.cfg, model.theta, d, coords, n).clamp_(-1, 1))
+    return torch.cat(outs)
+
+
+# ---------------------------------------------------------------- encode
+
+@dataclass
+class _Trial:
+    size: int
+    symbols: dict[str, np.ndarray]
+    steps: dict[str, int]
+    sections: list[tuple[str, bytes]]
+
+
+class _Packer:
+    """Quantise + pack for a given (tau, s); the rate of a trial is the real stream length."""
+
+    def __init__(self, model: Model, header: dict, values: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
+                 base: dict[str, float]):
+        self.model, self.header, self.values, self.scores, self.base = model, header, values, scores, base
+
+    def steps_for(self, s: float) -> dict[str, int]:
+        return {k: step_index(s * b) for k, b in self.base.items()}
+
+    def trial(self, tau: float, s: float, values: dict[str, torch.Tensor] | None = None,
+              steps: dict[str, int] | None = None) -> _Trial:
+        values = values or self.values
+        steps = steps or self.steps_for(s)
+        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k]) for k, v in values.items()}
+        secs = pack_update(self.model, sym, steps)
+        size = len(bitstream.pack(self.header, secs))
+        return _Trial(size, sym, steps, secs)
+
+    def fit_rate(self, target_bytes: int, s: float, values=None, steps=None, iters: int = 16) -> _Trial | None:
+        """Largest trial with size <= target (bisection on tau); None if even 'nothing sent' is too big."""
+        live = torch.cat([v[v > _NEVER].reshape(-1) for v in self.scores.values()])
+        if live.numel() == 0:
+            live = torch.zeros(1)
+        lo, hi = float(live.min()) - 1.0, float(live.max()) + 1.0
+        best = self.trial(hi, s, values, steps)
+        if best.size > target_bytes:
+            return None
+        t = self.trial(lo, s, values, steps)
+        if t.size <= target_bytes:
+            return t
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            t = self.trial(mid, s, values, steps)
+            if t.size <= target_bytes:
+                hi, best = mid, t
+            else:
+                lo = mid
+        return best
+
+
+    def fit_rate_dense(self, target_bytes: int, iters: int = 14) -> _Trial | None:
+        """Dense update (every entry sent unless it rounds to zero): bisect the step size instead."""
+        lo, hi = -8.0, 8.0  # log2 of the relative step
+        best = self.trial(_NEVER, 2.0**hi)
+        if best.size > target_bytes:
+            return None
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            t = self.trial(_NEVER, 2.0**mid)
+            if t.size <= target_bytes:
+                hi, best = mid, t
+            else:
+                lo = mid
+        return best
+
+
+def _distortion(model: Model, coords, target, trial: _Trial) -> float:
+    delta = dequantise_all(trial.symbols, trial.steps)
+    with torch.no_grad():
+        pred = siren.forward(model.cfg, model.theta, delta, coords, target.shape[0]).clamp(-1, 1)
+    return float(mse_per_group(pred, target).mean())
+
+
+QAT_LR = 3e-3
+
+
+def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | None = None) -> dict[str, torch.Tensor]:
+    """Quantisation-aware steps on the sent entries only (mask fixed, rounding with a straight-through gradient)."""
+    masks = {k: torch.from_numpy(s != 0).float() for k, s in trial.symbols.items()}
+    vals = {k: v.clone().requires_grad_(True) for k, v in dequantise_all(trial.symbols, trial.steps).items()}
+    if steps <= 0:
+        return {k: v.detach() for k, v in vals.items()}
+    opt = Adam([{"params": list(vals.values()), "lr": lr or QAT_LR}])
+    for _ in range(steps):
+        opt.zero_grad()
+        eff = {k: masks[k] * ste_round(v, step_size(trial.steps[k])) for k, v in vals.items()}
+        pred = siren.forward(model.cfg, model.theta, eff, coords, target.shape[0])
+        mse_per_group(pred, target).sum().backward()
+        opt.step()
+    return {k: (v * masks[k]).detach() for k, v in vals.items()}
+
+
+def nominal_bpp(quality: int) -> float:
+    """The rate a quality setting aims at, roughly: 0 -> 0.05, 50 -> 0.28, 100 -> 1.6 bpp."""
+    return 0.05 * 2.0 ** (quality / 20)
+
+
+def encode_lambda(bpp: float) -> float:
+    """L0 weight for encode-time fitting at a target rate (tuned on held-out training photos).
+
+    The loss is MSE (signal in [-1, 1]) + lam * E[open entries] / pixels-per-group;
+    lower rates need proportionally sparser updates, hence lam ~ 1 / bpp.
+    """
+    return LAMBDA_RATE / bpp
+
+
+LAMBDA_RATE = 1.0
+
+
+def _pick_model(model: str | Model | None, bpp: float | None, from_scratch: bool) -> Model:
+    if isinstance(model, Model):
+        return model
+    if from_scratch:
+        return load_model("random-w32d5")
+    return load_model(model) if model else default_model()
+
+
+def encode_image(
+    image: str | Path | np.ndarray,
+    *,
+    bpp: float | None = None,
+    quality: int | None = None,
+    model: str | Model | None = None,
+    steps: int | None = None,
+    effort: str = "default",
+    from_scratch: bool = False,
+    lam: float | None = None,
+    progress: bool = False,
+    return_report: bool = False,
+):
+    """Encode an image to .mscn bytes.
+
+    bpp: target rate (real file size, at or just under); quality: 0-100 instead of a
+    rate target (default 50 when neither is given). from_scratch: COIN-style
+    baseline, a provisional SIREN init fitted with the same step budget.
+    """
+    if bpp is not None and quality is not None:
+        raise MscnError("give either bpp or quality, not both")
+    if bpp is not None and not (np.isfinite(bpp) and bpp > 0):
+        raise MscnError(f"bpp must be a positive number, got {bpp}")
+    if effort not in EFFORT:
+        raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
+    t0 = time.perf_counter()
+    rgb, channels = imod.load(image)
+    m = _pick_model(model, bpp, from_scratch)
+    n_steps, rel_steps, qat_steps = EFFORT[effort]
+    if steps is not None:
+        n_steps = steps
+    h, w, _ = rgb.shape
+    p = m.patch
+    target = imod.to_patches(rgb, p)
+    coords = imod.grid_coords(p)
+    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": 1,
+              "model_id": m.model_id, "height": h, "width": w, "channels": channels, "patch": p}
+
+    lam = encode_lambda(bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)) if lam is None else lam
+    state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, progress=progress)
+    with torch.no_grad():
+        values = {k: v.detach() for k, v in state.effective(m, stochastic=False).items()}
+        if m.gated:
+            open_ = {k: v != 0 for k, v in values.items()}
+        else:
+            open_ = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
+        base = {}
+        for k, v in values.items():
+            sel = v[open_[k]]
+            base[k] = float(sel.pow(2).mean().sqrt()) if sel.numel() else 1e-3
+            base[k] = max(base[k], 1e-6)
+        if m.gated:  # gate logit; never send a closed gate
+            scores = {k: torch.where(open_[k], state.log_alpha[k].detach(), torch.full_like(v, 2 * _NEVER))
+                      for k, v in values.items()}
+        else:
+            scores = {k: v.abs() / base[k] for k, v in values.items()}
+    packer = _Packer(m, header, values, scores, base)
+    n_pix = h * w
+    note = ""
+    if bpp is not None:
+        target_bytes = int(np.floor(bpp * n_pix / 8))
+        best, best_d = None, np.inf
+        for s in rel_steps if m.sparsity != "dense" else rel_steps[:1]:
+            t = packer.fit_rate_dense(target_bytes) if m.sparsity == "dense" else packer.fit_rate(target_bytes, s)
+            if t is None:
+                continue
+            d = _distortion(m, coords, target, t)
+            if d < best_d:
+                best, best_d = t, d
+        if best is None:
+            floor = packer.trial(np.inf, rel_steps[0]).size
+            raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
+                            f"({8 * floor / n_pix:.4f} bpp: header and empty update)")
+        refined = _qat(m, coords, target, best, qat_steps)
+        if m.sparsity == "dense":
+            final = packer.trial(_NEVER, 1.0, values=refined, steps=best.steps)
+            final = final if final.size <= target_bytes else best
+        else:
+            final = packer.fit_rate(target_bytes, 1.0, values=refined, steps=best.steps) or best
+        if final.size < 0.95 * target_bytes:
+            note = (f"target {bpp} bpp not reached: this model tops out at {8 * final.size / n_pix:.4f} bpp "
+                    f"for this image at effort '{effort}'")
+    else:
+        q = 50 if quality is None else quality
+        s = 0.5 * 2.0 ** ((50 - q) / 20)
+        tau = _NEVER if m.sparsity != "magnitude" else 0.0
+        first = packer.trial(tau, s)
+        refined = _qat(m, coords, target, first, qat_steps)
+        final = packer.trial(tau, s, values=refined, steps=first.steps)
+    data = bitstream.pack(header, final.sections)
+    if not return_report:
+        return data
+    t_enc = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    out = decode(data)
+    t_dec = time.perf_counter() - t1
+    ref = imod.restore_channels(rgb, channels)
+    report = {"bytes": len(data), "bpp": 8 * len(data) / n_pix, "psnr": imod.psnr(ref, out), "model": m.name,
+              "encode_s": t_enc, "decode_s": t_dec, "open": int(sum((s != 0).sum() for s in final.symbols.values())),
+              "note": note}
+    return data, report
+
+
+# ---------------------------------------------------------------- decode
+
+def _model_for(header: dict) -> Model:
+    m = find_by_id(header["model_id"])
+    if m is None:
+        raise BitstreamError(f"stream was made with model {header['model_id'].hex()}, which this decoder does not have "
+                             "(see `mscn models`)")
+    if m.patch != header["patch"]:
+        raise BitstreamError(f"corrupted .mscn file (patch {header['patch']} does not match model {m.name})")
+    return m
+
+
+def decode(data: bytes) -> np.ndarray:
+    """.mscn bytes -> H x W (x C) uint8 array (the original's channel count)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MscnError("decode expects bytes")
+    header, sections = bitstream.unpack(bytes(data))
+    m = _model_for(header)
+    h, w, p = header["height"], header["width"], header["patch"]
+    gh, gw = imod.patch_grid(h, w, p)
+    symbols, steps = unpack_update(m, sections, gh * gw)
+    pred = render(m, dequantise_all(symbols, steps), gh * gw)
+    return imod.restore_channels(imod.from_patches(pred, h, w, p), header["channels"])
+
+
+def describe(data: bytes) -> dict:
+    """Header fields, per-section sizes and bpp (for `mscn info`)."""
+    header, sections = bitstream.unpack(data)
+    d = bitstream.describe_header(header)
+    m = find_by_id(header["model_id"])
+    d["model"] = m.name if m else "(unknown to this decoder)"
+    secs = {"header": bitstream.HEADER_SIZE, "table": 8 * header["n_sections"]}
+    secs.update({k: len(v) for k, v in sections.items()})
+    return {"header": d, "sections": secs, "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}

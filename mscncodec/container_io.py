@@ -1,0 +1,68 @@
+"""File I/O rules shared by every command: never overwrite by accident, never leave half a file."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, MscnError
+
+MAX_INPUT_BYTES = 1 << 30
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Fail before any work if OUTPUT exists (without --force) or its folder does not."""
+    if path.exists() and not force:
+        raise MscnError(f"{path} exists (use --force to overwrite)")
+    if path.exists() and path.is_dir():
+        raise MscnError(f"{path} is a directory")
+    if not path.parent.resolve().is_dir():
+        raise MscnError(f"output folder {path.parent} does not exist")
+
+
+def atomic_write(path: Path, data: bytes, force: bool) -> None:
+    check_output(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent.resolve())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_input(path: Path) -> bytes:
+    if not path.is_file():
+        raise InputError(f"cannot read {path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise InputError(f"{path} is too large ({size} bytes)")
+    return path.read_bytes()
+
+
+def encode_image_file(img: np.ndarray, path: Path) -> bytes:
+    """Encode a decoded image into the format named by the output suffix (in memory)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise MscnError(f"unknown output image format {path.suffix!r} (use .png)")
+    im = Image.fromarray(img)
+    if im.mode == "RGBA" and fmt in ("JPEG", "BMP", "PPM"):
+        im = im.convert("RGB")  # mscn only restores opaque alpha, so nothing is lost
+    buf = io.BytesIO()
+    try:
+        im.save(buf, format=fmt)
+    except (OSError, ValueError, KeyError) as e:
+        raise MscnError(f"cannot write {path.suffix} output: {e}") from None
+    return buf.getvalue()

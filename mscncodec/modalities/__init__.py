@@ -1,0 +1,1 @@
+"""Modalities: the only code that knows what a signal is (load, sample, render, save)."""

@@ -1,0 +1,114 @@
+"""Images as groups of patches.
+
+An image is padded to a multiple of the patch size by edge replication and cut
+into P x P patches; every patch is one group of the batched SIREN, sampled at the
+same P x P grid of coordinates in [-1, 1]^2. Pixel values map to [-1, 1].
+Grayscale is coded as RGB and converted back; an opaque alpha channel is dropped
+and restored; a translucent one is refused (it would be silently lost).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+MAX_SIDE = 16384
+MAX_PIXELS = 1 << 25  # 33.5M pixels: beyond this a 2-core machine is the wrong tool
+
+
+def load(src: str | Path | np.ndarray) -> tuple[np.ndarray, int]:
+    """Return (H x W x 3 uint8 RGB array, original channel count 1/3/4)."""
+    if isinstance(src, np.ndarray):
+        arr = src
+    else:
+        path = Path(src)
+        if not path.is_file():
+            raise InputError(f"cannot read {path}: no such file")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arr = _from_pil(im)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise InputError(f"cannot read {path}: not an image Pillow can decode ({type(e).__name__})") from None
+    return to_rgb(arr)
+
+
+def _from_pil(im: Image.Image) -> np.ndarray:
+    if im.mode in ("L", "I;16", "I", "F", "1"):
+        return np.asarray(im.convert("L"))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return np.asarray(im.convert("RGBA"))
+    return np.asarray(im.convert("RGB"))
+
+
+def to_rgb(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
+            arr = np.round(arr * 255.0).astype(np.uint8)
+        else:
+            raise InputError(f"image array must be uint8 (or float in [0,1]), got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise InputError(f"image must be H x W with 1, 3 or 4 channels, got shape {arr.shape}")
+    h, w, c = arr.shape
+    if h < 1 or w < 1:
+        raise InputError("image is empty")
+    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+        raise InputError(f"image {w}x{h} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)")
+    if c == 4:
+        if (arr[:, :, 3] != 255).any():
+            raise InputError("image has a translucent alpha channel, which mscn does not code; flatten it first")
+        arr = arr[:, :, :3]
+    elif c == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr), c
+
+
+def restore_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    if channels == 1:
+        y = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    if channels == 4:
+        return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    return rgb
+
+
+
+def grid_coords(p: int) -> torch.Tensor:
+    """(p*p, 2) pixel-centre coordinates in [-1, 1], row-major (y, x)."""
+    t = torch.linspace(-1.0, 1.0, p)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=1)
+
+
+def patch_grid(h: int, w: int, p: int) -> tuple[int, int]:
+    return -(-h // p), -(-w // p)
+
+
+def to_patches(rgb: np.ndarray, p: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (N, p*p, 3) float in [-1, 1], edge-padded, row-major patch order."""
+    h, w, _ = rgb.shape
+    gh, gw = patch_grid(h, w, p)
+    padded = np.pad(rgb, ((0, gh * p - h), (0, gw * p - w), (0, 0)), mode="edge")
+    x = torch.from_numpy(padded).float().div_(127.5).sub_(1.0)
+    x = x.reshape(gh, p, gw, p, 3).permute(0, 2, 1, 3, 4).reshape(gh * gw, p * p, 3)
+    return x.contiguous()
+
+
+def from_patches(x: torch.Tensor, h: int, w: int, p: int) -> np.ndarray:
+    """Inverse of to_patches (crops the padding) -> uint8 (H, W, 3)."""
+    gh, gw = patch_grid(h, w, p)
+    img = x.reshape(gh, gw, p, p, 3).permute(0, 2, 1, 3, 4).reshape(gh * p, gw * p, 3)[:h, :w]
+    return img.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """RGB PSNR in dB with peak 255 (inf for identical images)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)

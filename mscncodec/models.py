@@ -1,0 +1,205 @@
+"""Shipped initialisations: what the encoder starts from and the decoder must match.
+
+A model is theta0 (the shared SIREN initialisation), the meta-learned initial gate
+logits and per-parameter inner-loop learning rates (Meta-SGD), and the config it was
+trained with. Its id is a hash of all those bytes; every stream records it and a
+decoder holding a different model refuses the stream instead of decoding garbage.
+
+Models live as ``models/NAME.pt`` + ``models/NAME.md`` (the model card). The
+``random-*`` models are provisional starts generated in code (plain SIREN init,
+no meta-learning): they are the COIN-style "from scratch" baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .errors import MscnError
+from .siren import SirenConfig, init_params
+from .sparsity import closed_threshold
+
+
+SPARSITY = ("gates", "magnitude", "dense")
+
+
+def models_dir() -> Path:
+    env = os.environ.get("MSCN_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass
+class Model:
+    """Everything both ends need, beside the bitstream, to rebuild a signal."""
+
+    name: str
+    cfg: SirenConfig
+    theta: dict[str, torch.Tensor]
+    log_alpha: dict[str, torch.Tensor]  # initial gate logits, one per update entry
+    lr_delta: dict[str, torch.Tensor]  # Meta-SGD inner learning rates for delta
+    lr_alpha: dict[str, torch.Tensor]  # ... and for the gate logits
+    patch: int = 32
+    inner_steps: int = 3
+    lam: float = 0.0  # L0 weight the model was meta-trained with
+    gated: bool = True  # use the hard-concrete gates (False: magnitude masks or dense)
+    sparsity: str = ""  # "gates" | "magnitude" | "dense"; derived from `gated` when empty
+    colorspace: str = "rgb"
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sparsity = self.sparsity or ("gates" if self.gated else "magnitude")
+        if self.sparsity not in SPARSITY:
+            raise MscnError(f"unknown sparsity {self.sparsity!r}")
+        self.gated = self.sparsity == "gates"
+
+    def variant(self, sparsity: str) -> "Model":
+        """The same initialisation encoded another way (ablations): magnitude masks or a dense update."""
+        if sparsity == self.sparsity:
+            return self
+        base = self.name.split("+")[0]
+        return replace(self, name=f"{base}+{sparsity}", sparsity=sparsity, gated=sparsity == "gates")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for group in ("theta", "log_alpha", "lr_delta", "lr_alpha"):
+            for k, v in getattr(self, group).items():
+                out[f"{group}.{k}"] = v
+        return out
+
+    @property
+    def model_id(self) -> bytes:
+        """8 bytes of SHA-256 over the config and every tensor's bytes."""
+        h = hashlib.sha256(repr(sorted(self.cfg.to_dict().items())).encode())
+        h.update(repr((self.patch, self.colorspace, self.sparsity)).encode())
+        for k, v in sorted(self.tensors().items()):
+            h.update(k.encode())
+            h.update(v.detach().contiguous().to(torch.float32).numpy().tobytes())
+        return h.digest()[:8]
+
+    def state(self) -> dict:
+        return {
+            "name": self.name,
+            "cfg": self.cfg.to_dict(),
+            "tensors": {k: v.detach().clone() for k, v in self.tensors().items()},
+            "patch": self.patch,
+            "inner_steps": self.inner_steps,
+            "lam": self.lam,
+            "gated": self.gated,
+            "sparsity": self.sparsity,
+            "colorspace": self.colorspace,
+            "description": self.description,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict) -> "Model":
+        groups: dict[str, dict[str, torch.Tensor]] = {g: {} for g in ("theta", "log_alpha", "lr_delta", "lr_alpha")}
+        for k, v in st["tensors"].items():
+            g, name = k.split(".", 1)
+            groups[g][name] = v.float()
+        return cls(
+            name=st["name"],
+            cfg=SirenConfig(**st["cfg"]),
+            patch=st["patch"],
+            inner_steps=st["inner_steps"],
+            lam=st["lam"],
+            gated=st["gated"],
+            sparsity=st.get("sparsity", ""),
+            colorspace=st.get("colorspace", "rgb"),
+            description=st.get("description", ""),
+            meta=st.get("meta", {}),
+            **groups,
+        )
+
+    def save(self, path: Path) -> None:
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+
+
+def fresh_model(
+    cfg: SirenConfig,
+    *,
+    name: str,
+    patch: int = 32,
+    seed: int = 0,
+    gated: bool = True,
+    inner_steps: int = 3,
+    lam: float = 0.0,
+    lr_init: float = 1e-2,
+    log_alpha_init: float = 2.0,
+) -> Model:
+    """A model before meta-learning: SIREN init, uniform gates and learning rates."""
+    theta = init_params(cfg, seed)
+    shapes = cfg.update_shapes()
+    la = {k: torch.full(s, log_alpha_init) for k, s in shapes.items()}
+    lr_d = {k: torch.full(s, lr_init) for k, s in shapes.items()}
+    lr_a = {k: torch.full(s, lr_init) for k, s in shapes.items()}
+    return Model(name, cfg, theta, la, lr_d, lr_a, patch=patch, gated=gated, inner_steps=inner_steps, lam=lam)
+
+
+def _provisional(width: int, depth: int) -> Model:
+    cfg = SirenConfig(width=width, depth=depth, mode="full")
+    m = fresh_model(cfg, name=f"random-w{width}d{depth}", gated=False, log_alpha_init=10.0 + closed_threshold())
+    m.description = "provisional: plain SIREN init, no meta-learning (COIN-style from-scratch baseline)"
+    return m
+
+
+PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5)}
+
+
+def list_models() -> list[Model]:
+    """Shipped (trained) models first, sorted by name, then the provisional ones."""
+    found = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
+    return found + [f() for f in PROVISIONAL.values()]
+
+
+_cache: dict[str, Model] = {}
+
+
+def load_model(name: str) -> Model:
+    if name in _cache:
+        return _cache[name]
+    if "+" in name:
+        base, sparsity = name.split("+", 1)
+        if sparsity not in SPARSITY:
+            raise MscnError(f"unknown model variant {sparsity!r} in {name!r} (gates, magnitude, dense)")
+        m = load_model(base).variant(sparsity)
+        _cache[name] = m
+        return m
+    if name in PROVISIONAL:
+        m = PROVISIONAL[name]()
+    else:
+        path = models_dir() / f"{name}.pt"
+        if not path.is_file():
+            known = ", ".join(sorted({p.stem for p in models_dir().glob('*.pt')} | set(PROVISIONAL)))
+            raise MscnError(f"unknown model {name!r} (known: {known})")
+        m = Model.from_state(torch.load(path, map_location="cpu", weights_only=True))
+    _cache[name] = m
+    return m
+
+
+def find_by_id(model_id: bytes) -> Model | None:
+    """The model (or ablation variant of one) a stream was made with."""
+    for m in list_models():
+        for v in (m, *(m.variant(s) for s in SPARSITY if s != m.sparsity)):
+            if v.model_id == model_id:
+                return v
+    return None
+
+
+def default_model() -> Model:
+    trained = sorted(models_dir().glob("*.pt"))
+    name = os.environ.get("MSCN_DEFAULT_MODEL") or (trained[0].stem if trained else "random-w32d5")
+    return load_model(name)
+
+

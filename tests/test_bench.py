@@ -1,0 +1,235 @@
+"""Fast tests for the benchmarking subsystem (small synthetic images, JPEG/WebP only)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mscncodec.bench import codecs as codecs_mod
+from mscncodec.bench import inr, metrics
+from mscncodec.bench.bd import bd_psnr, bd_rate
+from mscncodec.bench.cli import bench
+from mscncodec.bench.codecs import Availability, JpegCodec, WebPCodec, resolve_codecs
+from mscncodec.bench.runner import find_images, prepare_images, run_bench, run_point
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _synthetic(seed: int, h: int = 200, w: int = 232) -> np.ndarray:
+    """Gradients + a few rectangles + mild noise: compresses like a photo, not like noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w) + 64], axis=-1)
+    for _ in range(6):
+        y0, x0 = rng.integers(0, h - 40), rng.integers(0, w - 40)
+        img[y0:y0 + rng.integers(10, 40), x0:x0 + rng.integers(10, 40)] = rng.integers(0, 256, 3)
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(_synthetic(i)).save(d / f"img{i}.png")
+    return d
+
+
+class CountingJpeg(JpegCodec):
+    """JPEG that counts encodes, to prove a cached rerun does no work."""
+
+    calls = 0
+
+    def encode(self, img: np.ndarray, q: int) -> bytes:
+        type(self).calls += 1
+        return super().encode(img, q)
+
+
+class MissingCodec(JpegCodec):
+    key, name = "missing", "Missing"
+
+    @classmethod
+    def available(cls) -> Availability:
+        return Availability(False, "library not installed")
+
+
+# --------------------------------------------------------------------------- BD
+
+
+RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
+PSNRS = [25.0, 27.5, 30.0, 32.0, 34.1]
+
+
+def test_bd_rate_of_curve_needing_10_percent_more_bits():
+    # Same PSNR at exactly 1.1x the rate: +10% one way, 1/1.1 - 1 = -9.09% the other.
+    worse = [r * 1.1 for r in RATES]
+    assert bd_rate(RATES, PSNRS, worse, PSNRS) == pytest.approx(10.0, abs=1e-6)
+    assert bd_rate(worse, PSNRS, RATES, PSNRS) == pytest.approx(-100 / 11, abs=1e-6)
+    assert bd_psnr(RATES, PSNRS, worse, PSNRS) < 0
+
+
+def test_bd_psnr_of_curve_shifted_by_one_db():
+    better = [p + 1.0 for p in PSNRS]
+    assert bd_psnr(RATES, PSNRS, RATES, better) == pytest.approx(1.0, abs=1e-9)
+    assert bd_rate(RATES, PSNRS, RATES, better) < 0
+
+
+def test_bd_is_nan_without_overlap_or_points():
+    assert math.isnan(bd_rate(RATES, PSNRS, [5, 6], [40, 41]))
+    assert math.isnan(bd_psnr(RATES, PSNRS, [0.3], [28.0]))
+
+
+# --------------------------------------------------------------------------- metrics / codecs
+
+
+def test_bpp_is_eight_times_bytes_over_pixels(dataset: Path):
+    ref = prepare_images(find_images(dataset))[0]
+    rec = run_point(JpegCodec(), ref, 1.0)
+    assert "error" not in rec
+    assert rec["bpp"] == pytest.approx(8 * rec["bytes"] / (ref.height * ref.width))
+    assert metrics.bpp(b"x" * 100, (10, 20, 3)) == pytest.approx(4.0)
+    assert rec["bpp"] <= 1.0  # search never overshoots a reachable target
+
+
+def test_psnr_and_ms_ssim():
+    a = _synthetic(3)
+    b = a.copy()
+    b[0, 0, 0] ^= 1
+    assert metrics.psnr(a, a) == math.inf
+    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 * a.size))
+    assert 0.99 < metrics.ms_ssim(a, b) <= 1.0
+    assert math.isnan(metrics.ms_ssim(a[:100, :100], b[:100, :100]))  # too small: NaN, no crash
+
+
+def test_unreachable_target_falls_back_to_smallest_setting():
+    img = _synthetic(4)
+    codec = JpegCodec()
+    q, data = codec.search_quality(img, 0.001)
+    assert q == codec.qmin and data == codec.encode(img, codec.qmin)
+
+
+def test_resolve_codecs_dedupes_and_rejects_unknown():
+    codecs, _ = resolve_codecs("jpeg, JPEG ,webp")
+    assert [c.key for c in codecs] == ["jpeg", "webp"]
+    with pytest.raises(ValueError, match="unknown codec"):
+        resolve_codecs("jpeg,bogus")
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_outputs_schema_and_cache_resume(dataset: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    images = find_images(dataset)
+    CountingJpeg.calls = 0
+    first = run_bench(images, [CountingJpeg()], out, [0.5, 1.0], plot=False, progress=False)
+    assert (first.encoded, first.cached, first.failed) == (4, 0, 0)
+    assert CountingJpeg.calls > 0
+
+    data = json.loads((out / "jpeg.json").read_text())
+    assert set(data) >= {"name", "description", "results"}
+    res = data["results"]
+    for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time", "psnr-rgb-of-mean-mse"):
+        assert len(res[key]) == 2 and all(isinstance(v, float) for v in res[key]), key
+    assert res["bpp"][0] < res["bpp"][1] and res["psnr-rgb"][0] < res["psnr-rgb"][1]
+    assert "psnr" in data["description"].lower()
+    with (out / "points.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["image"] for r in rows} == {"img0.png", "img1.png"}
+    assert (out / "bd.json").exists() and (out / "bd.md").exists()
+
+    CountingJpeg.calls = 0
+    second = run_bench(images, [CountingJpeg()], out, [0.5, 1.0], plot=False, progress=False)
+    assert CountingJpeg.calls == 0
+    assert (second.encoded, second.cached) == (0, 4)
+    assert json.loads((out / "jpeg.json").read_text()) == data
+
+
+def test_unavailable_codec_is_skipped_with_notice(dataset: Path, tmp_path: Path):
+    notices: list[str] = []
+    result = run_bench(find_images(dataset, limit=1), [JpegCodec(), MissingCodec()], tmp_path / "o",
+                       [1.0], plot=False, progress=False, echo=notices.append)
+    assert [c.key for c in result.codecs] == ["jpeg"]
+    assert any("skipping missing: library not installed" in n for n in notices)
+
+
+def test_mscn_and_coin_drive_the_core_by_target_bpp(dataset: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    # Stand-in core (JPEG underneath) so this checks the bench's side of the API contract only.
+    calls: list[tuple[float, str, bool]] = []
+
+    def encode_image(img: np.ndarray, bpp: float, model: str, from_scratch: bool = False) -> bytes:
+        calls.append((bpp, model, from_scratch))
+        return JpegCodec().encode_at_bpp(img, bpp)
+
+    fake = SimpleNamespace(encode_image=encode_image, decode=JpegCodec().decode, __version__="t")
+    models = [("m1", "first", "aa"), ("m2", "", "bb")]
+    known = {m[0]: m for m in models + [("random-w32d5", "provisional", "cc")]}
+
+    def resolve(name: str) -> tuple[str, str, str]:
+        if name not in known:
+            raise ValueError(f"unknown model {name!r}")
+        return known[name]
+
+    monkeypatch.setattr(inr, "_core", lambda: fake)
+    monkeypatch.setattr(inr, "list_core_models", lambda: models)
+    monkeypatch.setattr(codecs_mod, "list_core_models", lambda: models)
+    monkeypatch.setattr(codecs_mod, "resolve_core_model", resolve)
+
+    selected, notices = resolve_codecs("mscn,coin")
+    assert [c.key for c in selected] == ["mscn-m1", "mscn-m2", "coin-random-w32d5"] and not notices
+    with pytest.raises(ValueError, match="unknown model"):
+        resolve_codecs("mscn:m3")
+    result = run_bench(find_images(dataset, limit=1), selected, tmp_path / "o", [0.5],
+                       plot=False, progress=False)
+    assert result.failed == 0
+    assert sorted(calls) == [(0.5, "m1", False), (0.5, "m2", False), (0.5, "random-w32d5", True)]
+    assert "mscn-m1" in result.bd["references"]  # first mscn codec is a BD reference
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_runs_jpeg_and_webp(dataset: Path, tmp_path: Path):
+    out = tmp_path / "bench-out"
+    r = CliRunner().invoke(bench, [str(dataset), "--out", str(out), "--codecs", "jpeg,webp",
+                                   "--points", "0.5,1.0"])
+    assert r.exit_code == 0, r.output
+    for name in ("jpeg.json", "webp.json", "points.csv", "bd.md", "bd.json", "rd.png", "cache.jsonl"):
+        assert (out / name).is_file(), name
+    bd = json.loads((out / "bd.json").read_text())
+    assert "webp" in bd["references"]["jpeg"]["codecs"]
+    assert "BD-rate" in r.output and "bench: 2 images x 2 codecs x 2 points" in r.output
+
+
+def test_cli_unknown_codec_is_a_one_line_error(dataset: Path, tmp_path: Path):
+    r = CliRunner().invoke(bench, [str(dataset), "--out", str(tmp_path / "o"), "--codecs", "jpeg,nope"])
+    assert r.exit_code != 0
+    assert "unknown codec 'nope'" in r.output and "Traceback" not in r.output
+
+
+def test_cli_empty_dataset_is_a_one_line_error(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(bench, [str(empty), "--out", str(tmp_path / "o"), "--codecs", "jpeg"])
+    assert r.exit_code != 0
+    assert "no images" in r.output and "Traceback" not in r.output
+
+
+def test_cli_skips_unavailable_codec(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(WebPCodec, "available", classmethod(lambda cls: Availability(False, "no libwebp")))
+    out = tmp_path / "o"
+    r = CliRunner().invoke(bench, [str(dataset), "--out", str(out), "--codecs", "jpeg,webp",
+                                   "--points", "1.0", "--no-plot", "--limit", "1"])
+    assert r.exit_code == 0, r.output
+    assert "skipping webp: no libwebp" in r.output
+    assert (out / "jpeg.json").exists() and not (out / "webp.json").exists()
