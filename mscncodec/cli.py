@@ -172,7 +172,8 @@ def train_image(data, out, mode, width, depth, patch, inner_steps, lam, batch, s
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
     path = run(data, out, cfg, resume=resume, command=command, progress=not no_progress)
-    click.echo(f"wrote {path}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"wrote {path}")
 
 
 from .bench.cli import bench  # noqa: E402  (registered last: it imports nothing heavy at start-up)

@@ -149,12 +149,6 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         dist.init_process_group("gloo")
         rank = dist.get_rank()
     world = dist.get_world_size() if distributed else 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = out.parent / f"{out.name}.run"
-    run_dir.mkdir(exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    log_path = run_dir / "train.log"
-
     files = list_images(data)
     train_files, val_files = split(files, data, cfg.val_fraction)
     if cfg.max_images:
@@ -164,6 +158,13 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
     torch.manual_seed(cfg.seed + rank)
     sampler = PatchSampler([load_rgb(f) for f in train_files], cfg.patch, cfg.seed + 1000 * rank)
     val = PatchSampler([load_rgb(f) for f in val_files], cfg.patch, 12345).sample(cfg.val_patches)
+
+    # only now that the data is known to be usable: no empty run folders from a failed start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = out.parent / f"{out.name}.run"
+    run_dir.mkdir(exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    log_path = run_dir / "train.log"
     coords = grid_coords(cfg.patch)
 
     scfg = SirenConfig(width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode=cfg.mode)
