@@ -22,7 +22,7 @@ import torch
 from . import bitstream, siren
 from .entropy import Decoder, Encoder, MaskModel, ValueModel, sigmoid64
 from .errors import BitstreamError, MscnError, RateError
-from .fit import FitState, fit, mse_per_group
+from .fit import FitState, fit, gate_shift_for, mse_per_group
 from .modalities import image as imod
 from .optim import Adam
 from .models import Model, find_by_id, load_model, default_model
@@ -126,7 +126,7 @@ class _Packer:
               steps: dict[str, int] | None = None) -> _Trial:
         values = values or self.values
         steps = steps or self.steps_for(s)
-        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k]) for k, v in values.items()}
+        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k], min_one=MIN_ONE) for k, v in values.items()}
         secs = pack_update(self.model, sym, steps)
         size = len(bitstream.pack(self.header, secs))
         return _Trial(size, sym, steps, secs)
@@ -210,6 +210,10 @@ def encode_lambda(bpp: float) -> float:
 
 
 LAMBDA_RATE = 1.0
+BITS_PER_ENTRY = 8.0  # typical cost of one sent entry (mask + value), to size the gate prior
+OPEN_HEADROOM = 2.0  # start with more open gates than the target needs; fitting closes the useless ones
+GATE_SHIFT = True
+MIN_ONE = True
 
 
 def _pick_model(model: str | Model | None, bpp: float | None, from_scratch: bool) -> Model:
@@ -259,7 +263,10 @@ def encode_image(
               "model_id": m.model_id, "height": h, "width": w, "channels": channels, "patch": p}
 
     lam = encode_lambda(bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)) if lam is None else lam
-    state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, progress=progress)
+    rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)
+    shift = gate_shift_for(m, rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM) if GATE_SHIFT else 0.0
+    state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, gate_shift=shift,
+                progress=progress)
     with torch.no_grad():
         values = {k: v.detach() for k, v in state.effective(m, stochastic=False).items()}
         if m.gated:

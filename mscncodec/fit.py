@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import siren
 from .models import Model
 from .optim import Adam
-from .sparsity import deterministic_gate, prob_open, sample_gate
+from .sparsity import closed_threshold, deterministic_gate, prob_open, sample_gate
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -50,14 +50,33 @@ class FitState:
         return sum(prob_open(la).reshape(g, -1).sum(1) for la in self.log_alpha.values())
 
 
-def initial_state(model: Model, n_groups: int, differentiable: bool = False) -> FitState:
+def initial_state(model: Model, n_groups: int, differentiable: bool = False, gate_shift: float = 0.0) -> FitState:
+    """delta = 0; gate logits = the meta-learned ones (+ gate_shift, to aim at another rate)."""
     shapes = model.cfg.update_shapes()
     delta = {k: torch.zeros(n_groups, *s, requires_grad=True) for k, s in shapes.items()}
     if differentiable:  # keep the graph to the meta-learned logits
-        la = {k: model.log_alpha[k].expand(n_groups, *s) for k, s in shapes.items()}
+        la = {k: model.log_alpha[k].expand(n_groups, *s) + gate_shift for k, s in shapes.items()}
     else:
-        la = {k: model.log_alpha[k].detach().expand(n_groups, *s).clone().requires_grad_(True) for k, s in shapes.items()}
+        la = {k: (model.log_alpha[k].detach() + gate_shift).expand(n_groups, *s).clone().requires_grad_(True)
+              for k, s in shapes.items()}
     return FitState(delta, la)
+
+
+def gate_shift_for(model: Model, open_per_group: float, margin: float = 1.0) -> float:
+    """A shift of all initial gate logits so at least open_per_group gates start open (deterministically).
+
+    A model is meta-trained at one L0 weight, i.e. one natural rate, and its gate
+    prior is sharp: a few entries far above the closing threshold, the rest far
+    below. To aim at a higher rate the encoder lifts the prior until the
+    open_per_group-th entry sits `margin` above the threshold, and lets fitting
+    (distortion + L0) decide which of them stay open. Never shifts down.
+    """
+    if not model.gated:
+        return 0.0
+    la = torch.cat([v.detach().reshape(-1) for v in model.log_alpha.values()])
+    k = int(min(max(open_per_group, 1), la.numel()))
+    kth = float(torch.topk(la, k).values[-1])
+    return max(0.0, closed_threshold() + margin - kth)
 
 
 def group_loss(
@@ -80,11 +99,12 @@ def inner_loop(
     lam: float | None = None,
     create_graph: bool = False,
     state: FitState | None = None,
+    gate_shift: float = 0.0,
 ) -> FitState:
     """Meta-SGD steps on every group at once. Differentiable through when create_graph."""
     steps = model.inner_steps if steps is None else steps
     lam = model.lam if lam is None else lam
-    state = state or initial_state(model, target.shape[0], differentiable=create_graph)
+    state = state or initial_state(model, target.shape[0], differentiable=create_graph, gate_shift=gate_shift)
     keys = list(state.delta)
     for _ in range(steps):
         loss, _ = group_loss(model, state, coords, target, lam)
@@ -102,6 +122,9 @@ def inner_loop(
     return state
 
 
+REFINE_LR_ALPHA = 3e-2
+
+
 def refine(
     model: Model,
     coords: torch.Tensor,
@@ -111,7 +134,7 @@ def refine(
     steps: int,
     lam: float,
     lr: float = 1e-3,
-    lr_alpha: float = 3e-2,
+    lr_alpha: float | None = None,
     progress: bool = False,
     desc: str = "fit",
 ) -> FitState:
@@ -120,7 +143,7 @@ def refine(
         return state
     params = [{"params": list(state.delta.values()), "lr": lr}]
     if model.gated:
-        params.append({"params": list(state.log_alpha.values()), "lr": lr_alpha})
+        params.append({"params": list(state.log_alpha.values()), "lr": lr_alpha or REFINE_LR_ALPHA})
     opt = Adam(params)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step")
     for _ in bar:
@@ -139,6 +162,7 @@ def fit(
     steps: int,
     lam: float,
     from_scratch: bool = False,
+    gate_shift: float = 0.0,
     progress: bool = False,
 ) -> FitState:
     """Encode-time fitting: the model's inner loop, then `steps` Adam steps.
@@ -146,6 +170,6 @@ def fit(
     from_scratch skips the meta-learned inner loop (the COIN-style baseline uses a
     provisional model whose theta0 is a plain SIREN init).
     """
-    state = None if from_scratch else inner_loop(model, coords, target, lam=lam)
-    state = state or initial_state(model, target.shape[0])
+    state = None if from_scratch else inner_loop(model, coords, target, lam=lam, gate_shift=gate_shift)
+    state = state or initial_state(model, target.shape[0], gate_shift=gate_shift)
     return refine(model, coords, target, state, steps=steps, lam=lam, progress=progress)

@@ -22,10 +22,18 @@ def step_index(step: float) -> int:
     return int(np.clip(np.round(STEP_PER_OCTAVE * np.log2(max(step, 1e-30)) + STEP_BASE), 0, 255))
 
 
-def quantise(values: torch.Tensor, keep: torch.Tensor, idx: int) -> np.ndarray:
-    """int32 symbols, zero outside `keep`."""
-    q = torch.round(values.detach() / step_size(idx)) * keep
-    return q.to(torch.int32).numpy()
+def quantise(values: torch.Tensor, keep: torch.Tensor, idx: int, min_one: bool = False) -> np.ndarray:
+    """int32 symbols, zero outside `keep`.
+
+    min_one: a kept entry that would round to zero is sent as +-1 instead, so the
+    selection alone decides what is sent (used at the rate cut, before the values
+    are refined; a zero would silently drop an entry the cut paid for).
+    """
+    v = values.detach()
+    q = torch.round(v / step_size(idx))
+    if min_one:
+        q = torch.where(q == 0, torch.where(v < 0, -1.0, 1.0), q)
+    return (q * keep).to(torch.int32).numpy()
 
 
 def dequantise(symbols: np.ndarray, idx: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ does rate control internally and overrides it.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,9 +74,15 @@ class Codec:
         """
         budget = int(bpp * img.shape[0] * img.shape[1] / 8)
         tried: dict[int, bytes] = {}
+        memo = self.__dict__.setdefault("_memo", {})  # (image digest, q) -> bytes, shared by all targets
+        digest = hashlib.sha1(img.tobytes()).hexdigest()
+        if len(memo) > 256:
+            memo.clear()
 
         def size(q: int) -> int:
-            tried[q] = self.encode(img, q)
+            if (digest, q) not in memo:
+                memo[(digest, q)] = self.encode(img, q)
+            tried[q] = memo[(digest, q)]
             return len(tried[q])
 
         lo, hi = self.qmin, self.qmax
