@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import bitstream, siren
 from .entropy import Decoder, Encoder, MaskModel, ValueModel, sigmoid64
@@ -131,7 +132,7 @@ class _Packer:
         size = len(bitstream.pack(self.header, secs))
         return _Trial(size, sym, steps, secs)
 
-    def fit_rate(self, target_bytes: int, s: float, values=None, steps=None, iters: int = 16) -> _Trial | None:
+    def fit_rate(self, target_bytes: int, s: float, values=None, steps=None, iters: int = 13) -> _Trial | None:
         """Largest trial with size <= target (bisection on tau); None if even 'nothing sent' is too big."""
         live = torch.cat([v[v > _NEVER].reshape(-1) for v in self.scores.values()])
         if live.numel() == 0:
@@ -179,14 +180,15 @@ def _distortion(model: Model, coords, target, trial: _Trial) -> float:
 QAT_LR = 3e-3
 
 
-def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | None = None) -> dict[str, torch.Tensor]:
+def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | None = None,
+         progress: bool = False) -> dict[str, torch.Tensor]:
     """Quantisation-aware steps on the sent entries only (mask fixed, rounding with a straight-through gradient)."""
     masks = {k: torch.from_numpy(s != 0).float() for k, s in trial.symbols.items()}
     vals = {k: v.clone().requires_grad_(True) for k, v in dequantise_all(trial.symbols, trial.steps).items()}
     if steps <= 0:
         return {k: v.detach() for k, v in vals.items()}
     opt = Adam([{"params": list(vals.values()), "lr": lr or QAT_LR}])
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="refine sent entries", disable=not progress, leave=False, unit="step"):
         opt.zero_grad()
         eff = {k: masks[k] * ste_round(v, step_size(trial.steps[k])) for k, v in vals.items()}
         pred = siren.forward(model.cfg, model.theta, eff, coords, target.shape[0])
@@ -221,7 +223,7 @@ def _pick_model(model: str | Model | None, bpp: float | None, from_scratch: bool
         return model
     if from_scratch:
         return load_model("random-w32d5")
-    return load_model(model) if model else default_model()
+    return load_model(model) if model else default_model(bpp)
 
 
 def encode_image(
@@ -251,7 +253,7 @@ def encode_image(
         raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
     t0 = time.perf_counter()
     rgb, channels = imod.load(image)
-    m = _pick_model(model, bpp, from_scratch)
+    m = _pick_model(model, bpp if bpp is not None else nominal_bpp(50 if quality is None else quality), from_scratch)
     n_steps, rel_steps, qat_steps = EFFORT[effort]
     if steps is not None:
         n_steps = steps
@@ -300,7 +302,7 @@ def encode_image(
             floor = packer.trial(np.inf, rel_steps[0]).size
             raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
                             f"({8 * floor / n_pix:.4f} bpp: header and empty update)")
-        refined = _qat(m, coords, target, best, qat_steps)
+        refined = _qat(m, coords, target, best, qat_steps, progress=progress)
         if m.sparsity == "dense":
             final = packer.trial(_NEVER, 1.0, values=refined, steps=best.steps)
             final = final if final.size <= target_bytes else best
@@ -314,7 +316,7 @@ def encode_image(
         s = 0.5 * 2.0 ** ((50 - q) / 20)
         tau = _NEVER if m.sparsity != "magnitude" else 0.0
         first = packer.trial(tau, s)
-        refined = _qat(m, coords, target, first, qat_steps)
+        refined = _qat(m, coords, target, first, qat_steps, progress=progress)
         final = packer.trial(tau, s, values=refined, steps=first.steps)
     data = bitstream.pack(header, final.sections)
     if not return_report:

@@ -13,6 +13,7 @@ no meta-learning): they are the COIN-style "from scratch" baseline.
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import math
 import os
@@ -197,9 +198,34 @@ def find_by_id(model_id: bytes) -> Model | None:
     return None
 
 
-def default_model() -> Model:
-    trained = sorted(models_dir().glob("*.pt"))
-    name = os.environ.get("MSCN_DEFAULT_MODEL") or (trained[0].stem if trained else "random-w32d5")
+def routing() -> list[tuple[float, str]]:
+    """(upper bpp, model) pairs from models/routing.json, sorted; [] if absent.
+
+    Written by benchmarks/calibrate.py from held-out *training* photos (never Kodak):
+    for each target rate it names the shipped model with the best measured PSNR.
+    """
+    path = models_dir() / "routing.json"
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())["routes"]
+        return sorted((float(r["max_bpp"]), str(r["model"])) for r in rows)
+    except (ValueError, KeyError, TypeError) as e:
+        raise MscnError(f"{path} is malformed ({type(e).__name__})") from None
+
+
+def default_model(bpp: float | None = None) -> Model:
+    """MSCN_DEFAULT_MODEL, else the routed model for this rate, else the first trained one."""
+    name = os.environ.get("MSCN_DEFAULT_MODEL")
+    if not name and bpp is not None:
+        routes = routing()
+        for max_bpp, routed in routes:
+            if bpp <= max_bpp:
+                name = routed
+                break
+        else:
+            name = routes[-1][1] if routes else None
+    if not name:
+        trained = sorted(models_dir().glob("*.pt"))
+        name = trained[0].stem if trained else "random-w32d5"
     return load_model(name)
-
-

@@ -1,0 +1,58 @@
+"""Route target rates to shipped models, measured on held-out *training* photos (never Kodak).
+
+    .venv/bin/python benchmarks/calibrate.py --models siren-full-w32,siren-full-w32-hi \\
+        --points 0.1,0.2,0.3,0.5,0.75,1.0 --effort fast
+
+For each target it encodes the validation split of ../shared/data/natural-train (the
+same split `mscn train` holds out) with every model, averages PSNR, and writes
+models/routing.json: the rate ranges where each model wins. encode() uses it to pick
+a model when none is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mscncodec.codec import encode_image
+from mscncodec.meta import list_images, load_rgb, split
+from mscncodec.models import models_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/natural-train")
+    ap.add_argument("--models", required=True)
+    ap.add_argument("--points", default="0.1,0.2,0.3,0.5,0.75,1.0")
+    ap.add_argument("--effort", default="fast")
+    ap.add_argument("--images", type=int, default=4, help="validation images used (cropped to 256x384)")
+    a = ap.parse_args()
+    root = Path(a.data)
+    _, val = split(list_images(root), root, 0.05)
+    imgs = [load_rgb(f)[:256, :384] for f in val[: a.images]]
+    names, points = a.models.split(","), [float(x) for x in a.points.split(",")]
+    table: dict[str, dict[float, float]] = {n: {} for n in names}
+    for n in names:
+        for p in points:
+            ps = [encode_image(im, bpp=p, model=n, effort=a.effort, return_report=True)[1]["psnr"] for im in imgs]
+            table[n][p] = float(np.mean(ps))
+            print(f"{n:24s} {p:5.2f} bpp  {table[n][p]:.2f} dB", flush=True)
+    best = [max(names, key=lambda n: table[n][p]) for p in points]
+    routes = []
+    for i, (p, n) in enumerate(zip(points, best)):
+        upper = (p + points[i + 1]) / 2 if i + 1 < len(points) else 1e9
+        if routes and routes[-1]["model"] == n:
+            routes[-1]["max_bpp"] = upper
+        else:
+            routes.append({"max_bpp": upper, "model": n})
+    out = {"routes": routes, "measured": {n: {str(p): v for p, v in t.items()} for n, t in table.items()},
+           "data": f"validation split of {root} ({len(imgs)} images, 256x384 crops)", "effort": a.effort}
+    (models_dir() / "routing.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(routes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Model routing by target rate, and the rate-adaptive shift of the gate prior."""
+
+import json
+
+import pytest
+import torch
+
+from mscncodec import models
+from mscncodec.errors import MscnError
+from mscncodec.fit import gate_shift_for, initial_state
+from mscncodec.models import default_model, fresh_model
+from mscncodec.siren import SirenConfig
+from mscncodec.sparsity import deterministic_gate
+
+
+@pytest.fixture
+def two_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSCN_MODELS", str(tmp_path))
+    monkeypatch.delenv("MSCN_DEFAULT_MODEL", raising=False)
+    monkeypatch.setattr(models, "_cache", {})
+    cfg = SirenConfig(width=8, depth=3)
+    for name in ("lo", "hi"):
+        fresh_model(cfg, name=name, patch=8).save(tmp_path / f"{name}.pt")
+    return tmp_path
+
+
+def test_routing_picks_model_by_rate(two_models):
+    (two_models / "routing.json").write_text(json.dumps({"routes": [
+        {"max_bpp": 0.4, "model": "lo"}, {"max_bpp": 1e9, "model": "hi"}]}))
+    assert default_model(0.1).name == "lo"
+    assert default_model(0.4).name == "lo"
+    assert default_model(0.41).name == "hi"
+    assert default_model(None).name == "hi"  # no rate: first trained model by name
+
+
+def test_without_routing_the_first_trained_model_is_default(two_models):
+    assert default_model(0.3).name == "hi"
+
+
+def test_env_overrides_routing(two_models, monkeypatch):
+    (two_models / "routing.json").write_text(json.dumps({"routes": [{"max_bpp": 1e9, "model": "lo"}]}))
+    monkeypatch.setenv("MSCN_DEFAULT_MODEL", "hi")
+    assert default_model(0.1).name == "hi"
+
+
+def test_malformed_routing_is_a_one_line_error(two_models):
+    (two_models / "routing.json").write_text("{not json")
+    with pytest.raises(MscnError, match="routing.json is malformed"):
+        default_model(0.3)
+
+
+def test_gate_shift_opens_at_least_the_requested_number_of_gates():
+    cfg = SirenConfig(width=8, depth=3)
+    m = fresh_model(cfg, name="g", patch=8, log_alpha_init=-6.0)
+    with torch.no_grad():
+        m.log_alpha["w1"][0, :3] = 4.0  # three entries the prior likes
+    assert gate_shift_for(m, 2) == 0.0  # already open: never shifted down
+    for want in (10, 50):
+        shift = gate_shift_for(m, want)
+        st = initial_state(m, 1, gate_shift=shift)
+        opened = sum(int((deterministic_gate(v) > 0).sum()) for v in st.log_alpha.values())
+        assert opened >= want
+    ungated = fresh_model(cfg, name="u", patch=8, gated=False)
+    assert gate_shift_for(ungated, 50) == 0.0
