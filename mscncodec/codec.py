@@ -125,9 +125,13 @@ class _Packer:
 
     def trial(self, tau: float, s: float, values: dict[str, torch.Tensor] | None = None,
               steps: dict[str, int] | None = None) -> _Trial:
+        """Before refinement (values=None) every selected entry is sent (at least +-1 step);
+        after it, entries the refinement drove to zero are dropped."""
+        refined = values is not None
         values = values or self.values
         steps = steps or self.steps_for(s)
-        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k], min_one=MIN_ONE) for k, v in values.items()}
+        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k], min_one=not refined)
+               for k, v in values.items()}
         secs = pack_update(self.model, sym, steps)
         size = len(bitstream.pack(self.header, secs))
         return _Trial(size, sym, steps, secs)
@@ -215,7 +219,6 @@ LAMBDA_RATE = 1.0
 BITS_PER_ENTRY = 8.0  # typical cost of one sent entry (mask + value), to size the gate prior
 OPEN_HEADROOM = 2.0  # start with more open gates than the target needs; fitting closes the useless ones
 GATE_SHIFT = True
-MIN_ONE = True
 
 
 def _pick_model(model: str | Model | None, bpp: float | None, from_scratch: bool) -> Model:
@@ -253,7 +256,8 @@ def encode_image(
         raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
     t0 = time.perf_counter()
     rgb, channels = imod.load(image)
-    m = _pick_model(model, bpp if bpp is not None else nominal_bpp(50 if quality is None else quality), from_scratch)
+    rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
+    m = _pick_model(model, rate, from_scratch)
     n_steps, rel_steps, qat_steps = EFFORT[effort]
     if steps is not None:
         n_steps = steps
@@ -264,8 +268,7 @@ def encode_image(
     header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": 1,
               "model_id": m.model_id, "height": h, "width": w, "channels": channels, "patch": p}
 
-    lam = encode_lambda(bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)) if lam is None else lam
-    rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)
+    lam = encode_lambda(rate) if lam is None else lam
     shift = gate_shift_for(m, rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM) if GATE_SHIFT else 0.0
     state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, gate_shift=shift,
                 progress=progress)

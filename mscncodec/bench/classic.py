@@ -204,8 +204,8 @@ class JpegXLCodec(Codec):
     """JPEG XL through the reference ``cjxl``/``djxl`` binaries (no Python binding needed)."""
 
     key, name = "jxl", "JPEG XL"
-    description = "JPEG XL (libjxl cjxl/djxl), default effort, quality 1-100"
-    qmin, qmax = 1, 100
+    description = "JPEG XL (libjxl cjxl/djxl), default effort, quality 5-100"
+    qmin, qmax = 5, 100  # cjxl 0.7 refuses distances above 25 (quality below ~4)
 
     @classmethod
     def available(cls) -> Availability:
