@@ -262,7 +262,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         model.description = f"meta-learned SIREN w{cfg.width} d{cfg.depth}, {cfg.mode} update, lam={cfg.lam}"
         frozen = Model.from_state(model.state())
         frozen.save(out.with_suffix(".pt"))
-        write_card(frozen, out.with_suffix(".md"), history)
+        write_card(frozen, out.with_suffix(".md"), history, log_path)
         write_log(f"# wrote {out.with_suffix('.pt')} id={frozen.model_id.hex()}")
     if distributed:
         dist.barrier()
@@ -270,8 +270,12 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
     return out.with_suffix(".pt")
 
 
-def write_card(model: Model, path: Path, history: list[dict]) -> None:
+def write_card(model: Model, path: Path, history: list[dict], log_path: Path | None = None) -> None:
     m = model.meta
+    starts = []
+    if log_path is not None and log_path.is_file():
+        starts = [ln.split()[2].split("=")[1] for ln in log_path.read_text().splitlines() if ln.startswith("# start step=")]
+        starts = [s for s in starts if int(s) < m["steps"]]  # a resume that only writes the model adds no step
     lines = [
         f"# Model card: {model.name}",
         "",
@@ -281,7 +285,9 @@ def write_card(model: Model, path: Path, history: list[dict]) -> None:
         f"gated={model.gated}, inner steps {model.inner_steps}, L0 weight {model.lam}",
         f"- **data**: `{m['data']}` ({m['data_files']} training images, {m['val_files']} held out for validation); "
         f"sha256 of the training files: `{m['data_sha256']}`. No Kodak or other benchmark image was used.",
-        f"- **steps**: {m['steps']} outer steps, world size {m['world_size']}",
+        f"- **steps**: {m['steps']} outer steps, world size {m['world_size']}"
+        + (f"; the run was started/resumed at steps {', '.join(starts)} (`--resume` reseeds the crop sampler)"
+           if len(starts) > 1 else ""),
         f"- **wall time**: {m['wall_s']} s on {m['machine']} (torch {m['torch']})",
         f"- **command**: `{m['command']}`",
         f"- **validation** (held-out patches, after the inner loop, deterministic gates, unquantised): "
