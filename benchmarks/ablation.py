@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-ROWS = [  # (codec file stem prefix, label, what it tests)
-    ("mscn-siren-full-w32", "(a) meta-learned, sparse, unstructured gates", "MSCN: L0 gates inside the inner loop"),
-    ("mscn-siren-shift-w64", "(a) meta-learned, sparse, structured gates", "per-neuron shift modulations, gated"),
-    ("mscn-siren-full-w32-dense", "(b) meta-learned init, dense update", "every entry sent; rate by step size"),
-    ("coin-random-w32d5", "(c) random init, same steps (COIN-style)", "no meta-learning, magnitude mask"),
-    ("mscn-siren-full-w32-magnitude", "(d) magnitude pruning after the inner loop", "same init, no gates in the loop"),
+ROWS = [  # (codec key = result file stem, label, what it tests)
+    ("mscn-siren-full-w32-l05", "(a) meta-learned, sparse, unstructured gates", "MSCN: L0 gates inside the inner loop"),
+    ("mscn-siren-shift-w64-l2", "(a) meta-learned, sparse, structured gates", "per-neuron shift modulations, gated"),
+    ("mscn-siren-full-w32-l05_dense", "(b) meta-learned init, dense update", "same init as (a); every entry sent, rate by step size"),
+    ("coin-random-w32d5", "(c) random init, same steps (COIN-style)", "plain SIREN init, magnitude mask"),
+    ("mscn-siren-full-w32-l05_magnitude", "(d) magnitude pruning after the inner loop", "same init as (a); no gates in the loop"),
 ]
 
 
@@ -24,7 +24,7 @@ def main(folder: Path) -> None:
     found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem not in ("bd",)}
     table, out = [], []
     for stem, label, what in ROWS:
-        hit = next((v for k, v in found.items() if k == stem or k.replace("_", "-") == stem), None)
+        hit = found.get(stem)
         if hit is None:
             continue
         r = hit["results"]

@@ -42,10 +42,26 @@ def list_core_models() -> list[tuple[str, str, str]]:
     return out
 
 
-def resolve_core_model(name: str) -> tuple[str, str, str]:
-    """(name, description, weights id) of one model, ablation variants (NAME+dense) included."""
-    from mscncodec.models import load_model
+AUTO = "auto"
 
+
+def resolve_core_model(name: str) -> tuple[str, str, str]:
+    """(name, description, weights id) of one model, ablation variants (NAME+dense) included.
+
+    ``auto`` is what a user gets without --model: the shipped model routed by target
+    rate (models/routing.json); its id hashes every shipped model and the routing.
+    """
+    import hashlib
+
+    from mscncodec.models import PROVISIONAL, list_models, load_model, routing
+
+    if name == AUTO:
+        h = hashlib.sha256(repr(routing()).encode())
+        trained = [m for m in list_models() if m.name not in PROVISIONAL]
+        for m in trained:
+            h.update(m.model_id)
+        desc = "default model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routing()) + ")"
+        return (AUTO, desc if routing() else "default model", h.hexdigest()[:16])
     m = load_model(name)
     return (m.name, m.description, m.model_id.hex())
 
@@ -85,7 +101,7 @@ class MscnCodec(Codec):
         return self.encode_at_bpp(img, float(q))
 
     def encode_at_bpp(self, img: np.ndarray, bpp: float) -> bytes:
-        kwargs: dict[str, Any] = {"bpp": bpp, "model": self.model}
+        kwargs: dict[str, Any] = {"bpp": bpp, "model": None if self.model == AUTO else self.model}
         if self.from_scratch:
             kwargs["from_scratch"] = True
         return _core().encode_image(img, **kwargs)
