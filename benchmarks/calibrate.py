@@ -27,12 +27,12 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/natural-train")
     ap.add_argument("--models", required=True)
     ap.add_argument("--points", default="0.1,0.2,0.3,0.5,0.75,1.0")
-    ap.add_argument("--effort", default="fast")
-    ap.add_argument("--images", type=int, default=4, help="validation images used (cropped to 256x384)")
+    ap.add_argument("--effort", default="default")
+    ap.add_argument("--images", type=int, default=2, help="validation images used (cropped to 256x384)")
     a = ap.parse_args()
     root = Path(a.data)
     _, val = split(list_images(root), root, 0.05)
-    imgs = [load_rgb(f)[:256, :384] for f in val[: a.images]]
+    imgs = [load_rgb(f)[:256, :384] for f in val[:: max(1, len(val) // a.images)][: a.images]]
     names, points = a.models.split(","), [float(x) for x in a.points.split(",")]
     table: dict[str, dict[float, float]] = {n: {} for n in names}
     for n in names:

@@ -127,10 +127,10 @@ class _Packer:
               steps: dict[str, int] | None = None) -> _Trial:
         """Before refinement (values=None) every selected entry is sent (at least +-1 step);
         after it, entries the refinement drove to zero are dropped."""
-        refined = values is not None
+        min_one = values is None and self.model.sparsity != "dense"  # dense: the step size decides
         values = values or self.values
         steps = steps or self.steps_for(s)
-        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k], min_one=not refined)
+        sym = {k: quantise(v, (self.scores[k] > tau).float(), steps[k], min_one=min_one)
                for k, v in values.items()}
         secs = pack_update(self.model, sym, steps)
         size = len(bitstream.pack(self.header, secs))
@@ -215,7 +215,7 @@ def encode_lambda(bpp: float) -> float:
     return LAMBDA_RATE / bpp
 
 
-LAMBDA_RATE = 1.0
+LAMBDA_RATE = 0.5
 BITS_PER_ENTRY = 8.0  # typical cost of one sent entry (mask + value), to size the gate prior
 OPEN_HEADROOM = 2.0  # start with more open gates than the target needs; fitting closes the useless ones
 GATE_SHIFT = True
@@ -282,7 +282,7 @@ def encode_image(
         for k, v in values.items():
             sel = v[open_[k]]
             base[k] = float(sel.pow(2).mean().sqrt()) if sel.numel() else 1e-3
-            base[k] = max(base[k], 1e-6)
+            base[k] = max(base[k], 1e-4)  # a tiny step would let refinement run values off the alphabet
         if m.gated:  # gate logit; never send a closed gate
             scores = {k: torch.where(open_[k], state.log_alpha[k].detach(), torch.full_like(v, 2 * _NEVER))
                       for k, v in values.items()}
@@ -302,9 +302,9 @@ def encode_image(
             if d < best_d:
                 best, best_d = t, d
         if best is None:
-            floor = packer.trial(np.inf, rel_steps[0]).size
+            floor = packer.trial(_NEVER, 2.0**8).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
             raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
-                            f"({8 * floor / n_pix:.4f} bpp: header and empty update)")
+                            f"({8 * floor / n_pix:.4f} bpp at its coarsest setting)")
         refined = _qat(m, coords, target, best, qat_steps, progress=progress)
         if m.sparsity == "dense":
             final = packer.trial(_NEVER, 1.0, values=refined, steps=best.steps)

@@ -12,6 +12,7 @@ import torch
 
 STEP_BASE = 160
 STEP_PER_OCTAVE = 8
+MAX_SYMBOL = 255  # larger magnitudes are clipped: keeps the per-tensor value model small (2R nibbles)
 
 
 def step_size(idx: int) -> float:
@@ -33,7 +34,7 @@ def quantise(values: torch.Tensor, keep: torch.Tensor, idx: int, min_one: bool =
     q = torch.round(v / step_size(idx))
     if min_one:
         q = torch.where(q == 0, torch.where(v < 0, -1.0, 1.0), q)
-    return (q * keep).to(torch.int32).numpy()
+    return (q.clamp(-MAX_SYMBOL, MAX_SYMBOL) * keep).to(torch.int32).numpy()
 
 
 def dequantise(symbols: np.ndarray, idx: int) -> torch.Tensor:

@@ -57,3 +57,17 @@ def test_ste_round_forward_rounds_backward_identity():
     torch.testing.assert_close(out.detach(), torch.tensor([0.5, -0.5, 1.5]))
     out.sum().backward()
     torch.testing.assert_close(v.grad, torch.ones(3))
+
+
+def test_symbols_are_clipped_to_the_alphabet_bound():
+    import numpy as np
+    import torch
+
+    from mscncodec.quantize import MAX_SYMBOL, quantise, step_index, step_size
+
+    idx = step_index(1e-3)
+    v = torch.tensor([1e3, -1e3, 0.5 * step_size(idx), 3 * step_size(idx)])
+    sym = quantise(v, torch.ones(4), idx)
+    assert sym.tolist()[:2] == [MAX_SYMBOL, -MAX_SYMBOL]
+    assert np.abs(sym).max() <= MAX_SYMBOL
+    assert sym[3] == 3
