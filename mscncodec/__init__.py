@@ -4,7 +4,7 @@ from ._runtime import tune_allocator
 
 tune_allocator()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def encode_image(image, **kwargs) -> bytes:

@@ -215,9 +215,9 @@ def encode_lambda(bpp: float) -> float:
     return LAMBDA_RATE / bpp
 
 
-LAMBDA_RATE = 0.5
+LAMBDA_RATE = 0.2
 BITS_PER_ENTRY = 8.0  # typical cost of one sent entry (mask + value), to size the gate prior
-OPEN_HEADROOM = 2.0  # start with more open gates than the target needs; fitting closes the useless ones
+OPEN_HEADROOM = 4.0  # start with more open gates than the target needs; fitting closes the useless ones
 GATE_SHIFT = True
 
 
@@ -254,6 +254,12 @@ def encode_image(
         raise MscnError(f"bpp must be a positive number, got {bpp}")
     if effort not in EFFORT:
         raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
+    with torch.random.fork_rng():  # deterministic: the same input and options give the same bytes
+        torch.manual_seed(0)
+        return _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report)
+
+
+def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report):
     t0 = time.perf_counter()
     rgb, channels = imod.load(image)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
@@ -294,13 +300,19 @@ def encode_image(
     if bpp is not None:
         target_bytes = int(np.floor(bpp * n_pix / 8))
         best, best_d = None, np.inf
-        for s in rel_steps if m.sparsity != "dense" else rel_steps[:1]:
+        candidates = list(rel_steps if m.sparsity != "dense" else rel_steps[:1])
+        while candidates:
+            s = candidates.pop(0)
             t = packer.fit_rate_dense(target_bytes) if m.sparsity == "dense" else packer.fit_rate(target_bytes, s)
             if t is None:
                 continue
             d = _distortion(m, coords, target, t)
             if d < best_d:
                 best, best_d = t, d
+            # every candidate entry is sent and the file is still short of the target:
+            # spend the remaining bits on finer quantisation instead
+            if not candidates and m.sparsity != "dense" and t.size < 0.95 * target_bytes and s > min(rel_steps) / 8:
+                candidates.append(s / 2)
         if best is None:
             floor = packer.trial(_NEVER, 2.0**8).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
             raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "

@@ -314,3 +314,13 @@ def test_channel_field_change_decodes_to_that_many_channels(small_stream):
         with pytest.raises(BitstreamError, match="CRC mismatch"):
             mscncodec.decode(bytes(b))
         assert mscncodec.decode(_with_crc(b)).shape == shape
+
+
+def test_encoding_is_deterministic():
+    from conftest import synthetic_image
+    from mscncodec.codec import encode_image
+
+    img = synthetic_image(40, 56, seed=5)
+    a = encode_image(img, bpp=3.0, model="random-w32d5", effort="fast", steps=3)
+    b = encode_image(img, bpp=3.0, model="random-w32d5", effort="fast", steps=3)
+    assert a == b
