@@ -167,7 +167,9 @@ def test_mscn_and_coin_drive_the_core_by_target_bpp(dataset: Path, tmp_path: Pat
     # Stand-in core (JPEG underneath) so this checks the bench's side of the API contract only.
     calls: list[tuple[float, str, bool]] = []
 
-    def encode_image(img: np.ndarray, bpp: float, model: str, from_scratch: bool = False) -> bytes:
+    def encode_image(img: np.ndarray, bpp: float, model: str, from_scratch: bool = False,
+                     effort: str = "?") -> bytes:
+        assert effort == "default"  # the bench passes the effort level explicitly
         calls.append((bpp, model, from_scratch))
         return JpegCodec().encode_at_bpp(img, bpp)
 
@@ -233,3 +235,11 @@ def test_cli_skips_unavailable_codec(dataset: Path, tmp_path: Path, monkeypatch:
     assert r.exit_code == 0, r.output
     assert "skipping webp: no libwebp" in r.output
     assert (out / "jpeg.json").exists() and not (out / "webp.json").exists()
+
+
+def test_effort_suffix_selects_an_effort_level():
+    selected, _ = resolve_codecs("mscn:random-w32d5@fast")
+    (codec,) = selected
+    assert codec.key == "mscn-random-w32d5_fast"
+    assert codec.model == "random-w32d5" and codec.effort == "fast"
+    assert "effort fast" in codec.description

@@ -55,6 +55,10 @@ def resolve_core_model(name: str) -> tuple[str, str, str]:
 
     from mscncodec.models import PROVISIONAL, list_models, load_model, routing
 
+    name, _, effort = name.partition("@")  # NAME@fast: an effort level other than the default
+    if effort:
+        n, d, i = resolve_core_model(name)
+        return (f"{n}@{effort}", f"{d} (effort {effort})", f"{i}-{effort}")
     if name == AUTO:
         h = hashlib.sha256(repr(routing()).encode())
         trained = [m for m in list_models() if m.name not in PROVISIONAL]
@@ -77,7 +81,8 @@ class MscnCodec(Codec):
     slow = True
 
     def __init__(self, model: str, model_description: str = "", model_id: str = "") -> None:
-        self.model = model
+        self.model, _, effort = model.partition("@")
+        self.effort = effort or "default"
         self.model_id = model_id
         self.key = f"mscn-{_safe(model)}"
         self.name = f"mscn ({model})"
@@ -101,7 +106,8 @@ class MscnCodec(Codec):
         return self.encode_at_bpp(img, float(q))
 
     def encode_at_bpp(self, img: np.ndarray, bpp: float) -> bytes:
-        kwargs: dict[str, Any] = {"bpp": bpp, "model": None if self.model == AUTO else self.model}
+        kwargs: dict[str, Any] = {"bpp": bpp, "model": None if self.model == AUTO else self.model,
+                                  "effort": self.effort}
         if self.from_scratch:
             kwargs["from_scratch"] = True
         return _core().encode_image(img, **kwargs)
