@@ -21,9 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import bitstream, siren
-from .entropy import Decoder, Encoder, MaskModel, ValueModel, sigmoid64
+from .entropy import Decoder, Encoder, MaskModel, ValueModel
 from .errors import BitstreamError, MscnError, RateError
-from .fit import FitState, fit, gate_shift_for, mse_per_group
+from .fit import fit, gate_shift_for, mse_per_group
 from .modalities import image as imod
 from .optim import Adam
 from .models import Model, find_by_id, load_model, default_model
@@ -223,7 +223,6 @@ def encode_lambda(bpp: float) -> float:
 LAMBDA_RATE = 0.2
 BITS_PER_ENTRY = 8.0  # typical cost of one sent entry (mask + value), to size the gate prior
 OPEN_HEADROOM = 4.0  # start with more open gates than the target needs; fitting closes the useless ones
-GATE_SHIFT = True
 
 
 def _pick_model(model: str | Model | None, bpp: float | None, from_scratch: bool) -> Model:
@@ -280,7 +279,7 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
               "model_id": m.model_id, "height": h, "width": w, "channels": channels, "patch": p}
 
     lam = encode_lambda(rate) if lam is None else lam
-    shift = gate_shift_for(m, rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM) if GATE_SHIFT else 0.0
+    shift = gate_shift_for(m, rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM)
     state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, gate_shift=shift,
                 progress=progress)
     with torch.no_grad():

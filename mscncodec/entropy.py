@@ -17,7 +17,6 @@ The rate is always the length of what these coders write, never an estimate.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 

@@ -14,8 +14,6 @@ import json
 import math
 import os
 import platform
-import random
-import sys
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -28,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .errors import MscnError
 from .fit import group_loss, inner_loop
-from .modalities.image import grid_coords, psnr
+from .modalities.image import grid_coords
 from .models import Model, fresh_model
 from .siren import SirenConfig
 
@@ -200,7 +198,6 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
     write_log(f"# start step={step} world={world} cfg={json.dumps(asdict(cfg))}")
     t0, last_ckpt = time.time() - elapsed, time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", desc="meta-train")
-    n_pix = cfg.patch * cfg.patch
 
     def checkpoint() -> None:
         if rank == 0:

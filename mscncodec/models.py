@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import io
-import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
