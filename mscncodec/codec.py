@@ -35,8 +35,9 @@ EFFORT = {  # fitting steps before the rate cut, relative quantisation steps tri
     "default": (100, (0.35, 0.7), 60),
     "max": (400, (0.25, 0.5, 1.0), 200),
 }
-DECODE_CHUNK = 2048
-_NEVER = -1e8  # score of an entry that must never be sent (closed gate)  # groups evaluated at once when rendering
+DECODE_CHUNK = 2048  # groups evaluated at once when rendering
+_NEVER = -1e8  # score of an entry that must never be sent (closed gate)
+_DENSE_LOG2_STEP = 8.0  # dense updates search relative steps in 2**[-8, 8]; the coarsest one is the floor
 
 
 def mask_prior(model: Model, key: str) -> np.ndarray:
@@ -160,7 +161,7 @@ class _Packer:
 
     def fit_rate_dense(self, target_bytes: int, iters: int = 14) -> _Trial | None:
         """Dense update (every entry sent unless it rounds to zero): bisect the step size instead."""
-        lo, hi = -8.0, 8.0  # log2 of the relative step
+        lo, hi = -_DENSE_LOG2_STEP, _DENSE_LOG2_STEP  # log2 of the relative step
         best = self.trial(_NEVER, 2.0**hi)
         if best.size > target_bytes:
             return None
@@ -318,7 +319,7 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
             if not candidates and m.sparsity != "dense" and t.size < 0.95 * target_bytes and s > min(rel_steps) / 8:
                 candidates.append(s / 2)
         if best is None:
-            floor = packer.trial(_NEVER, 2.0**8).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
+            floor = packer.trial(_NEVER, 2.0**_DENSE_LOG2_STEP).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
             raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
                             f"({8 * floor / n_pix:.4f} bpp at its coarsest setting)")
         refined = _qat(m, coords, target, best, qat_steps, progress=progress)

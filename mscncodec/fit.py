@@ -122,9 +122,6 @@ def inner_loop(
     return state
 
 
-REFINE_LR_ALPHA = 3e-2
-
-
 def refine(
     model: Model,
     coords: torch.Tensor,
@@ -134,7 +131,7 @@ def refine(
     steps: int,
     lam: float,
     lr: float = 1e-3,
-    lr_alpha: float | None = None,
+    lr_alpha: float = 3e-2,
     progress: bool = False,
     desc: str = "fit",
 ) -> FitState:
@@ -143,7 +140,7 @@ def refine(
         return state
     params = [{"params": list(state.delta.values()), "lr": lr}]
     if model.gated:
-        params.append({"params": list(state.log_alpha.values()), "lr": lr_alpha or REFINE_LR_ALPHA})
+        params.append({"params": list(state.log_alpha.values()), "lr": lr_alpha})
     opt = Adam(params)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step")
     for _ in bar:

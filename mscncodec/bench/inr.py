@@ -60,12 +60,13 @@ def resolve_core_model(name: str) -> tuple[str, str, str]:
         n, d, i = resolve_core_model(name)
         return (f"{n}@{effort}", f"{d} (effort {effort})", f"{i}-{effort}")
     if name == AUTO:
-        h = hashlib.sha256(repr(routing()).encode())
-        trained = [m for m in list_models() if m.name not in PROVISIONAL]
-        for m in trained:
-            h.update(m.model_id)
-        desc = "default model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routing()) + ")"
-        return (AUTO, desc if routing() else "default model", h.hexdigest()[:16])
+        routes = routing()
+        h = hashlib.sha256(repr(routes).encode())
+        for m in list_models():
+            if m.name not in PROVISIONAL:
+                h.update(m.model_id)
+        desc = "default model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
+        return (AUTO, desc if routes else "default model", h.hexdigest()[:16])
     m = load_model(name)
     return (m.name, m.description, m.model_id.hex())
 
