@@ -24,7 +24,7 @@ from .errors import BitstreamError
 MAGIC = b"MSCN"
 VERSION = 1
 MODALITIES = {1: "image"}
-ARCHS = {1: "siren"}
+ARCHS = {1: "siren", 2: "grid"}
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25
 MAX_SECTIONS = 16
@@ -58,7 +58,7 @@ HEADER: tuple[Field, ...] = (
     Field("height", "I", "signal height", _range(1, MAX_SIDE, "height")),
     Field("width", "I", "signal width", _range(1, MAX_SIDE, "width")),
     Field("channels", "B", "channels of the original (1, 3, 4)", _in({1, 3, 4}, "channel count")),
-    Field("patch", "H", "patch side P (pixels)", _range(4, 256, "patch size")),
+    Field("patch", "H", "siren: patch side P; grid: alignment 2**(levels-1) (pixels)", _range(4, 256, "patch size")),
     Field("n_sections", "B", "entries in the section table", _range(1, MAX_SECTIONS, "section count")),
     Field("payload_crc32", "I", "CRC32 of header (this field zeroed), table and payload", None, lambda v: f"{v:08x}"),
 )

@@ -126,7 +126,7 @@ def models_cmd() -> None:
     for m in list_models():
         val = m.meta.get("validation", {}).get("val_psnr")
         extra = f", val {val:.2f} dB" if val else ""
-        click.echo(f"{m.name:<24} id {m.model_id.hex()}  {m.cfg.mode:<5} w{m.cfg.width} d{m.cfg.depth}{extra}  {m.description}")
+        click.echo(f"{m.name:<24} id {m.model_id.hex()}  {m.summary()}{extra}  {m.description}")
 
 
 @main.group()
@@ -137,16 +137,22 @@ def train() -> None:
 @train.command("image")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
+@click.option("--arch", type=click.Choice(["siren", "grid"]), default="siren", show_default=True,
+              help="siren: the paper's SIREN over patches; grid: latent grids + synthesis network.")
 @click.option("--mode", type=click.Choice(["full", "shift"]), default="full", show_default=True,
-              help="full: unstructured gates on every weight; shift: structured per-neuron shifts.")
-@click.option("--width", type=int, default=32, show_default=True)
-@click.option("--depth", type=int, default=5, show_default=True)
-@click.option("--patch", type=int, default=32, show_default=True)
-@click.option("--inner-steps", type=int, default=3, show_default=True)
-@click.option("--lam", type=float, default=0.1, show_default=True, help="L0 weight (higher = sparser).")
-@click.option("--batch", type=int, default=32, show_default=True)
+              help="siren: full = unstructured gates on every weight; shift = structured per-neuron shifts.")
+@click.option("--width", type=int, default=32, show_default=True, help="siren width.")
+@click.option("--depth", type=int, default=5, show_default=True, help="siren depth.")
+@click.option("--patch", type=int, default=32, show_default=True, help="siren patch / grid crop side.")
+@click.option("--levels", type=int, default=6, show_default=True, help="grid: number of latent grids.")
+@click.option("--first", type=int, default=1, show_default=True, help="grid: the finest grid is at 1/2**FIRST resolution.")
+@click.option("--hidden", default="24,24", show_default=True, help="grid: synthesis hidden widths.")
+@click.option("--inner-steps", type=int, default=None, help="Meta-SGD inner steps [siren 3, grid 1].")
+@click.option("--inner-every", type=int, default=4, show_default=True, help="grid: inner loop on every k-th step.")
+@click.option("--lam", type=float, default=0.1, show_default=True, help="siren: L0 weight (higher = sparser).")
+@click.option("--batch", type=int, default=None, help="Batch of crops [siren 32, grid 8].")
 @click.option("--steps", type=int, default=20000, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--lr", type=float, default=None, help="Outer learning rate [siren 2e-4, grid 2e-3].")
 @click.option("--first-order", is_flag=True, help="First-order Meta-SGD (no second derivatives).")
 @click.option("--val-every", type=int, default=250, show_default=True)
 @click.option("--max-images", type=int, default=0, help="Use only the first N training images (tests).")
@@ -155,22 +161,44 @@ def train() -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
 @click.option("--threads", type=int, default=0, help="torch threads (0: all cores / one per torchrun process).")
 @click.option("--no-progress", is_flag=True)
-def train_image(data, out, mode, width, depth, patch, inner_steps, lam, batch, steps, lr, first_order, val_every,
-                max_images, val_patches, seed, resume, threads, no_progress) -> None:
-    """Meta-train a SIREN image initialisation on a folder of photos (never on Kodak)."""
+def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, lam, batch,
+                steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress) -> None:
+    """Meta-train an image initialisation on a folder of photos (never on Kodak)."""
     import torch
-
-    from .meta import TrainConfig, train as run
 
     if "kodak" in str(data).lower():
         raise MscnError("refusing to train on Kodak: it is a benchmark set")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
-    cfg = TrainConfig(width=width, depth=depth, mode=mode, patch=patch, inner_steps=inner_steps, lam=lam,
-                      batch=batch, steps=steps, lr=lr, first_order=first_order, val_every=val_every,
-                      max_images=max_images, val_patches=val_patches, seed=seed)
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
+    if arch == "grid":
+        from .gridmeta import GridTrainConfig, train as run_grid
+
+        if world > 1:
+            raise MscnError("--arch grid trains on one process (no torchrun)")
+        try:
+            widths = tuple(int(v) for v in hidden.split(","))
+        except ValueError:
+            raise MscnError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+        align = 2 ** (first + levels - 1)
+        if levels < 1 or first < 0 or not 4 <= align <= 256:
+            raise MscnError(f"2**(first+levels-1) = {align} must be in [4, 256] (the stream's alignment field)")
+        if patch % align:
+            raise MscnError(f"--patch {patch} must be a multiple of 2**(first+levels-1) = {align}")
+        gcfg = GridTrainConfig(levels=levels, first=first, hidden=widths, crop=patch, batch=batch or 8, steps=steps,
+                               inner_steps=1 if inner_steps is None else inner_steps, inner_every=inner_every,
+                               lr=lr or 2e-3, val_every=val_every, max_images=max_images, seed=seed,
+                               first_order=first_order)
+        path = run_grid(data, out, gcfg, resume=resume, command=command, progress=not no_progress)
+        click.echo(f"wrote {path}")
+        return
+    from .meta import TrainConfig, train as run
+
+    cfg = TrainConfig(width=width, depth=depth, mode=mode, patch=patch,
+                      inner_steps=3 if inner_steps is None else inner_steps, lam=lam,
+                      batch=batch or 32, steps=steps, lr=lr or 2e-4, first_order=first_order, val_every=val_every,
+                      max_images=max_images, val_patches=val_patches, seed=seed)
     path = run(data, out, cfg, resume=resume, command=command, progress=not no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"wrote {path}")

@@ -269,6 +269,12 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
     rgb, channels = imod.load(image)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
     m = _pick_model(model, rate, from_scratch)
+    if m.arch == "grid":
+        from . import gridcodec
+
+        data, info = gridcodec.encode(m, rgb, channels, bpp=bpp, quality=quality, steps=steps, effort=effort,
+                                      progress=progress)
+        return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
     n_steps, rel_steps, qat_steps = EFFORT[effort]
     if steps is not None:
         n_steps = steps
@@ -341,14 +347,19 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
     data = bitstream.pack(header, final.sections)
     if not return_report:
         return data
+    return _finish(data, rgb, channels, m, t0, int(sum((s != 0).sum() for s in final.symbols.values())), note)
+
+
+def _finish(data: bytes, rgb: np.ndarray, channels: int, m, t0: float, n_open: int, note: str) -> tuple[bytes, dict]:
+    """The encode report: real size, PSNR of the decoded file, times."""
     t_enc = time.perf_counter() - t0
     t1 = time.perf_counter()
     out = decode(data)
     t_dec = time.perf_counter() - t1
     ref = imod.restore_channels(rgb, channels)
+    n_pix = rgb.shape[0] * rgb.shape[1]
     report = {"bytes": len(data), "bpp": 8 * len(data) / n_pix, "psnr": imod.psnr(ref, out), "model": m.name,
-              "encode_s": t_enc, "decode_s": t_dec, "open": int(sum((s != 0).sum() for s in final.symbols.values())),
-              "note": note}
+              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "open": n_open, "note": note}
     return data, report
 
 
@@ -360,7 +371,8 @@ def _model_for(header: dict) -> Model:
         raise BitstreamError(f"stream was made with model {header['model_id'].hex()}, which this decoder does not have "
                              "(see `mscn models`)")
     if m.patch != header["patch"]:
-        raise BitstreamError(f"corrupted .mscn file (patch {header['patch']} does not match model {m.name})")
+        what = "alignment" if m.arch == "grid" else "patch"
+        raise BitstreamError(f"corrupted .mscn file ({what} {header['patch']} does not match model {m.name})")
     return m
 
 
@@ -370,6 +382,13 @@ def decode(data: bytes) -> np.ndarray:
         raise MscnError("decode expects bytes")
     header, sections = bitstream.unpack(bytes(data))
     m = _model_for(header)
+    if m.arch != bitstream.ARCHS[header["arch"]]:
+        raise BitstreamError(f"corrupted .mscn file (architecture {bitstream.ARCHS[header['arch']]} does not match "
+                             f"model {m.name})")
+    if m.arch == "grid":
+        from . import gridcodec
+
+        return imod.restore_channels(gridcodec.decode(m, header, sections), header["channels"])
     h, w, p = header["height"], header["width"], header["patch"]
     gh, gw = imod.patch_grid(h, w, p)
     symbols, steps = unpack_update(m, sections, gh * gw)
@@ -383,6 +402,13 @@ def describe(data: bytes) -> dict:
     d = bitstream.describe_header(header)
     m = find_by_id(header["model_id"])
     d["model"] = m.name if m else "(unknown to this decoder)"
+    if m is not None and m.arch == "grid" and len(sections.get("GRID", b"")) == 2:
+        from .grid import lambda_value
+        from .gridcodec import latent_step
+
+        li, si = struct.unpack("<BB", sections["GRID"])
+        d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
+        d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
     secs = {"header": bitstream.HEADER_SIZE, "table": 8 * header["n_sections"]}
     secs.update({k: len(v) for k, v in sections.items()})
     return {"header": d, "sections": secs, "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}

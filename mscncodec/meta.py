@@ -181,6 +181,9 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         loaded = Model.from_state(ck["model"])
+        if loaded.cfg != scfg or loaded.patch != cfg.patch:
+            raise MscnError(f"{ckpt_path} was trained with {loaded.cfg.to_dict()} (patch {loaded.patch}): "
+                            "resume with the same architecture options")
         for group in ("theta", "log_alpha", "lr_delta", "lr_alpha"):
             for k, v in getattr(loaded, group).items():
                 getattr(model, group)[k].data.copy_(v)

@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 
 from .errors import MscnError
+from . import grid
 from .siren import SirenConfig, init_params
 from .sparsity import closed_threshold
 
 
 SPARSITY = ("gates", "magnitude", "dense")
+GRID_VARIANTS = ("gates", "dense", "scratch")  # scratch: generic init, no analysis (ablation of the meta-learned start)
 
 
 def models_dir() -> Path:
@@ -65,6 +67,11 @@ class Model:
             return self
         base = self.name.split("+")[0]
         return replace(self, name=f"{base}+{sparsity}", sparsity=sparsity, gated=sparsity == "gates")
+
+    arch = "siren"
+
+    def summary(self) -> str:
+        return f"siren {self.cfg.mode:<5} w{self.cfg.width} d{self.cfg.depth}"
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -126,6 +133,106 @@ class Model:
         tmp.replace(path)
 
 
+@dataclass
+class GridModel:
+    """A latent-grid initialisation (see grid.py): decoder-side theta0 with gate priors and
+    Meta-SGD rates for its per-file update, plus the encoder-side analysis network."""
+
+    name: str
+    cfg: grid.GridConfig
+    theta: dict[str, torch.Tensor]  # synthesis + context network
+    analysis: dict[str, torch.Tensor]  # encoder only; empty for the generic start
+    log_alpha: dict[str, torch.Tensor]
+    lr_delta: dict[str, torch.Tensor]
+    lr_alpha: dict[str, torch.Tensor]
+    inner_steps: int = 1
+    sparsity: str = "gates"  # "gates" | "dense" | "scratch"
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    arch = "grid"
+
+    def __post_init__(self) -> None:
+        if self.sparsity not in GRID_VARIANTS:
+            raise MscnError(f"unknown grid variant {self.sparsity!r} ({', '.join(GRID_VARIANTS)})")
+
+    @property
+    def gated(self) -> bool:
+        return self.sparsity == "gates"
+
+    @property
+    def patch(self) -> int:  # the header's alignment field
+        return self.cfg.align
+
+    def summary(self) -> str:
+        c = self.cfg
+        return f"grid  L{c.levels} syn{'-'.join(map(str, c.hidden))} {c.macs_per_pixel():.0f} MAC/px"
+
+    def variant(self, sparsity: str) -> "GridModel":
+        if sparsity == self.sparsity:
+            return self
+        base = self.name.split("+")[0]
+        if sparsity == "scratch":  # same architecture, generic seeded init, latents from zero, everything sent
+            generic = fresh_grid_model(self.cfg, name=f"{base}+scratch", seed=0, inner_steps=0)
+            return replace(generic, sparsity="scratch", analysis={},
+                           description=f"generic start of {base}'s architecture (no meta-learning; ablation)")
+        if self.sparsity == "scratch":
+            raise MscnError("the scratch variant has no other variants")
+        return replace(self, name=f"{base}+{sparsity}", sparsity=sparsity)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for group in ("theta", "analysis", "log_alpha", "lr_delta", "lr_alpha"):
+            for k, v in getattr(self, group).items():
+                out[f"{group}.{k}"] = v
+        return out
+
+    @property
+    def model_id(self) -> bytes:
+        h = hashlib.sha256(repr(sorted(self.cfg.to_dict().items())).encode())
+        h.update(repr(("grid", self.sparsity)).encode())
+        for k, v in sorted(self.tensors().items()):
+            if k.startswith("analysis."):
+                continue  # encoder-only: a retrained analysis net still decodes the same streams
+            h.update(k.encode())
+            h.update(v.detach().contiguous().to(torch.float32).numpy().tobytes())
+        return h.digest()[:8]
+
+    def state(self) -> dict:
+        return {"arch": "grid", "name": self.name, "cfg": self.cfg.to_dict(),
+                "tensors": {k: v.detach().clone() for k, v in self.tensors().items()},
+                "inner_steps": self.inner_steps, "sparsity": self.sparsity,
+                "description": self.description, "meta": self.meta}
+
+    @classmethod
+    def from_state(cls, st: dict) -> "GridModel":
+        groups: dict[str, dict[str, torch.Tensor]] = {g: {} for g in ("theta", "analysis", "log_alpha", "lr_delta", "lr_alpha")}
+        for k, v in st["tensors"].items():
+            g, name = k.split(".", 1)
+            groups[g][name] = v.float()
+        return cls(name=st["name"], cfg=grid.GridConfig.from_dict(st["cfg"]), inner_steps=st["inner_steps"],
+                   sparsity=st.get("sparsity", "gates"), description=st.get("description", ""),
+                   meta=st.get("meta", {}), **groups)
+
+    save = Model.save
+
+
+def fresh_grid_model(cfg: grid.GridConfig, *, name: str, seed: int = 0, inner_steps: int = 1,
+                     lr_init: float = 1e-3, log_alpha_init: float = -1.0) -> GridModel:
+    """A grid model before meta-learning: seeded default init, uniform gates and learning rates."""
+    p = grid.init_params(cfg, seed)
+    theta = {k: v for k, v in p.items() if not k.startswith("ana.")}
+    ana = {k: v for k, v in p.items() if k.startswith("ana.")}
+    shapes = cfg.update_shapes()
+    return GridModel(name, cfg, theta, ana, {k: torch.full(s, log_alpha_init) for k, s in shapes.items()},
+                     {k: torch.full(s, lr_init) for k, s in shapes.items()},
+                     {k: torch.full(s, 1.0) for k, s in shapes.items()}, inner_steps=inner_steps)
+
+
+def from_state(st: dict) -> "Model | GridModel":
+    return GridModel.from_state(st) if st.get("arch") == "grid" else Model.from_state(st)
+
+
 def fresh_model(
     cfg: SirenConfig,
     *,
@@ -157,7 +264,7 @@ def _provisional(width: int, depth: int) -> Model:
 PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5)}
 
 
-def list_models() -> list[Model]:
+def list_models() -> list[Model | GridModel]:
     """Shipped (trained) models first, sorted by name, then the provisional ones."""
     found = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
     return found + [f() for f in PROVISIONAL.values()]
@@ -171,9 +278,11 @@ def load_model(name: str) -> Model:
         return _cache[name]
     if "+" in name:
         base, sparsity = name.split("+", 1)
-        if sparsity not in SPARSITY:
-            raise MscnError(f"unknown model variant {sparsity!r} in {name!r} (gates, magnitude, dense)")
-        m = load_model(base).variant(sparsity)
+        parent = load_model(base)
+        allowed = GRID_VARIANTS if parent.arch == "grid" else SPARSITY
+        if sparsity not in allowed:
+            raise MscnError(f"unknown model variant {sparsity!r} in {name!r} ({', '.join(allowed)})")
+        m = parent.variant(sparsity)
         _cache[name] = m
         return m
     if name in PROVISIONAL:
@@ -183,7 +292,7 @@ def load_model(name: str) -> Model:
         if not path.is_file():
             known = ", ".join(sorted({p.stem for p in models_dir().glob('*.pt')} | set(PROVISIONAL)))
             raise MscnError(f"unknown model {name!r} (known: {known})")
-        m = Model.from_state(torch.load(path, map_location="cpu", weights_only=True))
+        m = from_state(torch.load(path, map_location="cpu", weights_only=True))
     _cache[name] = m
     return m
 
@@ -191,7 +300,8 @@ def load_model(name: str) -> Model:
 def find_by_id(model_id: bytes) -> Model | None:
     """The model (or ablation variant of one) a stream was made with."""
     for m in list_models():
-        for v in (m, *(m.variant(s) for s in SPARSITY if s != m.sparsity)):
+        kinds = GRID_VARIANTS if m.arch == "grid" else SPARSITY
+        for v in (m, *(m.variant(s) for s in kinds if s != m.sparsity)):
             if v.model_id == model_id:
                 return v
     return None

@@ -1,0 +1,353 @@
+"""Encode and decode with the latent-grid family (``--arch grid``).
+
+Encoding, for a target rate:
+
+1. *Amortised start.* The analysis network predicts the latents for a range of
+   lambdas; a bisection on the lambda table picks the one whose estimated rate is
+   nearest the target (each try is one cheap forward pass).
+2. *Refinement.* Adam on the latents (noise for the rate term, straight-through
+   rounding for the synthesis, exact rounding for the last steps) and on the
+   file's sparse gated update of the decoder networks (started with the model's
+   Meta-SGD inner step), minimising rate + MSE / lambda. Every few steps lambda is
+   nudged so the estimated rate tracks the target.
+3. *Packing on the real size.* The update is quantised and coded with the gate
+   priors (as for SIREN); the latents are range-coded with the context model. A
+   bisection on one global latent step (sent as an index) puts the real file at
+   or just under the target.
+
+Streams carry: ``GRID`` (lambda index, latent step index), ``QPRM``/``MASK``/
+``VALS`` (the network update, same coding as the SIREN family) and ``LATS``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import sys
+import time
+
+import constriction
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import bitstream, grid
+from .entropy import Decoder, Encoder
+from .errors import BitstreamError, RateError
+from .gridmeta import BITS_PER_ENTRY, inner_loop, quantised_latents
+from .models import GridModel
+from .optim import Adam
+from .quantize import dequantise, quantise, step_index
+from .sparsity import deterministic_gate, prob_open
+
+EFFORT = {"fast": 40, "default": 150, "max": 600}  # full-image refinement steps
+LATENT_LR = {"gates": 1e-2, "dense": 1e-2, "scratch": 5e-2}  # Adam on latents (scratch starts from zero)
+DELTA_LR = 1e-3
+GATE_LR = 3e-2
+STEP_BASE, STEP_PER_OCTAVE = 128, 32  # global latent step 2**((i - 128) / 32)
+UPDATE_REL_STEP = 0.5  # update quantisation step relative to the rms of the sent entries
+HARD_FRACTION = 0.2  # last fraction of refinement steps uses exact rounding for the rate too
+CONTROL_EVERY = 5
+FINER_STEPS = 16  # the final size fit may refine the latent step by at most half an octave
+
+
+def latent_step(idx: int) -> float:
+    return float(2.0 ** ((idx - STEP_BASE) / STEP_PER_OCTAVE))
+
+
+def step_index_for(lam: float) -> int:
+    """Index of the tabled latent step nearest the one tied to lambda (grid.step_for)."""
+    step = float(grid.step_for(torch.tensor(lam)))
+    return int(np.clip(np.round(STEP_PER_OCTAVE * math.log2(step) + STEP_BASE), 0, 255))
+
+
+def pad_image(rgb: np.ndarray, align: int) -> torch.Tensor:
+    """H x W x 3 uint8 -> (1, 3, Hp, Wp) in [0, 1], edge-replicated to a multiple of align."""
+    h, w, _ = rgb.shape
+    x = torch.from_numpy(np.array(rgb, copy=True)).float().div_(255.0).permute(2, 0, 1)[None]
+    ph, pw = -h % align, -w % align
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+
+
+def grid_shapes(cfg: grid.GridConfig, h: int, w: int) -> list[tuple[int, int]]:
+    hp, wp = h + (-h % cfg.align), w + (-w % cfg.align)
+    return [(hp // cfg.scale(l), wp // cfg.scale(l)) for l in range(cfg.levels)]
+
+
+# ---------------------------------------------------------------- the latents' coder
+
+_FAMILY = constriction.stream.model.QuantizedLaplace(-grid.SYMBOL_RANGE, grid.SYMBOL_RANGE + 1)
+
+
+def _level_params(cfg, params, decoded: list, level: int, lam_t: torch.Tensor, sel: np.ndarray,
+                  anchors: torch.Tensor | None, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Snapped (mean, scale) in symbol units at the positions `sel` of one grid, for one checkerboard pass.
+
+    Encoder and decoder both call exactly this, on identical inputs, so they build
+    identical probability models.
+    """
+    coarse = grid.coarse_context(decoded, level)
+    neigh = torch.zeros_like(decoded[level]) if anchors is None else anchors
+    with torch.no_grad():
+        mu, ls = grid.context_pass(cfg, params, level, coarse, neigh, grid.lambda_feature(lam_t),
+                                   keep=torch.from_numpy(sel))
+    return grid.snap_params(mu.numpy().reshape(-1), ls.numpy().reshape(-1), step)
+
+
+def encode_latents(cfg, params, symbols: list[np.ndarray], lam_idx: int, step_idx: int) -> bytes:
+    """Coarsest grid first; per grid the anchors, then the rest (the decoder's order)."""
+    step = latent_step(step_idx)
+    lam_t = torch.tensor([grid.lambda_value(lam_idx)])
+    decoded = [torch.from_numpy(s.astype(np.float32) * np.float32(step))[None, None] for s in symbols]
+    enc = constriction.stream.queue.RangeEncoder()
+    for l in range(cfg.levels - 1, -1, -1):
+        mask = grid.checkerboard(*symbols[l].shape).numpy().astype(bool)
+        for first in (True, False):
+            sel = mask if first else ~mask
+            anchors = None if first else decoded[l] * torch.from_numpy(mask).float()
+            mu, sc = _level_params(cfg, params, decoded, l, lam_t, sel, anchors, step)
+            sym = symbols[l][sel].astype(np.int32)
+            if sym.size:
+                enc.encode(sym, _FAMILY, mu, sc)
+    return enc.get_compressed().tobytes()
+
+
+def decode_latents(cfg, params, data: bytes, shapes: list[tuple[int, int]], lam_idx: int, step_idx: int
+                   ) -> list[torch.Tensor]:
+    if len(data) % 4:
+        raise BitstreamError("corrupted .mscn file (latent section length is not a multiple of 4)")
+    step = latent_step(step_idx)
+    lam_t = torch.tensor([grid.lambda_value(lam_idx)])
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
+    decoded: list[torch.Tensor] = [torch.zeros(1, 1, *s) for s in shapes]
+    for l in range(cfg.levels - 1, -1, -1):
+        mask = grid.checkerboard(*shapes[l]).numpy().astype(bool)
+        sym = np.zeros(shapes[l], np.int32)
+        for first in (True, False):
+            sel = mask if first else ~mask
+            anchors = None if first else decoded[l] * torch.from_numpy(mask).float()
+            mu, sc = _level_params(cfg, params, decoded, l, lam_t, sel, anchors, step)
+            if mu.size:
+                try:
+                    sym[sel] = np.asarray(dec.decode(_FAMILY, mu, sc), np.int32)
+                except (AssertionError, ValueError):
+                    raise BitstreamError("corrupted .mscn file (invalid latent data)") from None
+            decoded[l] = torch.from_numpy(sym.astype(np.float32) * np.float32(step))[None, None]
+    return decoded
+
+
+# ---------------------------------------------------------------- update (delta) packing
+
+def _update_sections(model: GridModel, values: dict[str, torch.Tensor], sent: dict[str, torch.Tensor]
+                     ) -> tuple[list[tuple[str, bytes]], dict[str, torch.Tensor]]:
+    """Quantise and code the update; returns the sections and the dequantised update the decoder will see."""
+    from .codec import pack_update  # the SIREN family's update coding, shared
+
+    symbols, steps = {}, {}
+    for k, v in values.items():
+        keep = sent[k].float()
+        sel = v[sent[k]]
+        rms = float(sel.pow(2).mean().sqrt()) if sel.numel() else 1e-3
+        steps[k] = step_index(max(rms, 1e-4) * UPDATE_REL_STEP)
+        symbols[k] = quantise(v, keep, steps[k])
+    secs = pack_update(model, symbols, steps)
+    return secs, {k: dequantise(s, steps[k]) for k, s in symbols.items()}
+
+
+# ---------------------------------------------------------------- encode
+
+LAMBDA_SEARCH = (grid.lambda_index(2.0**-14), grid.lambda_index(2.0**-5))  # a little beyond the trained range
+SCRATCH_LAMBDA = grid.lambda_index(2.0**-9)
+
+
+def _lambda_for(model: GridModel, x: torch.Tensor, target_bits: float) -> int:
+    """Lambda index whose amortised latents have an estimated rate nearest the target (bisection)."""
+    lo, hi = LAMBDA_SEARCH  # index up = larger lambda = lower rate
+
+    def bits(i: int) -> float:
+        lam = torch.tensor([grid.lambda_value(i)])
+        step = torch.tensor([latent_step(step_index_for(grid.lambda_value(i)))])
+        with torch.no_grad():
+            lat = grid.analysis(model.cfg, model.analysis, x, lam)
+            hard, _ = quantised_latents(lat, noisy=False, step=step)
+            return float(grid.rate_bits(model.cfg, model.theta, hard, lam, step))
+
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bits(mid) > target_bits:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | None, quality: int | None,
+           steps: int | None, effort: str, progress: bool) -> tuple[bytes, dict]:
+    cfg = model.cfg
+    h, w, _ = rgb.shape
+    n_pix = h * w
+    x = pad_image(rgb, cfg.align)
+    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": 2,
+              "model_id": model.model_id, "height": h, "width": w, "channels": channels, "patch": cfg.align}
+    n_steps = EFFORT[effort] if steps is None else steps
+    target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
+
+    # 1. start: amortised latents at the lambda that fits the target, or zeros (generic start)
+    if target_bytes is not None:
+        overhead = bitstream.HEADER_SIZE + 5 * 8 + 64
+        lam_idx = _lambda_for(model, x, 8 * max(target_bytes - overhead, 1)) if model.analysis else SCRATCH_LAMBDA
+        if os.environ.get("MSCN_DEBUG"):
+            print(f"[grid] amortised lambda index {lam_idx}", file=sys.stderr)
+    else:
+        q = 50 if quality is None else quality
+        lam_idx = grid.lambda_index(2.0 ** (-6.0 - 7.0 * q / 100))
+    lam = grid.lambda_value(lam_idx)
+    if model.analysis:
+        with torch.no_grad():
+            start = grid.analysis(cfg, model.analysis, x, torch.tensor([lam]))
+    else:
+        start = [torch.zeros(1, 1, a, b) for a, b in grid_shapes(cfg, h, w)]
+    latents = [z.detach().clamp(-grid.SYMBOL_RANGE, grid.SYMBOL_RANGE).requires_grad_(True) for z in start]
+
+    # 2. refinement (the update starts with the model's meta-learned inner step)
+    l0_scale = 1.0
+    lam_t = torch.tensor([lam])
+    gated = model.gated
+    if gated and model.inner_steps:
+        hard, _ = quantised_latents([z.detach() for z in latents], noisy=False, step=grid.step_for(lam_t))
+        delta, la = inner_loop(model, x, hard, hard, lam_t, l0_scale, model.inner_steps, False, stochastic=False)
+    else:
+        delta = {k: torch.zeros(1, *s, requires_grad=True) for k, s in cfg.update_shapes().items()}
+        la = {k: model.log_alpha[k].detach()[None].clone().requires_grad_(gated) for k in delta}
+    groups = [{"params": latents, "lr": LATENT_LR[model.sparsity]}, {"params": list(delta.values()), "lr": DELTA_LR}]
+    if gated:
+        groups.append({"params": list(la.values()), "lr": GATE_LR})
+    opt = Adam(groups)
+    base_lr = [g["lr"] for g in opt.groups]
+    log2_lam = math.log2(lam)
+    bar = tqdm(range(n_steps), desc="refine", disable=not progress, leave=False, unit="step")
+    for i in bar:
+        frac = i / max(n_steps, 1)
+        for g, b in zip(opt.groups, base_lr):
+            g["lr"] = b * (0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1)
+        li = grid.lambda_index(2.0**log2_lam)
+        lam_t = torch.tensor([grid.lambda_value(li)])
+        step_t = torch.tensor([latent_step(step_index_for(grid.lambda_value(li)))])
+        rate_lat, syn_lat = quantised_latents(latents, noisy=frac < 1 - HARD_FRACTION, step=step_t)
+        params = _params(model, delta, la)
+        opened = _open_count(model, la)
+        opt.zero_grad()
+        loss, est_bpp, mse = _rd(cfg, params, x, rate_lat, syn_lat, lam_t, step_t, BITS_PER_ENTRY * opened, n_pix)
+        loss.sum().backward()
+        opt.step()
+        if target_bytes is not None and (i + 1) % CONTROL_EVERY == 0 and i < n_steps - 1:
+            with torch.no_grad():
+                hard, _ = quantised_latents(latents, noisy=False, step=step_t)
+                est = float(grid.rate_bits(cfg, params, hard, lam_t, step_t)) + BITS_PER_ENTRY * float(opened)
+            ratio = est / (8 * target_bytes * 0.98)
+            if os.environ.get("MSCN_DEBUG"):
+                print(f"[grid] step {i + 1} log2lam={log2_lam:.2f} est={est / 8:.0f}B target={target_bytes} "
+                      f"train_bpp={est_bpp.item():.3f} psnr={10 * math.log10(1 / max(mse.item(), 1e-12)):.2f}",
+                      file=sys.stderr)
+            log2_lam = float(np.clip(log2_lam + np.clip(0.7 * math.log2(max(ratio, 1e-3)), -0.3, 0.3),
+                                     grid.LOG2_LAMBDA_MIN, grid.LOG2_LAMBDA_MIN + 255 / grid.LOG2_LAMBDA_STEPS))
+        bar.set_postfix(bpp=f"{est_bpp.item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.item(), 1e-12)):.2f}")
+    lam_idx = grid.lambda_index(2.0**log2_lam)
+
+    # 3. quantise the update, then fit the real size with the global latent step
+    with torch.no_grad():
+        if gated:
+            gate = {k: deterministic_gate(v) for k, v in la.items()}
+            values = {k: (gate[k] * delta[k]).detach()[0] for k in delta}
+            sent = {k: (gate[k][0] > 0) for k in delta}
+        else:
+            values = {k: v.detach()[0] for k, v in delta.items()}
+            sent = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
+        usecs, deq = _update_sections(model, {k: v[None] for k, v in values.items()}, {k: v[None] for k, v in sent.items()})
+        params = grid.effective(model.theta, {k: v[0] for k, v in deq.items()})
+        y = [z.detach()[0, 0].numpy() for z in latents]
+
+    def pack(step_idx: int) -> bytes:
+        step = latent_step(step_idx)
+        sym = [np.clip(np.round(v / step), -grid.SYMBOL_RANGE, grid.SYMBOL_RANGE).astype(np.int32) for v in y]
+        lats = encode_latents(cfg, params, sym, lam_idx, step_idx)
+        return bitstream.pack(header, [("GRID", struct.pack("<BB", lam_idx, step_idx)), *usecs, ("LATS", lats)])
+
+    note = ""
+    base_idx = step_index_for(grid.lambda_value(lam_idx))
+    data = pack(base_idx)
+    if os.environ.get("MSCN_DEBUG"):
+        print(f"[grid] lam_idx={lam_idx} size@step1={len(data)} target={target_bytes}", file=sys.stderr)
+    if target_bytes is not None and (len(data) > target_bytes or len(data) < 0.97 * target_bytes):
+        lo, hi = max(base_idx - FINER_STEPS, 0), 255  # step index: larger = coarser = smaller file
+        best = data if len(data) <= target_bytes else None
+        if len(data) > target_bytes:
+            lo = base_idx
+        else:
+            hi = base_idx
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            d = pack(mid)
+            if len(d) <= target_bytes:
+                hi, best = mid, d
+            else:
+                lo = mid
+        if best is None:
+            d = pack(255)
+            if len(d) > target_bytes:
+                raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
+                                f"({8 * len(d) / n_pix:.4f} bpp at its coarsest setting)")
+            best = d
+        data = best
+        if len(data) < 0.95 * target_bytes:
+            note = (f"target {bpp} bpp not reached: {8 * len(data) / n_pix:.4f} bpp at the finest latent step "
+                    f"this encode allows (effort '{effort}')")
+    n_open = int(sum(int(v.sum()) for v in sent.values())) if gated else int(sum(v.numel() for v in values.values()))
+    return data, {"note": note, "open": n_open, "lambda": grid.lambda_value(lam_idx), "steps": n_steps}
+
+
+def _params(model: GridModel, delta, la) -> dict[str, torch.Tensor]:
+    if model.gated:
+        return {k: model.theta[k] + (deterministic_gate(la[k]) * delta[k])[0] for k in delta}
+    return {k: model.theta[k] + delta[k][0] for k in delta}
+
+
+def _open_count(model: GridModel, la) -> torch.Tensor:
+    if model.gated:
+        return sum(prob_open(v).sum() for v in la.values())
+    return torch.tensor(float(sum(v.numel() for v in la.values())))
+
+
+def _rd(cfg, params, x, rate_lat, syn_lat, lam_t, step_t, extra_bits, n_pix):
+    """rate + MSE / lambda on the padded image, rate counted per original pixel."""
+    bits = grid.rate_bits(cfg, params, rate_lat, lam_t, step_t) + extra_bits
+    pred = grid.synthesis(cfg, params, syn_lat)
+    mse = (pred - x).pow(2).mean()
+    bpp = bits / n_pix
+    return bpp + mse / lam_t, bpp, mse
+
+
+# ---------------------------------------------------------------- decode
+
+def decode(model: GridModel, header: dict, sections: dict[str, bytes]) -> np.ndarray:
+    """-> H x W x 3 uint8."""
+    from .codec import unpack_update
+
+    cfg = model.cfg
+    if header["patch"] != cfg.align:
+        raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
+    for tag in ("GRID", "LATS"):
+        if tag not in sections:
+            raise BitstreamError(f"corrupted .mscn file (missing section {tag})")
+    if len(sections["GRID"]) != 2:
+        raise BitstreamError("corrupted .mscn file (GRID section must be 2 bytes)")
+    lam_idx, step_idx = struct.unpack("<BB", sections["GRID"])
+    symbols, steps = unpack_update(model, sections, 1)
+    params = grid.effective(model.theta, {k: dequantise(s, steps[k])[0] for k, s in symbols.items()})
+    h, w = header["height"], header["width"]
+    lat = decode_latents(cfg, params, sections["LATS"], grid_shapes(cfg, h, w), lam_idx, step_idx)
+    with torch.no_grad():
+        out = grid.synthesis(cfg, params, lat)[0, :, :h, :w]
+    return (out.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
