@@ -48,9 +48,11 @@ def main() -> None:
             routes[-1]["max_bpp"] = upper
         else:
             routes.append({"max_bpp": upper, "model": n})
-    out = {"routes": routes, "measured": {n: {str(p): v for p, v in t.items()} for n, t in table.items()},
-           "data": f"validation split of {root} ({len(imgs)} images, 256x384 crops)", "effort": a.effort}
-    (models_dir() / "routing.json").write_text(json.dumps(out, indent=2) + "\n")
+    path = models_dir() / "routing.json"
+    out = json.loads(path.read_text()) if path.is_file() else {}  # keep default_arch / arch_routes
+    out.update({"routes": routes, "measured": {n: {str(p): v for p, v in t.items()} for n, t in table.items()},
+                "data": f"validation split of {root} ({len(imgs)} images, 256x384 crops)", "effort": a.effort})
+    path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(routes))
 
 

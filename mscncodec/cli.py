@@ -54,11 +54,13 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
 @click.option("--bpp", type=float, default=None, help="Target rate in bits per pixel (real file size).")
 @click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a rate target.")
 @click.option("--model", "model_name", default=None, help="Model name (see `mscn models`); default: picked for the rate.")
+@click.option("--arch", type=click.Choice(["siren", "grid"]), default=None,
+              help="INR family when no --model is given [default: the shipped default, see `mscn models`].")
 @click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
 @click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def encode(src: Path, out: Path, bpp, quality, model_name, steps, effort, force, quiet) -> None:
+def encode(src: Path, out: Path, bpp, quality, model_name, arch, steps, effort, force, quiet) -> None:
     """Encode an image SRC into a .mscn file."""
     from .codec import encode_image
     from .container_io import check_output
@@ -68,11 +70,11 @@ def encode(src: Path, out: Path, bpp, quality, model_name, steps, effort, force,
         raise MscnError("give either --bpp or --quality, not both")
     t = time.perf_counter()
     data, report = encode_image(src, bpp=bpp, quality=quality, model=model_name, steps=steps, effort=effort,
-                                progress=not quiet, return_report=True)
+                                progress=not quiet, return_report=True, arch=arch)
     write_atomic(out, data, force)
     if not quiet:
         click.echo(f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
-                   f"(model {report['model']}, {time.perf_counter() - t:.1f} s)")
+                   f"(model {report['model']}, arch {report['arch']}, {time.perf_counter() - t:.1f} s)")
         if report.get("note"):
             click.echo(f"note: {report['note']}")
 
@@ -121,8 +123,9 @@ def info(src: Path, as_json: bool) -> None:
 @main.command("models")
 def models_cmd() -> None:
     """List the available initialisations."""
-    from .models import list_models
+    from .models import default_arch, list_models
 
+    click.echo(f"default architecture: {default_arch()}")
     for m in list_models():
         val = m.meta.get("validation", {}).get("val_psnr")
         extra = f", val {val:.2f} dB" if val else ""

@@ -226,12 +226,15 @@ BITS_PER_ENTRY = 8.0  # typical cost of one sent entry (mask + value), to size t
 OPEN_HEADROOM = 4.0  # start with more open gates than the target needs; fitting closes the useless ones
 
 
-def _pick_model(model: str | Model | None, bpp: float | None, from_scratch: bool) -> Model:
-    if isinstance(model, Model):
-        return model
+def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None = None):
+    if model is not None and not isinstance(model, str):
+        return model  # a Model or GridModel object
     if from_scratch:
         return load_model("random-w32d5")
-    return load_model(model) if model else default_model(bpp)
+    m = load_model(model) if model else default_model(bpp, arch)
+    if arch is not None and m.arch != arch:
+        raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")
+    return m
 
 
 def encode_image(
@@ -246,12 +249,14 @@ def encode_image(
     lam: float | None = None,
     progress: bool = False,
     return_report: bool = False,
+    arch: str | None = None,
 ):
     """Encode an image to .mscn bytes.
 
     bpp: target rate (real file size, at or just under); quality: 0-100 instead of a
     rate target (default 50 when neither is given). from_scratch: COIN-style
-    baseline, a provisional SIREN init fitted with the same step budget.
+    baseline, a provisional SIREN init fitted with the same step budget. arch: "siren"
+    or "grid" picks that family's default model (default: models/routing.json's).
     """
     if bpp is not None and quality is not None:
         raise MscnError("give either bpp or quality, not both")
@@ -261,14 +266,14 @@ def encode_image(
         raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
     with torch.random.fork_rng():  # deterministic: the same input and options give the same bytes
         torch.manual_seed(0)
-        return _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report)
+        return _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch)
 
 
-def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report):
+def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch=None):
     t0 = time.perf_counter()
     rgb, channels = imod.load(image)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
-    m = _pick_model(model, rate, from_scratch)
+    m = _pick_model(model, rate, from_scratch, arch)
     if m.arch == "grid":
         from . import gridcodec
 

@@ -36,20 +36,22 @@ from tqdm.auto import tqdm
 from . import bitstream, grid
 from .entropy import Decoder, Encoder
 from .errors import BitstreamError, RateError
+from .fit import gate_shift_for
 from .gridmeta import BITS_PER_ENTRY, inner_loop, quantised_latents
 from .models import GridModel
 from .optim import Adam
 from .quantize import dequantise, quantise, step_index
-from .sparsity import deterministic_gate, prob_open
+from .sparsity import deterministic_gate, prob_open, sample_gate
 
 EFFORT = {"fast": 40, "default": 150, "max": 600}  # full-image refinement steps
-LATENT_LR = {"gates": 1e-2, "dense": 1e-2, "scratch": 5e-2}  # Adam on latents (scratch starts from zero)
+LATENT_LR = {"gates": 0.1, "dense": 0.1, "scratch": 0.1}  # Adam on latents, in units of the latent step
 DELTA_LR = 1e-3
 GATE_LR = 3e-2
 STEP_BASE, STEP_PER_OCTAVE = 128, 32  # global latent step 2**((i - 128) / 32)
-UPDATE_REL_STEP = 0.5  # update quantisation step relative to the rms of the sent entries
+UPDATE_REL_STEPS = (0.0625, 0.125, 0.25, 0.5)  # update quantisation steps tried, relative to the rms of the sent entries
 HARD_FRACTION = 0.2  # last fraction of refinement steps uses exact rounding for the rate too
 CONTROL_EVERY = 5
+OPEN_FRACTION = 1.0  # share of the update entries whose gates start open at encode time
 FINER_STEPS = 16  # the final size fit may refine the latent step by at most half an octave
 
 
@@ -140,17 +142,18 @@ def decode_latents(cfg, params, data: bytes, shapes: list[tuple[int, int]], lam_
 
 # ---------------------------------------------------------------- update (delta) packing
 
-def _update_sections(model: GridModel, values: dict[str, torch.Tensor], sent: dict[str, torch.Tensor]
-                     ) -> tuple[list[tuple[str, bytes]], dict[str, torch.Tensor]]:
-    """Quantise and code the update; returns the sections and the dequantised update the decoder will see."""
+def _update_sections(model: GridModel, values: dict[str, torch.Tensor], sent: dict[str, torch.Tensor],
+                     rel_step: float | None) -> tuple[list[tuple[str, bytes]], dict[str, torch.Tensor]]:
+    """Quantise and code the update (rel_step None: send none of it); returns the sections and the
+    dequantised update the decoder will see."""
     from .codec import pack_update  # the SIREN family's update coding, shared
 
     symbols, steps = {}, {}
     for k, v in values.items():
-        keep = sent[k].float()
+        keep = sent[k].float() * (rel_step is not None)
         sel = v[sent[k]]
         rms = float(sel.pow(2).mean().sqrt()) if sel.numel() else 1e-3
-        steps[k] = step_index(max(rms, 1e-4) * UPDATE_REL_STEP)
+        steps[k] = step_index(max(rms, 1e-4) * (rel_step or 1.0))
         symbols[k] = quantise(v, keep, steps[k])
     secs = pack_update(model, symbols, steps)
     return secs, {k: dequantise(s, steps[k]) for k, s in symbols.items()}
@@ -221,7 +224,16 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
     else:
         delta = {k: torch.zeros(1, *s, requires_grad=True) for k, s in cfg.update_shapes().items()}
         la = {k: model.log_alpha[k].detach()[None].clone().requires_grad_(gated) for k in delta}
-    groups = [{"params": latents, "lr": LATENT_LR[model.sparsity]}, {"params": list(delta.values()), "lr": DELTA_LR}]
+    if gated and OPEN_FRACTION > 0:
+        # The prior was meta-learned on 128x128 crops and a single inner step, where an update rarely
+        # pays; a whole image and hundreds of steps can afford far more. Lift the prior so that a share
+        # of the entries starts open and let the L0 term close what does not pay (as for SIREN).
+        n_all = sum(v.numel() for v in la.values())
+        shift = gate_shift_for(model, OPEN_FRACTION * n_all)
+        la = {k: (v.detach() + shift).requires_grad_(True) for k, v in la.items()}
+    step0 = latent_step(step_index_for(lam))
+    groups = [{"params": latents, "lr": LATENT_LR[model.sparsity] * step0},
+              {"params": list(delta.values()), "lr": DELTA_LR}]
     if gated:
         groups.append({"params": list(la.values()), "lr": GATE_LR})
     opt = Adam(groups)
@@ -236,7 +248,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
         lam_t = torch.tensor([grid.lambda_value(li)])
         step_t = torch.tensor([latent_step(step_index_for(grid.lambda_value(li)))])
         rate_lat, syn_lat = quantised_latents(latents, noisy=frac < 1 - HARD_FRACTION, step=step_t)
-        params = _params(model, delta, la)
+        params = _params(model, delta, la, stochastic=True)
         opened = _open_count(model, la)
         opt.zero_grad()
         loss, est_bpp, mse = _rd(cfg, params, x, rate_lat, syn_lat, lam_t, step_t, BITS_PER_ENTRY * opened, n_pix)
@@ -265,42 +277,56 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
         else:
             values = {k: v.detach()[0] for k, v in delta.items()}
             sent = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
-        usecs, deq = _update_sections(model, {k: v[None] for k, v in values.items()}, {k: v[None] for k, v in sent.items()})
-        params = grid.effective(model.theta, {k: v[0] for k, v in deq.items()})
+        # the update's quantisation step: the best rate + distortion / lambda over a few candidates
+        lam_t = torch.tensor([grid.lambda_value(lam_idx)])
+        step_t = torch.tensor([latent_step(step_index_for(grid.lambda_value(lam_idx)))])
+        hard, _ = quantised_latents(latents, noisy=False, step=step_t)
+        best_j = math.inf
+        candidates = {}
+        for rel in (*UPDATE_REL_STEPS, None):
+            secs, deq = _update_sections(model, {k: v[None] for k, v in values.items()},
+                                         {k: v[None] for k, v in sent.items()}, rel)
+            p = grid.effective(model.theta, {k: v[0] for k, v in deq.items()})
+            candidates[rel] = (secs, p)
+            bits = float(grid.rate_bits(cfg, p, hard, lam_t, step_t)) + 8 * sum(len(b) for _, b in secs)
+            mse = float((grid.synthesis(cfg, p, hard) - x).pow(2).mean())
+            j = bits / n_pix + mse / float(lam_t)
+            if j < best_j:
+                best_j, chosen = j, rel
         y = [z.detach()[0, 0].numpy() for z in latents]
 
-    def pack(step_idx: int) -> bytes:
+    def pack(step_idx: int, deadzone: float = 0.5) -> bytes:
+        """The stream at this latent step; latents under `deadzone` steps in magnitude are sent as zero."""
         step = latent_step(step_idx)
-        sym = [np.clip(np.round(v / step), -grid.SYMBOL_RANGE, grid.SYMBOL_RANGE).astype(np.int32) for v in y]
+        sym = []
+        for v in y:
+            r = v / step
+            q = np.clip(np.round(r), -grid.SYMBOL_RANGE, grid.SYMBOL_RANGE)
+            sym.append(np.where(np.abs(r) < deadzone, 0, q).astype(np.int32))
+        usecs, params = candidates[chosen]
         lats = encode_latents(cfg, params, sym, lam_idx, step_idx)
         return bitstream.pack(header, [("GRID", struct.pack("<BB", lam_idx, step_idx)), *usecs, ("LATS", lats)])
 
-    note = ""
+    def magnitudes(step_idx: int) -> np.ndarray:
+        """Sorted |latent| / step of the latents that round to +-1 (the dead zone's candidates)."""
+        r = np.abs(np.concatenate([v.reshape(-1) for v in y])) / latent_step(step_idx)
+        return np.sort(r[(r >= 0.5) & (r < MAX_DEADZONE)])
+
+    pack.magnitudes = magnitudes
+
     base_idx = step_index_for(grid.lambda_value(lam_idx))
-    data = pack(base_idx)
-    if os.environ.get("MSCN_DEBUG"):
-        print(f"[grid] lam_idx={lam_idx} size@step1={len(data)} target={target_bytes}", file=sys.stderr)
-    if target_bytes is not None and (len(data) > target_bytes or len(data) < 0.97 * target_bytes):
-        lo, hi = max(base_idx - FINER_STEPS, 0), 255  # step index: larger = coarser = smaller file
-        best = data if len(data) <= target_bytes else None
-        if len(data) > target_bytes:
-            lo = base_idx
-        else:
-            hi = base_idx
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            d = pack(mid)
-            if len(d) <= target_bytes:
-                hi, best = mid, d
-            else:
-                lo = mid
-        if best is None:
-            d = pack(255)
-            if len(d) > target_bytes:
-                raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
-                                f"({8 * len(d) / n_pix:.4f} bpp at its coarsest setting)")
-            best = d
-        data = best
+    note = ""
+    if target_bytes is None:
+        data = pack(base_idx)
+    else:
+        data, _ = _fit_size(pack, base_idx, target_bytes)
+        if data is None and chosen is not None:  # a small image: the update itself does not fit
+            chosen = None
+            data, _ = _fit_size(pack, base_idx, target_bytes)
+        if data is None:
+            d = pack(255, MAX_DEADZONE)
+            raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
+                            f"({8 * len(d) / n_pix:.4f} bpp at its coarsest setting)")
         if len(data) < 0.95 * target_bytes:
             note = (f"target {bpp} bpp not reached: {8 * len(data) / n_pix:.4f} bpp at the finest latent step "
                     f"this encode allows (effort '{effort}')")
@@ -308,9 +334,62 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
     return data, {"note": note, "open": n_open, "lambda": grid.lambda_value(lam_idx), "steps": n_steps}
 
 
-def _params(model: GridModel, delta, la) -> dict[str, torch.Tensor]:
+MAX_DEADZONE = 1.5  # latents below 1.5 steps may be zeroed to fit the size (a dead-zone quantiser)
+DEADZONE_ITERS = 12
+
+
+def _fit_at(pack, idx: int, target: int) -> bytes | None:
+    """Largest stream <= target at this latent step, zeroing the latents nearest zero; None if none fits.
+
+    The dead-zone threshold is bisected over the sorted magnitudes of the latents
+    that would round to +-1, so each try zeroes a given *number* of them: sizes move
+    smoothly even when many latents sit near the same rounding boundary.
+    """
+    d = pack(idx)
+    if len(d) <= target:
+        return d
+    mags = pack.magnitudes(idx)
+    if not mags.size or len(pack(idx, MAX_DEADZONE)) > target:
+        return None
+    lo, hi, best = 0, mags.size, None  # zero the lo..hi smallest
+    for _ in range(DEADZONE_ITERS):
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        d = pack(idx, float(np.nextafter(mags[mid - 1], np.inf)))
+        if len(d) <= target:
+            hi, best = mid, d
+        else:
+            lo = mid
+    return best or pack(idx, MAX_DEADZONE)
+
+
+def _fit_size(pack, base_idx: int, target: int) -> tuple[bytes | None, int]:
+    """Hit the real size: the step tied to the final lambda first; coarser steps while nothing fits,
+    finer ones (at most FINER_STEPS) while the file is clearly short. Sizes jump with the step
+    (rounding decisions flip together), the dead zone fills in between."""
+    idx, data = base_idx, _fit_at(pack, base_idx, target)
+    while data is None and idx < 255:
+        idx = min(idx + 4, 255)
+        data = _fit_at(pack, idx, target)
+    if data is None:
+        return None, idx
+    while len(data) < 0.97 * target and idx > base_idx - FINER_STEPS and idx > 0:
+        d = _fit_at(pack, idx - 1, target)
+        if d is None or len(d) <= len(data):
+            break
+        idx, data = idx - 1, d
+    if os.environ.get("MSCN_DEBUG"):
+        print(f"[grid] fitted: step index {idx} (tied {base_idx}), {len(data)} B of {target}", file=sys.stderr)
+    return data, idx
+
+
+def _params(model: GridModel, delta, la, stochastic: bool = False) -> dict[str, torch.Tensor]:
+    """theta0 + gated update. Refinement samples the hard-concrete gates (as in meta-training): with the
+    deterministic gate a closed entry has no gradient at all and could never open."""
     if model.gated:
-        return {k: model.theta[k] + (deterministic_gate(la[k]) * delta[k])[0] for k in delta}
+        gate = sample_gate if stochastic else deterministic_gate
+        return {k: model.theta[k] + (gate(la[k]) * delta[k])[0] for k in delta}
     return {k: model.theta[k] + delta[k][0] for k in delta}
 
 

@@ -307,34 +307,57 @@ def find_by_id(model_id: bytes) -> Model | None:
     return None
 
 
-def routing() -> list[tuple[float, str]]:
-    """(upper bpp, model) pairs from models/routing.json, sorted; [] if absent.
-
-    Written by benchmarks/calibrate.py from held-out *training* photos (never Kodak):
-    for each target rate it names the shipped model with the best measured PSNR.
-    """
+def _routing_file() -> dict:
     path = models_dir() / "routing.json"
     if not path.is_file():
-        return []
+        return {}
     try:
-        rows = json.loads(path.read_text())["routes"]
-        return sorted((float(r["max_bpp"]), str(r["model"])) for r in rows)
-    except (ValueError, KeyError, TypeError) as e:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        return data
+    except (ValueError, TypeError) as e:
         raise MscnError(f"{path} is malformed ({type(e).__name__})") from None
 
 
-def default_model(bpp: float | None = None) -> Model:
-    """MSCN_DEFAULT_MODEL, else the routed model for this rate, else the first trained one."""
-    name = os.environ.get("MSCN_DEFAULT_MODEL")
-    if not name and bpp is not None:
-        routes = routing()
-        for max_bpp, routed in routes:
-            if bpp <= max_bpp:
-                name = routed
-                break
-        else:
-            name = routes[-1][1] if routes else None
+def default_arch() -> str:
+    """The architecture used without --model/--arch: ``default_arch`` in models/routing.json (the one
+    that won the Kodak benchmark), else siren."""
+    arch = _routing_file().get("default_arch", "siren")
+    if arch not in ("siren", "grid"):
+        raise MscnError(f"{models_dir() / 'routing.json'} is malformed (unknown default_arch {arch!r})")
+    return arch
+
+
+def routing(arch: str | None = None) -> list[tuple[float, str]]:
+    """(upper bpp, model) pairs for one architecture from models/routing.json, sorted; [] if absent.
+
+    ``routes`` holds the SIREN family's (written by benchmarks/calibrate.py from held-out
+    *training* photos, never Kodak: per target rate, the model with the best measured
+    PSNR); ``arch_routes`` the other families'. arch None: the default architecture.
+    """
+    data = _routing_file()
+    arch = arch or default_arch()
+    try:
+        rows = data.get("routes", []) if arch == "siren" else data.get("arch_routes", {}).get(arch, [])
+        return sorted((float(r["max_bpp"]), str(r["model"])) for r in rows)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MscnError(f"{models_dir() / 'routing.json'} is malformed ({type(e).__name__})") from None
+
+
+def default_model(bpp: float | None = None, arch: str | None = None) -> Model | GridModel:
+    """MSCN_DEFAULT_MODEL, else the routed model of the (default) architecture for this rate,
+    else the first trained model of that architecture, else the first trained one."""
+    name = os.environ.get("MSCN_DEFAULT_MODEL") if arch is None else None
+    routes = routing(arch) if not name else []
+    if not name and routes:
+        name = routes[-1][1]
+        if bpp is not None:
+            name = next((routed for max_bpp, routed in routes if bpp <= max_bpp), name)
     if not name:
-        trained = sorted(models_dir().glob("*.pt"))
-        name = trained[0].stem if trained else "random-w32d5"
+        trained = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
+        same = [m for m in trained if arch is None or m.arch == arch]
+        if arch is not None and not same:
+            raise MscnError(f"no trained {arch} model in {models_dir()} (see `mscn models`)")
+        name = same[0].name if same else "random-w32d5"
     return load_model(name)
