@@ -44,8 +44,8 @@ from .quantize import dequantise, quantise, step_index
 from .sparsity import deterministic_gate, prob_open, sample_gate
 
 EFFORT = {"fast": 40, "default": 150, "max": 600}  # full-image refinement steps
-LATENT_LR = {"gates": 0.1, "dense": 0.1, "scratch": 0.1}  # Adam on latents, in units of the latent step
-DELTA_LR = 1e-3
+LATENT_LR = {"gates": 0.4, "dense": 0.4, "scratch": 0.4}  # Adam on latents, in units of the latent step
+DELTA_LR = 5e-3
 GATE_LR = 3e-2
 STEP_BASE, STEP_PER_OCTAVE = 128, 32  # global latent step 2**((i - 128) / 32)
 UPDATE_REL_STEPS = (0.0625, 0.125, 0.25, 0.5)  # update quantisation steps tried, relative to the rms of the sent entries

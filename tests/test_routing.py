@@ -62,3 +62,49 @@ def test_gate_shift_opens_at_least_the_requested_number_of_gates():
         assert opened >= want
     ungated = fresh_model(cfg, name="u", patch=8, gated=False)
     assert gate_shift_for(ungated, 50) == 0.0
+
+
+@pytest.fixture
+def mixed_models(two_models):
+    from mscncodec.grid import GridConfig
+    from mscncodec.models import fresh_grid_model
+
+    fresh_grid_model(GridConfig(levels=2, hidden=(4,), ctx_hidden=4, analysis=4), name="gr").save(two_models / "gr.pt")
+    return two_models
+
+
+def test_default_arch_and_arch_routes(mixed_models):
+    from mscncodec.models import default_arch
+
+    assert default_arch() == "siren"  # no routing file
+    assert default_model(0.3, arch="grid").name == "gr"  # the only grid model
+    (mixed_models / "routing.json").write_text(json.dumps({
+        "default_arch": "grid", "routes": [{"max_bpp": 1e9, "model": "lo"}],
+        "arch_routes": {"grid": [{"max_bpp": 1e9, "model": "gr"}]}}))
+    assert default_arch() == "grid"
+    assert default_model(0.3).name == "gr"
+    assert default_model(0.3, arch="siren").name == "lo"
+
+
+def test_unknown_default_arch_is_a_clean_error(mixed_models):
+    (mixed_models / "routing.json").write_text(json.dumps({"default_arch": "mlp"}))
+    with pytest.raises(MscnError, match="unknown default_arch"):
+        default_model(0.3)
+
+
+def test_arch_option_picks_the_family_and_rejects_a_mismatch(mixed_models):
+    from conftest import synthetic_image
+    from mscncodec.codec import encode_image
+
+    img = synthetic_image(24, 32)
+    _, rep = encode_image(img, quality=50, arch="grid", steps=1, effort="fast", return_report=True)
+    assert rep["arch"] == "grid" and rep["model"] == "gr"
+    _, rep = encode_image(img, quality=50, arch="siren", steps=1, effort="fast", return_report=True)
+    assert rep["arch"] == "siren"
+    with pytest.raises(MscnError, match="is a grid model, not siren"):
+        encode_image(img, quality=50, model="gr", arch="siren", steps=1)
+
+
+def test_no_model_of_the_requested_arch_is_a_clean_error(two_models):
+    with pytest.raises(MscnError, match="no trained grid model"):
+        default_model(0.3, arch="grid")

@@ -43,6 +43,7 @@ def list_core_models() -> list[tuple[str, str, str]]:
 
 
 AUTO = "auto"
+ARCH_DEFAULTS = ("siren", "grid")  # mscn:siren / mscn:grid: the default model of one family
 
 
 def resolve_core_model(name: str) -> tuple[str, str, str]:
@@ -53,20 +54,21 @@ def resolve_core_model(name: str) -> tuple[str, str, str]:
     """
     import hashlib
 
-    from mscncodec.models import PROVISIONAL, list_models, load_model, routing
+    from mscncodec.models import PROVISIONAL, default_arch, list_models, load_model, routing
 
     name, _, effort = name.partition("@")  # NAME@fast: an effort level other than the default
     if effort:
         n, d, i = resolve_core_model(name)
         return (f"{n}@{effort}", f"{d} (effort {effort})", f"{i}-{effort}")
-    if name == AUTO:
-        routes = routing()
+    if name == AUTO or name in ARCH_DEFAULTS:
+        arch = default_arch() if name == AUTO else name
+        routes = routing(arch)
         h = hashlib.sha256(repr(routes).encode())
         for m in list_models():
-            if m.name not in PROVISIONAL:
+            if m.name not in PROVISIONAL and getattr(m, "arch", "siren") == arch:
                 h.update(m.model_id)
-        desc = "default model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
-        return (AUTO, desc if routes else "default model", h.hexdigest()[:16])
+        desc = f"default {arch} model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
+        return (name, desc if routes else f"default {arch} model", h.hexdigest()[:16])
     m = load_model(name)
     return (m.name, m.description, m.model_id.hex())
 
@@ -107,8 +109,10 @@ class MscnCodec(Codec):
         return self.encode_at_bpp(img, float(q))
 
     def encode_at_bpp(self, img: np.ndarray, bpp: float) -> bytes:
-        kwargs: dict[str, Any] = {"bpp": bpp, "model": None if self.model == AUTO else self.model,
-                                  "effort": self.effort}
+        auto = self.model == AUTO or self.model in ARCH_DEFAULTS
+        kwargs: dict[str, Any] = {"bpp": bpp, "model": None if auto else self.model, "effort": self.effort}
+        if self.model in ARCH_DEFAULTS:
+            kwargs["arch"] = self.model
         if self.from_scratch:
             kwargs["from_scratch"] = True
         return _core().encode_image(img, **kwargs)
