@@ -29,7 +29,7 @@ test-all: install
 	$(BIN)/python -m pytest -q -m ''
 
 bench: install
-	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,mscn:auto@fast --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2
+	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,mscn:siren@fast,mscn:grid@fast,mscn:grid --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,7 +1,8 @@
-"""Summarise the MSCN ablation (issue: the paper's two claims) from `mscn bench` outputs.
+"""Summarise an ablation from `mscn bench` outputs.
 
 Run the bench first (see benchmarks/README.md, "Ablation"), then:
-    .venv/bin/python benchmarks/ablation.py benchmarks/ablation
+    .venv/bin/python benchmarks/ablation.py benchmarks/ablation            # SIREN: the paper's two claims
+    .venv/bin/python benchmarks/ablation.py benchmarks/grid-ablation grid  # latent grids: meta-learned start
 It reads the per-codec CompressAI-style JSON files and writes ablation.md / ablation.json.
 """
 
@@ -20,10 +21,21 @@ ROWS = [  # (codec key = result file stem, label, what it tests)
 ]
 
 
-def main(folder: Path) -> None:
+GRID_ROWS = [
+    ("mscn-grid", "meta-learned start, gated sparse update (MSCN; the shipped default)", "analysis-net latents + meta-learned theta0; update gated, coded with the gate priors"),
+    ("mscn-grid-l6_dense", "meta-learned start, dense update of the networks", "same start; every update entry sent"),
+    ("mscn-grid-l6_scratch", "generic start, same step budget (Cool-chic-style)", "zero latents, seeded default init, dense update"),
+    ("mscn-grid_fast", "meta-learned start, effort fast", "as the first row, 40 refinement steps"),
+    ("mscn-grid-l6_scratch_fast", "generic start, effort fast", "as the scratch row, 40 refinement steps"),
+]
+FAMILIES = {"siren": ROWS, "grid": GRID_ROWS}
+
+
+def main(folder: Path, family: str = "siren") -> None:
+    rows = FAMILIES[family]
     found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem not in ("bd",)}
     table, out = [], []
-    for stem, label, what in ROWS:
+    for stem, label, what in rows:
         hit = found.get(stem)
         if hit is None:
             continue
@@ -39,11 +51,12 @@ def main(folder: Path) -> None:
     head = "| variant | " + " | ".join(f"target {t:g} bpp" for t in targets) + " | note |"
     sep = "|---" * (len(targets) + 2) + "|"
     n = out[0]["points"][0]["images"]
-    md = [f"# MSCN ablation (Kodak, first {n} images, real file sizes, mean per-image RGB PSNR)", "", head, sep, *table]
+    title = "MSCN ablation" if family == "siren" else "Latent-grid ablation: what the meta-learned start buys"
+    md = [f"# {title} (Kodak, first {n} images, real file sizes, mean per-image RGB PSNR)", "", head, sep, *table]
     (folder / "ablation.md").write_text("\n".join(md) + "\n")
     (folder / "ablation.json").write_text(json.dumps(out, indent=2) + "\n")
     print("\n".join(md))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/ablation"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/ablation"), sys.argv[2] if len(sys.argv) > 2 else "siren")

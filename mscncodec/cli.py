@@ -152,6 +152,8 @@ def train() -> None:
 @click.option("--hidden", default="24,24", show_default=True, help="grid: synthesis hidden widths.")
 @click.option("--inner-steps", type=int, default=None, help="Meta-SGD inner steps [siren 3, grid 1].")
 @click.option("--inner-every", type=int, default=4, show_default=True, help="grid: inner loop on every k-th step.")
+@click.option("--log2-lam", default="-12,-2", show_default=True,
+              help="grid: range of log2(lambda) sampled in training (rate + MSE / lambda): the rates the model covers.")
 @click.option("--lam", type=float, default=0.1, show_default=True, help="siren: L0 weight (higher = sparser).")
 @click.option("--batch", type=int, default=None, help="Batch of crops [siren 32, grid 8].")
 @click.option("--steps", type=int, default=20000, show_default=True)
@@ -164,7 +166,7 @@ def train() -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
 @click.option("--threads", type=int, default=0, help="torch threads (0: all cores / one per torchrun process).")
 @click.option("--no-progress", is_flag=True)
-def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, lam, batch,
+def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, log2_lam, lam, batch,
                 steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress) -> None:
     """Meta-train an image initialisation on a folder of photos (never on Kodak)."""
     import torch
@@ -184,6 +186,12 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
             widths = tuple(int(v) for v in hidden.split(","))
         except ValueError:
             raise MscnError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+        try:
+            lam_lo, lam_hi = (float(v) for v in log2_lam.split(","))
+        except ValueError:
+            raise MscnError(f"--log2-lam must be two numbers MIN,MAX, got {log2_lam!r}") from None
+        if not -20 <= lam_lo < lam_hi <= 0:
+            raise MscnError(f"--log2-lam needs -20 <= MIN < MAX <= 0, got {log2_lam!r}")
         align = 2 ** (first + levels - 1)
         if levels < 1 or first < 0 or not 4 <= align <= 256:
             raise MscnError(f"2**(first+levels-1) = {align} must be in [4, 256] (the stream's alignment field)")
@@ -191,6 +199,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
             raise MscnError(f"--patch {patch} must be a multiple of 2**(first+levels-1) = {align}")
         gcfg = GridTrainConfig(levels=levels, first=first, hidden=widths, crop=patch, batch=batch or 8, steps=steps,
                                inner_steps=1 if inner_steps is None else inner_steps, inner_every=inner_every,
+                               log2_lam=(lam_lo, lam_hi),
                                lr=lr or 2e-3, val_every=val_every, max_images=max_images, seed=seed,
                                first_order=first_order)
         path = run_grid(data, out, gcfg, resume=resume, command=command, progress=not no_progress)

@@ -129,7 +129,9 @@ class GridConfig:
         syn = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + (81 if self.conv3 else 0)
         up = 4 * self.levels  # four taps per upsampled grid value
         h = self.ctx_hidden
-        ctx_per_latent = 27 * h + h * h + 2 * h  # the decoder evaluates each pass only where it decodes
+        # the first 3x3 layer runs over the whole grid in both checkerboard passes; the 1x1 layers only
+        # where that pass decodes
+        ctx_per_latent = 2 * 27 * h + h * h + 2 * h
         latents_per_pixel = sum(4.0 ** -(self.first + l) for l in range(self.levels))
         return syn + up + ctx_per_latent * latents_per_pixel
 

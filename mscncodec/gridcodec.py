@@ -44,7 +44,7 @@ from .quantize import dequantise, quantise, step_index
 from .sparsity import deterministic_gate, prob_open, sample_gate
 
 EFFORT = {"fast": 40, "default": 150, "max": 600}  # full-image refinement steps
-LATENT_LR = {"gates": 0.4, "dense": 0.4, "scratch": 0.4}  # Adam on latents, in units of the latent step
+LATENT_LR = {"gates": 0.2, "dense": 0.2, "scratch": 0.2}  # Adam on latents, in units of the latent step
 DELTA_LR = 5e-3
 GATE_LR = 3e-2
 STEP_BASE, STEP_PER_OCTAVE = 128, 32  # global latent step 2**((i - 128) / 32)
@@ -52,7 +52,7 @@ UPDATE_REL_STEPS = (0.0625, 0.125, 0.25, 0.5)  # update quantisation steps tried
 HARD_FRACTION = 0.2  # last fraction of refinement steps uses exact rounding for the rate too
 CONTROL_EVERY = 5
 OPEN_FRACTION = 1.0  # share of the update entries whose gates start open at encode time
-FINER_STEPS = 16  # the final size fit may refine the latent step by at most half an octave
+FINER_STEPS = 32  # the final size fit may refine the latent step by at most an octave
 
 
 def latent_step(idx: int) -> float:
@@ -161,7 +161,7 @@ def _update_sections(model: GridModel, values: dict[str, torch.Tensor], sent: di
 
 # ---------------------------------------------------------------- encode
 
-LAMBDA_SEARCH = (grid.lambda_index(2.0**-14), grid.lambda_index(2.0**-5))  # a little beyond the trained range
+LAMBDA_SEARCH = (grid.lambda_index(2.0**-13), grid.lambda_index(2.0**-1))  # a little beyond the trained range
 SCRATCH_LAMBDA = grid.lambda_index(2.0**-9)
 
 

@@ -55,7 +55,7 @@ class GridTrainConfig:
     lr: float = 2e-3
     lr_meta: float = 1e-4
     lr_gate: float = 1e-2
-    log2_lam: tuple[float, float] = (-13.0, -6.0)
+    log2_lam: tuple[float, float] = (-12.0, -2.0)
     l0_pixels: int = 393216
     clip: float = 1.0
     val_every: int = 250
@@ -259,8 +259,13 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
 
 def write_card(model: GridModel, path: Path, history: list[dict], log_path: Path) -> None:
     m = model.meta
-    starts = [ln.split()[2].split("=")[1] for ln in log_path.read_text().splitlines() if ln.startswith("# start step=")]
-    starts = [s for s in starts if int(s) < m["steps"]]
+    runs = []  # (start step, config of that run) from the log: resumes may change schedule or rate range
+    for ln in log_path.read_text().splitlines():
+        if ln.startswith("# start step="):
+            head, _, cfg_json = ln.partition(" cfg=")
+            runs.append((int(head.split("=")[1]), json.loads(cfg_json)))
+    runs = [r for i, r in enumerate(runs) if r[0] < m["steps"] and (i + 1 == len(runs) or runs[i + 1][0] > r[0])]
+    starts = [str(r[0]) for r in runs]
     n_dec = sum(v.numel() for v in model.theta.values())
     n_ana = sum(v.numel() for v in model.analysis.values())
     lines = [
@@ -277,7 +282,14 @@ def write_card(model: GridModel, path: Path, history: list[dict], log_path: Path
         f"- **command**: `{m['command']}`",
         f"- **validation** ({len(history) and 'held-out crops'}; after the inner loop, rounded latents, estimated "
         f"rate): {json.dumps(m['validation'])}", "",
-        "## Training config", "```json", json.dumps(m["train_config"], indent=2), "```", "",
+        "## Training config (of the last run)", "```json", json.dumps(m["train_config"], indent=2), "```", "",
+        "## Runs (from the log; keys that differ from the last run's config)",
+        "| from step | differences |", "|---|---|",
+        *[f"| {st} | " + (", ".join(f"{k}={json.dumps(v)}" for k, v in c.items()
+                                     if k != "steps" and m["train_config"].get(k) != v and
+                                     not (isinstance(v, list) and list(m["train_config"].get(k, [])) == v))
+                           or "none") + f" (scheduled to {c.get('steps')} steps) |" for st, c in runs],
+        "",
         f"## Validation history ({len(history) and m['train_config']['val_crops']} held-out "
         f"{m['train_config']['crop']}x{m['train_config']['crop']} crops; rates are entropy-model estimates, not file sizes)",
         "| step | wall s | bpp / PSNR at lambda 2^-7 | at 2^-9.5 | at 2^-12 |", "|---|---|---|---|---|",
