@@ -36,6 +36,21 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
 
 
+def _flatten(model, groups: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """{"group.name": tensor} over the model's tensor groups (what is saved and hashed)."""
+    return {f"{g}.{k}": v for g in groups for k, v in getattr(model, g).items()}
+
+
+def _digest(cfg: dict, extra: tuple, tensors: dict[str, torch.Tensor]) -> bytes:
+    """8 bytes of SHA-256 over a config, a few settings and tensors' names and float32 bytes."""
+    h = hashlib.sha256(repr(sorted(cfg.items())).encode())
+    h.update(repr(extra).encode())
+    for k, v in sorted(tensors.items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().to(torch.float32).numpy().tobytes())
+    return h.digest()[:8]
+
+
 @dataclass
 class Model:
     """Everything both ends need, beside the bitstream, to rebuild a signal."""
@@ -74,21 +89,12 @@ class Model:
         return f"siren {self.cfg.mode:<5} w{self.cfg.width} d{self.cfg.depth}"
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for group in ("theta", "log_alpha", "lr_delta", "lr_alpha"):
-            for k, v in getattr(self, group).items():
-                out[f"{group}.{k}"] = v
-        return out
+        return _flatten(self, ("theta", "log_alpha", "lr_delta", "lr_alpha"))
 
     @property
     def model_id(self) -> bytes:
         """8 bytes of SHA-256 over the config and every tensor's bytes."""
-        h = hashlib.sha256(repr(sorted(self.cfg.to_dict().items())).encode())
-        h.update(repr((self.patch, self.colorspace, self.sparsity)).encode())
-        for k, v in sorted(self.tensors().items()):
-            h.update(k.encode())
-            h.update(v.detach().contiguous().to(torch.float32).numpy().tobytes())
-        return h.digest()[:8]
+        return _digest(self.cfg.to_dict(), (self.patch, self.colorspace, self.sparsity), self.tensors())
 
     def state(self) -> dict:
         return {
@@ -181,22 +187,14 @@ class GridModel:
         return replace(self, name=f"{base}+{sparsity}", sparsity=sparsity)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for group in ("theta", "analysis", "log_alpha", "lr_delta", "lr_alpha"):
-            for k, v in getattr(self, group).items():
-                out[f"{group}.{k}"] = v
-        return out
+        return _flatten(self, ("theta", "analysis", "log_alpha", "lr_delta", "lr_alpha"))
 
     @property
     def model_id(self) -> bytes:
-        h = hashlib.sha256(repr(sorted(self.cfg.to_dict().items())).encode())
-        h.update(repr(("grid", self.sparsity)).encode())
-        for k, v in sorted(self.tensors().items()):
-            if k.startswith("analysis."):
-                continue  # encoder-only: a retrained analysis net still decodes the same streams
-            h.update(k.encode())
-            h.update(v.detach().contiguous().to(torch.float32).numpy().tobytes())
-        return h.digest()[:8]
+        """Like Model's, without the analysis network: it is encoder-only, so a retrained one
+        still decodes the same streams."""
+        dec = {k: v for k, v in self.tensors().items() if not k.startswith("analysis.")}
+        return _digest(self.cfg.to_dict(), ("grid", self.sparsity), dec)
 
     def state(self) -> dict:
         return {"arch": "grid", "name": self.name, "cfg": self.cfg.to_dict(),
