@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import grid
 from .errors import MscnError
-from .meta import PatchSampler, data_hash, list_images, load_rgb, split
+from .meta import PatchSampler, data_hash, load_rgb, run_paths, training_files
 from .models import GridModel, fresh_grid_model
 from .sparsity import deterministic_gate, prob_open, sample_gate
 
@@ -155,19 +155,11 @@ def evaluate(model: GridModel, x: torch.Tensor, l0_scale: float) -> dict[str, fl
 
 
 def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command: str, progress: bool = True) -> Path:
-    files = list_images(data)
-    train_files, val_files = split(files, data, cfg.val_fraction)
-    if cfg.max_images:
-        train_files = train_files[: cfg.max_images]
-    if not val_files:
-        val_files = train_files[-1:]
+    train_files, val_files = training_files(data, cfg.val_fraction, cfg.max_images)
     torch.manual_seed(cfg.seed)
     sampler = PatchSampler([load_rgb(f) for f in train_files], cfg.crop, cfg.seed)
     val = crops_to_images(PatchSampler([load_rgb(f) for f in val_files], cfg.crop, 12345).sample(cfg.val_crops), cfg.crop)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = out.parent / f"{out.name}.run"
-    run_dir.mkdir(exist_ok=True)
-    ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "train.log"
+    ckpt_path, log_path = run_paths(out)
 
     gcfg = cfg.grid_config()
     model = fresh_grid_model(gcfg, name=out.name, seed=cfg.seed, inner_steps=cfg.inner_steps)

@@ -76,6 +76,21 @@ def split(files: list[Path], root: Path, val_fraction: float) -> tuple[list[Path
     return train, val
 
 
+def training_files(data: Path, val_fraction: float, max_images: int) -> tuple[list[Path], list[Path]]:
+    """(train, held-out) image files; the held-out split falls back to the last training file."""
+    train_files, val_files = split(list_images(data), data, val_fraction)
+    if max_images:
+        train_files = train_files[:max_images]
+    return train_files, val_files or train_files[-1:]
+
+
+def run_paths(out: Path) -> tuple[Path, Path]:
+    """(checkpoint, log) of a training run in OUT.run/, created only once the data is known to be usable."""
+    run_dir = out.parent / f"{out.name}.run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir / "checkpoint.pt", run_dir / "train.log"
+
+
 def data_hash(files: list[Path], root: Path) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -147,22 +162,13 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         dist.init_process_group("gloo")
         rank = dist.get_rank()
     world = dist.get_world_size() if distributed else 1
-    files = list_images(data)
-    train_files, val_files = split(files, data, cfg.val_fraction)
-    if cfg.max_images:
-        train_files = train_files[: cfg.max_images]
-    if not val_files:
-        val_files = train_files[-1:]
+    train_files, val_files = training_files(data, cfg.val_fraction, cfg.max_images)
     torch.manual_seed(cfg.seed + rank)
     sampler = PatchSampler([load_rgb(f) for f in train_files], cfg.patch, cfg.seed + 1000 * rank)
     val = PatchSampler([load_rgb(f) for f in val_files], cfg.patch, 12345).sample(cfg.val_patches)
 
     # only now that the data is known to be usable: no empty run folders from a failed start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = out.parent / f"{out.name}.run"
-    run_dir.mkdir(exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    log_path = run_dir / "train.log"
+    ckpt_path, log_path = run_paths(out)
     coords = grid_coords(cfg.patch)
 
     scfg = SirenConfig(width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode=cfg.mode)
