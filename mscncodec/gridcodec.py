@@ -10,10 +10,11 @@ Encoding, for a target rate:
    file's sparse gated update of the decoder networks (started with the model's
    Meta-SGD inner step), minimising rate + MSE / lambda. Every few steps lambda is
    nudged so the estimated rate tracks the target.
-3. *Packing on the real size.* The update is quantised and coded with the gate
-   priors (as for SIREN); the latents are range-coded with the context model. A
-   bisection on one global latent step (sent as an index) puts the real file at
-   or just under the target.
+3. *Packing on the real size.* The update is quantised (step chosen by rate +
+   distortion) and coded with the gate priors (as for SIREN); the latents are
+   range-coded with the context model. The global latent step (sent as an index)
+   and then a dead zone (zeroing the latents nearest zero) put the real file at or
+   just under the target.
 
 Streams carry: ``GRID`` (lambda index, latent step index), ``QPRM``/``MASK``/
 ``VALS`` (the network update, same coding as the SIREN family) and ``LATS``.
@@ -25,7 +26,6 @@ import math
 import os
 import struct
 import sys
-import time
 
 import constriction
 import numpy as np
@@ -34,10 +34,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import bitstream, grid
-from .entropy import Decoder, Encoder
 from .errors import BitstreamError, RateError
 from .fit import gate_shift_for
-from .gridmeta import BITS_PER_ENTRY, inner_loop, quantised_latents
+from .gridmeta import BITS_PER_ENTRY, inner_loop, quantised_latents, rd_loss
 from .models import GridModel
 from .optim import Adam
 from .quantize import dequantise, quantise, step_index
@@ -63,6 +62,11 @@ def step_index_for(lam: float) -> int:
     """Index of the tabled latent step nearest the one tied to lambda (grid.step_for)."""
     step = float(grid.step_for(torch.tensor(lam)))
     return int(np.clip(np.round(STEP_PER_OCTAVE * math.log2(step) + STEP_BASE), 0, 255))
+
+
+def tied_step(lam_idx: int) -> float:
+    """The tabled latent step that goes with a tabled lambda."""
+    return latent_step(step_index_for(grid.lambda_value(lam_idx)))
 
 
 def pad_image(rgb: np.ndarray, align: int) -> torch.Tensor:
@@ -171,7 +175,7 @@ def _lambda_for(model: GridModel, x: torch.Tensor, target_bits: float) -> int:
 
     def bits(i: int) -> float:
         lam = torch.tensor([grid.lambda_value(i)])
-        step = torch.tensor([latent_step(step_index_for(grid.lambda_value(i)))])
+        step = torch.tensor([tied_step(i)])
         with torch.no_grad():
             lat = grid.analysis(model.cfg, model.analysis, x, lam)
             hard, _ = quantised_latents(lat, noisy=False, step=step)
@@ -231,8 +235,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
         n_all = sum(v.numel() for v in la.values())
         shift = gate_shift_for(model, OPEN_FRACTION * n_all)
         la = {k: (v.detach() + shift).requires_grad_(True) for k, v in la.items()}
-    step0 = latent_step(step_index_for(lam))
-    groups = [{"params": latents, "lr": LATENT_LR[model.sparsity] * step0},
+    groups = [{"params": latents, "lr": LATENT_LR[model.sparsity] * tied_step(lam_idx)},
               {"params": list(delta.values()), "lr": DELTA_LR}]
     if gated:
         groups.append({"params": list(la.values()), "lr": GATE_LR})
@@ -246,12 +249,12 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             g["lr"] = b * (0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1)
         li = grid.lambda_index(2.0**log2_lam)
         lam_t = torch.tensor([grid.lambda_value(li)])
-        step_t = torch.tensor([latent_step(step_index_for(grid.lambda_value(li)))])
+        step_t = torch.tensor([tied_step(li)])
         rate_lat, syn_lat = quantised_latents(latents, noisy=frac < 1 - HARD_FRACTION, step=step_t)
         params = _params(model, delta, la, stochastic=True)
         opened = _open_count(model, la)
         opt.zero_grad()
-        loss, est_bpp, mse = _rd(cfg, params, x, rate_lat, syn_lat, lam_t, step_t, BITS_PER_ENTRY * opened, n_pix)
+        loss, est_bpp, mse = rd_loss(cfg, params, x, rate_lat, syn_lat, lam_t, BITS_PER_ENTRY * opened, step_t, n_pix)
         loss.sum().backward()
         opt.step()
         if target_bytes is not None and (i + 1) % CONTROL_EVERY == 0 and i < n_steps - 1:
@@ -279,7 +282,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             sent = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
         # the update's quantisation step: the best rate + distortion / lambda over a few candidates
         lam_t = torch.tensor([grid.lambda_value(lam_idx)])
-        step_t = torch.tensor([latent_step(step_index_for(grid.lambda_value(lam_idx)))])
+        step_t = torch.tensor([tied_step(lam_idx)])
         hard, _ = quantised_latents(latents, noisy=False, step=step_t)
         best_j = math.inf
         candidates = {}
@@ -312,17 +315,15 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
         r = np.abs(np.concatenate([v.reshape(-1) for v in y])) / latent_step(step_idx)
         return np.sort(r[(r >= 0.5) & (r < MAX_DEADZONE)])
 
-    pack.magnitudes = magnitudes
-
     base_idx = step_index_for(grid.lambda_value(lam_idx))
     note = ""
     if target_bytes is None:
         data = pack(base_idx)
     else:
-        data, _ = _fit_size(pack, base_idx, target_bytes)
+        data, _ = _fit_size(pack, magnitudes, base_idx, target_bytes)
         if data is None and chosen is not None:  # a small image: the update itself does not fit
             chosen = None
-            data, _ = _fit_size(pack, base_idx, target_bytes)
+            data, _ = _fit_size(pack, magnitudes, base_idx, target_bytes)
         if data is None:
             d = pack(255, MAX_DEADZONE)
             raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
@@ -338,7 +339,7 @@ MAX_DEADZONE = 1.5  # latents below 1.5 steps may be zeroed to fit the size (a d
 DEADZONE_ITERS = 12
 
 
-def _fit_at(pack, idx: int, target: int) -> bytes | None:
+def _fit_at(pack, magnitudes, idx: int, target: int) -> bytes | None:
     """Largest stream <= target at this latent step, zeroing the latents nearest zero; None if none fits.
 
     The dead-zone threshold is bisected over the sorted magnitudes of the latents
@@ -348,7 +349,7 @@ def _fit_at(pack, idx: int, target: int) -> bytes | None:
     d = pack(idx)
     if len(d) <= target:
         return d
-    mags = pack.magnitudes(idx)
+    mags = magnitudes(idx)
     if not mags.size or len(pack(idx, MAX_DEADZONE)) > target:
         return None
     lo, hi, best = 0, mags.size, None  # zero the lo..hi smallest
@@ -364,18 +365,18 @@ def _fit_at(pack, idx: int, target: int) -> bytes | None:
     return best or pack(idx, MAX_DEADZONE)
 
 
-def _fit_size(pack, base_idx: int, target: int) -> tuple[bytes | None, int]:
+def _fit_size(pack, magnitudes, base_idx: int, target: int) -> tuple[bytes | None, int]:
     """Hit the real size: the step tied to the final lambda first; coarser steps while nothing fits,
     finer ones (at most FINER_STEPS) while the file is clearly short. Sizes jump with the step
     (rounding decisions flip together), the dead zone fills in between."""
-    idx, data = base_idx, _fit_at(pack, base_idx, target)
+    idx, data = base_idx, _fit_at(pack, magnitudes, base_idx, target)
     while data is None and idx < 255:
         idx = min(idx + 4, 255)
-        data = _fit_at(pack, idx, target)
+        data = _fit_at(pack, magnitudes, idx, target)
     if data is None:
         return None, idx
     while len(data) < 0.97 * target and idx > base_idx - FINER_STEPS and idx > 0:
-        d = _fit_at(pack, idx - 1, target)
+        d = _fit_at(pack, magnitudes, idx - 1, target)
         if d is None or len(d) <= len(data):
             break
         idx, data = idx - 1, d
@@ -397,15 +398,6 @@ def _open_count(model: GridModel, la) -> torch.Tensor:
     if model.gated:
         return sum(prob_open(v).sum() for v in la.values())
     return torch.tensor(float(sum(v.numel() for v in la.values())))
-
-
-def _rd(cfg, params, x, rate_lat, syn_lat, lam_t, step_t, extra_bits, n_pix):
-    """rate + MSE / lambda on the padded image, rate counted per original pixel."""
-    bits = grid.rate_bits(cfg, params, rate_lat, lam_t, step_t) + extra_bits
-    pred = grid.synthesis(cfg, params, syn_lat)
-    mse = (pred - x).pow(2).mean()
-    bpp = bits / n_pix
-    return bpp + mse / lam_t, bpp, mse
 
 
 # ---------------------------------------------------------------- decode

@@ -24,7 +24,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from . import grid
 from .errors import MscnError
 from .meta import PatchSampler, data_hash, load_rgb, run_paths, training_files
 from .models import GridModel, fresh_grid_model
+from .quantize import ste_round
 from .sparsity import deterministic_gate, prob_open, sample_gate
 
 BITS_PER_ENTRY = 10.0  # typical cost of one sent update entry (mask + value)
@@ -71,10 +72,6 @@ class GridTrainConfig:
                                analysis=self.analysis)
 
 
-def ste_round(x: torch.Tensor) -> torch.Tensor:
-    return x + (torch.round(x) - x).detach()
-
-
 def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
     """PatchSampler's (B, P*P, 3) in [-1, 1] -> (B, 3, P, P) in [0, 1]."""
     return batch.reshape(-1, p, p, 3).permute(0, 3, 1, 2).add(1).mul(0.5).contiguous()
@@ -86,19 +83,23 @@ def quantised_latents(latents: list[torch.Tensor], noisy: bool, step: torch.Tens
     rounding while training, exact rounding for both when not noisy."""
     s = step.reshape(-1, 1, 1, 1)
     lat = [torch.maximum(torch.minimum(z, grid.SYMBOL_RANGE * s), -grid.SYMBOL_RANGE * s) for z in latents]
-    hard = [ste_round(z / s) * s for z in lat]
+    hard = [ste_round(z / s, 1.0) * s for z in lat]
     if not noisy:
         return hard, hard
     return [z + torch.empty_like(z).uniform_(-0.5, 0.5) * s for z in lat], hard
 
 
 def rd_loss(cfg: grid.GridConfig, params: dict[str, torch.Tensor], x: torch.Tensor, rate_lat: list[torch.Tensor],
-            syn_lat: list[torch.Tensor], lam: torch.Tensor, extra_bits: torch.Tensor | float = 0.0
+            syn_lat: list[torch.Tensor], lam: torch.Tensor, extra_bits: torch.Tensor | float = 0.0,
+            step: torch.Tensor | None = None, n_pix: int | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample (rate + D / lambda, bpp, mse), rate in bits per pixel, D = MSE on [0, 1]; the latent
-    step is the one tied to lambda (grid.step_for)."""
-    n_pix = x.shape[2] * x.shape[3]
-    bits = grid.rate_bits(cfg, params, rate_lat, lam, grid.step_for(lam)) + extra_bits
+    """Per-sample (rate + D / lambda, bpp, mse), rate in bits per pixel, D = MSE on [0, 1].
+
+    step: the latent step (default: the one tied to lambda, grid.step_for); n_pix: the pixels the
+    rate is counted over (default: x's; the encoder counts the original, unpadded image).
+    """
+    n_pix = n_pix or x.shape[2] * x.shape[3]
+    bits = grid.rate_bits(cfg, params, rate_lat, lam, grid.step_for(lam) if step is None else step) + extra_bits
     pred = grid.synthesis(cfg, params, syn_lat)
     mse = (pred - x).pow(2).mean(dim=(1, 2, 3))
     bpp = bits / n_pix
@@ -178,9 +179,9 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
         if loaded.cfg != gcfg:
             raise MscnError(f"{ckpt_path} was trained with {loaded.cfg.to_dict()}, not {gcfg.to_dict()}: "
                             "resume with the same architecture options")
-        for g in ("theta", "analysis", "log_alpha", "lr_delta", "lr_alpha"):
-            for k, v in getattr(loaded, g).items():
-                getattr(model, g)[k].data.copy_(v)
+        mine = model.tensors()
+        for k, v in loaded.tensors().items():
+            mine[k].data.copy_(v)
         opt.load_state_dict(ck["opt"])
         step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
         sampler.rng = np.random.default_rng(cfg.seed + step)

@@ -190,9 +190,9 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         if loaded.cfg != scfg or loaded.patch != cfg.patch:
             raise MscnError(f"{ckpt_path} was trained with {loaded.cfg.to_dict()} (patch {loaded.patch}): "
                             "resume with the same architecture options")
-        for group in ("theta", "log_alpha", "lr_delta", "lr_alpha"):
-            for k, v in getattr(loaded, group).items():
-                getattr(model, group)[k].data.copy_(v)
+        mine = model.tensors()
+        for k, v in loaded.tensors().items():
+            mine[k].data.copy_(v)
         opt.load_state_dict(ck["opt"])
         step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
         sampler.rng = np.random.default_rng(cfg.seed + 1000 * rank + step)

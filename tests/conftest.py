@@ -65,6 +65,29 @@ def isolated_models(tmp_path_factory):
         yield d
 
 
+@pytest.fixture()
+def env(tmp_path, monkeypatch) -> dict:
+    """A fresh models folder (MSCN_MODELS) and model cache, so trained names never collide;
+    returns the environment a training subprocess needs."""
+    from mscncodec import models
+
+    d = tmp_path / "models"
+    monkeypatch.setenv("MSCN_MODELS", str(d))
+    monkeypatch.setattr(models, "_cache", {})
+    return {"MSCN_MODELS": str(d), "MSCN_THREADS": "1"}
+
+
+def photo_folder(root: Path, side: int, n: int = 3) -> Path:
+    """A folder of n synthetic side x side PNG "photos" (training data for tests; never real sets)."""
+    from PIL import Image
+
+    d = root / "photos"
+    d.mkdir()
+    for i in range(n):
+        Image.fromarray(synthetic_image(side, side, seed=100 + i)).save(d / f"img{i}.png")
+    return d
+
+
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     return load_photo()

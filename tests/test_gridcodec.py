@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import synthetic_image
+from conftest import photo_folder, synthetic_image
 from PIL import Image
 
 from mscncodec import bitstream, grid, gridcodec, models
@@ -436,20 +436,8 @@ TINY = ["--arch", "grid", "--patch", "16", "--levels", "3", "--hidden", "8", "--
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch) -> dict:
-    d = tmp_path / "models"
-    monkeypatch.setenv("MSCN_MODELS", str(d))
-    monkeypatch.setattr(models, "_cache", {})
-    return {"MSCN_MODELS": str(d), "MSCN_THREADS": "1"}
-
-
-@pytest.fixture()
 def data_dir(tmp_path) -> Path:
-    d = tmp_path / "photos"
-    d.mkdir()
-    for i in range(3):
-        Image.fromarray(synthetic_image(40, 40, seed=100 + i)).save(d / f"img{i}.png")
-    return d
+    return photo_folder(tmp_path, 40)
 
 
 def _train(monkeypatch, data: Path, out: Path, env: dict, *extra: str):

@@ -13,28 +13,15 @@ from PIL import Image
 from mscncodec import models as models_mod
 from mscncodec.cli import main
 
-from conftest import synthetic_image
+from conftest import photo_folder, synthetic_image
 
 TINY = ["--width", "8", "--depth", "3", "--patch", "8", "--batch", "4", "--val-every", "3", "--val-patches", "8",
         "--no-progress", "--threads", "1"]
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch) -> dict:
-    """A fresh models folder (MSCN_MODELS) and model cache, so trained names never collide."""
-    d = tmp_path / "models"
-    monkeypatch.setenv("MSCN_MODELS", str(d))
-    monkeypatch.setattr(models_mod, "_cache", {})
-    return {"MSCN_MODELS": str(d), "MSCN_THREADS": "1"}
-
-
-@pytest.fixture()
 def data_dir(tmp_path) -> Path:
-    d = tmp_path / "photos"
-    d.mkdir()
-    for i in range(3):
-        Image.fromarray(synthetic_image(64, 64, seed=100 + i)).save(d / f"img{i}.png")
-    return d
+    return photo_folder(tmp_path, 64)
 
 
 def _train(data: Path, out: Path, env: dict, steps: int, *extra: str):
