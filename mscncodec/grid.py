@@ -142,9 +142,13 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> t
 
 
 def init_params(cfg: GridConfig, seed: int = 0, analysis: bool = True) -> dict[str, torch.Tensor]:
-    """Default (PyTorch-style uniform) init from a seeded numpy generator: both ends can rebuild it.
+    """Uniform init from a seeded numpy generator: both ends can rebuild it.
 
-    Biases are non-zero on purpose: with zero latents and zero biases every ReLU is dead.
+    Weights draw from +-1/sqrt(fan_in) (PyTorch's default). Biases are non-zero on
+    purpose (with zero latents and zero biases every ReLU is dead): a bias named
+    ``*.b`` uses its ``*.w``'s fan-in; the numbered ones (``syn.b0``, ``ctx.b1``, ...)
+    draw from +-1. That asymmetry is an accident of the first version, kept because
+    the shipped model and the ``+scratch`` variant's id were made with it.
     """
     rng = np.random.default_rng(seed)
     shapes = {**cfg.update_shapes(), **(cfg.analysis_shapes() if analysis else {})}
@@ -155,7 +159,7 @@ def init_params(cfg: GridConfig, seed: int = 0, analysis: bool = True) -> dict[s
             lvl[:, 1] = math.log(0.5)  # initial Laplace scale 0.5: a zero latent costs < 1 bit
             out[k] = torch.from_numpy(lvl)
             continue
-        wkey = k[:-1] + "w" if k.endswith("b") and not k.endswith(".lvl") else k
+        wkey = k[:-1] + "w" if k.endswith("b") else k
         wshape = shapes.get(wkey, s)
         fan_in = int(np.prod(wshape[1:])) if len(wshape) > 1 else 1
         out[k] = _uniform(rng, s, fan_in)
