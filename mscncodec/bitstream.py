@@ -24,7 +24,7 @@ from .errors import BitstreamError
 MAGIC = b"MSCN"
 VERSION = 1
 MODALITIES = {1: "image"}
-ARCHS = {1: "siren", 2: "grid"}
+ARCHS = {1: "siren", 2: "grid", 3: "grid2"}
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25
 MAX_SECTIONS = 16

@@ -54,7 +54,7 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
 @click.option("--bpp", type=float, default=None, help="Target rate in bits per pixel (real file size).")
 @click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a rate target.")
 @click.option("--model", "model_name", default=None, help="Model name (see `mscn models`); default: picked for the rate.")
-@click.option("--arch", type=click.Choice(["siren", "grid"]), default=None,
+@click.option("--arch", type=click.Choice(["siren", "grid", "grid2"]), default=None,
               help="INR family when no --model is given [default: the shipped default, see `mscn models`].")
 @click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
 @click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
@@ -140,20 +140,21 @@ def train() -> None:
 @train.command("image")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
-@click.option("--arch", type=click.Choice(["siren", "grid"]), default="siren", show_default=True,
-              help="siren: the paper's SIREN over patches; grid: latent grids + synthesis network.")
+@click.option("--arch", type=click.Choice(["siren", "grid", "grid2"]), default="siren", show_default=True,
+              help="siren: the paper's SIREN over patches; grid: latent grids + synthesis network; "
+                   "grid2: full-resolution grids, learned upsampling, auto-regressive context model.")
 @click.option("--mode", type=click.Choice(["full", "shift"]), default="full", show_default=True,
               help="siren: full = unstructured gates on every weight; shift = structured per-neuron shifts.")
 @click.option("--width", type=int, default=32, show_default=True, help="siren width.")
 @click.option("--depth", type=int, default=5, show_default=True, help="siren depth.")
-@click.option("--patch", type=int, default=32, show_default=True, help="siren patch / grid crop side.")
-@click.option("--levels", type=int, default=6, show_default=True, help="grid: number of latent grids.")
+@click.option("--patch", type=int, default=None, help="siren patch / grid crop side [siren 32, grid 32, grid2 192].")
+@click.option("--levels", type=int, default=None, help="grid/grid2: number of latent grids [grid 6, grid2 7].")
 @click.option("--first", type=int, default=1, show_default=True, help="grid: the finest grid is at 1/2**FIRST resolution.")
-@click.option("--hidden", default="24,24", show_default=True, help="grid: synthesis hidden widths.")
+@click.option("--hidden", default=None, help="grid/grid2: synthesis hidden widths [grid 24,24; grid2 20,20].")
 @click.option("--inner-steps", type=int, default=None, help="Meta-SGD inner steps [siren 3, grid 1].")
 @click.option("--inner-every", type=int, default=4, show_default=True, help="grid: inner loop on every k-th step.")
-@click.option("--log2-lam", default="-12,-2", show_default=True,
-              help="grid: range of log2(lambda) sampled in training (rate + MSE / lambda): the rates the model covers.")
+@click.option("--log2-lam", default=None,
+              help="grid/grid2 [-12,-2 / -13,-3]: range of log2(lambda) sampled in training (rate + MSE / lambda): the rates the model covers.")
 @click.option("--lam", type=float, default=0.1, show_default=True, help="siren: L0 weight (higher = sparser).")
 @click.option("--batch", type=int, default=None, help="Batch of crops [siren 32, grid 8].")
 @click.option("--steps", type=int, default=20000, show_default=True)
@@ -166,8 +167,11 @@ def train() -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
 @click.option("--threads", type=int, default=0, help="torch threads (0: all cores / one per torchrun process).")
 @click.option("--no-progress", is_flag=True)
+@click.option("--device", default="cpu", show_default=True, help="grid2: torch device (cuda where a GPU is lent).")
+@click.option("--export-only", is_flag=True, help="grid2: freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
 def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, log2_lam, lam, batch,
-                steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress) -> None:
+                steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress, device,
+                export_only) -> None:
     """Meta-train an image initialisation on a folder of photos (never on Kodak)."""
     import torch
 
@@ -177,6 +181,36 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
+    if arch != "grid2" and (export_only or device != "cpu"):
+        raise MscnError("--device and --export-only are for --arch grid2")
+    if arch == "grid2":
+        from .grid2meta import Grid2TrainConfig, export_checkpoint, train as run_grid2
+
+        if export_only:
+            click.echo(f"wrote {export_checkpoint(data, out, command.replace(' --export-only', ''))}")
+            return
+        if world > 1:
+            raise MscnError("--arch grid2 trains on one process (no torchrun)")
+        try:
+            widths = tuple(int(v) for v in (hidden or "20,20").split(","))
+            lam_lo, lam_hi = (float(v) for v in (log2_lam or "-13,-3").split(","))
+        except ValueError:
+            raise MscnError("--hidden must be comma-separated integers and --log2-lam two numbers MIN,MAX") from None
+        if not -20 <= lam_lo < lam_hi <= 0:
+            raise MscnError(f"--log2-lam needs -20 <= MIN < MAX <= 0, got {log2_lam!r}")
+        lv = levels or 7
+        if not 2 <= lv <= 9:
+            raise MscnError(f"--levels must be in [2, 9] for grid2, got {lv}")
+        g2 = Grid2TrainConfig(levels=lv, hidden=widths, crop=patch or 192, batch=batch or 6,
+                              steps=steps, lr=lr or 2e-3, log2_lam=(lam_lo, lam_hi), val_every=val_every,
+                              max_images=max_images, seed=seed)
+        path = run_grid2(data, out, g2, resume=resume, command=command, progress=not no_progress, device=device)
+        click.echo(f"wrote {path}")
+        return
+    levels = levels or 6
+    hidden = hidden or "24,24"
+    patch = patch or 32
+    log2_lam = log2_lam or "-12,-2"
     if arch == "grid":
         from .gridmeta import GridTrainConfig, train as run_grid
 

@@ -274,10 +274,11 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
     rgb, channels = imod.load(image)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
     m = _pick_model(model, rate, from_scratch, arch)
-    if m.arch == "grid":
-        from . import gridcodec
+    if m.arch in ("grid", "grid2"):
+        from . import grid2codec, gridcodec
 
-        data, info = gridcodec.encode(m, rgb, channels, bpp=bpp, quality=quality, steps=steps, effort=effort,
+        fam = gridcodec if m.arch == "grid" else grid2codec
+        data, info = fam.encode(m, rgb, channels, bpp=bpp, quality=quality, steps=steps, effort=effort,
                                       progress=progress)
         return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
     n_steps, rel_steps, qat_steps = EFFORT[effort]
@@ -376,7 +377,7 @@ def _model_for(header: dict) -> Model:
         raise BitstreamError(f"stream was made with model {header['model_id'].hex()}, which this decoder does not have "
                              "(see `mscn models`)")
     if m.patch != header["patch"]:
-        what = "alignment" if m.arch == "grid" else "patch"
+        what = "alignment" if m.arch in ("grid", "grid2") else "patch"
         raise BitstreamError(f"corrupted .mscn file ({what} {header['patch']} does not match model {m.name})")
     return m
 
@@ -390,10 +391,11 @@ def decode(data: bytes) -> np.ndarray:
     if m.arch != bitstream.ARCHS[header["arch"]]:
         raise BitstreamError(f"corrupted .mscn file (architecture {bitstream.ARCHS[header['arch']]} does not match "
                              f"model {m.name})")
-    if m.arch == "grid":
-        from . import gridcodec
+    if m.arch in ("grid", "grid2"):
+        from . import grid2codec, gridcodec
 
-        return imod.restore_channels(gridcodec.decode(m, header, sections), header["channels"])
+        fam = gridcodec if m.arch == "grid" else grid2codec
+        return imod.restore_channels(fam.decode(m, header, sections), header["channels"])
     h, w, p = header["height"], header["width"], header["patch"]
     gh, gw = imod.patch_grid(h, w, p)
     symbols, steps = unpack_update(m, sections, gh * gw)
@@ -414,6 +416,14 @@ def describe(data: bytes) -> dict:
         li, si = struct.unpack("<BB", sections["GRID"])
         d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
         d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
+    if m is not None and m.arch == "grid2" and len(sections.get("GRD2", b"")) == 2:
+        from .grid import lambda_value
+        from .gridcodec import latent_step
+
+        li, si = struct.unpack("<BB", sections["GRD2"])
+        d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
+        d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
+        d["update"] = "dense update of the decoder" if "QPRM" in sections else "none (shared decoder)"
     secs = {"header": bitstream.HEADER_SIZE, "table": 8 * header["n_sections"]}
     secs.update({k: len(v) for k, v in sections.items()})
     return {"header": d, "sections": secs, "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}

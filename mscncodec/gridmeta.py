@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import grid
 from .errors import MscnError
-from .meta import PatchSampler, data_hash, load_rgb, run_paths, training_files
+from .meta import PatchSampler, Run, load_rgb, training_files
 from .models import GridModel, fresh_grid_model
 from .quantize import ste_round
 from .sparsity import deterministic_gate, prob_open, sample_gate
@@ -160,7 +158,7 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
     torch.manual_seed(cfg.seed)
     sampler = PatchSampler([load_rgb(f) for f in train_files], cfg.crop, cfg.seed)
     val = crops_to_images(PatchSampler([load_rgb(f) for f in val_files], cfg.crop, 12345).sample(cfg.val_crops), cfg.crop)
-    ckpt_path, log_path = run_paths(out)
+    run = Run(out)
 
     gcfg = cfg.grid_config()
     model = fresh_grid_model(gcfg, name=out.name, seed=cfg.seed, inner_steps=cfg.inner_steps)
@@ -172,34 +170,18 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
     opt = torch.optim.Adam([{"params": nets, "lr": cfg.lr}, {"params": gates, "lr": cfg.lr_gate},
                             {"params": lrs, "lr": cfg.lr_meta}])
     sched = lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))) * 0.95 + 0.05  # noqa: E731
-    step, elapsed, history = 0, 0.0, []
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        loaded = GridModel.from_state(ck["model"])
-        if loaded.cfg != gcfg:
-            raise MscnError(f"{ckpt_path} was trained with {loaded.cfg.to_dict()}, not {gcfg.to_dict()}: "
-                            "resume with the same architecture options")
-        mine = model.tensors()
-        for k, v in loaded.tensors().items():
-            mine[k].data.copy_(v)
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
-        sampler.rng = np.random.default_rng(cfg.seed + step)
-        torch.manual_seed(cfg.seed + step)
-    log = open(log_path, "a")
-
-    def write_log(msg: str) -> None:
-        log.write(msg + "\n")
-        log.flush()
+    if resume and run.resume(model, opt, GridModel.from_state,
+                             lambda m: None if m.cfg == gcfg else f"{m.cfg.to_dict()}, not {gcfg.to_dict()}"):
+        sampler.rng = np.random.default_rng(cfg.seed + run.step)
+        torch.manual_seed(cfg.seed + run.step)
+    step, history = run.step, run.history
 
     def checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state(), "opt": opt.state_dict(), "step": step, "elapsed": time.time() - t0,
-                    "history": history, "cfg": asdict(cfg)}, tmp)
-        tmp.replace(ckpt_path)
+        run.step = step
+        run.save(model, opt, asdict(cfg))
 
-    write_log(f"# start step={step} cfg={json.dumps(asdict(cfg))}")
-    t0, last_ckpt = time.time() - elapsed, time.time()
+    run.start(asdict(cfg))
+    last_ckpt = time.time()
     l0_scale = cfg.crop * cfg.crop / cfg.l0_pixels
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", desc="meta-train grid")
     lo, hi = cfg.log2_lam
@@ -227,26 +209,21 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
         bar.set_postfix(bpp=f"{bpp.mean().item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.mean().item(), 1e-12)):.2f}")
         if step % cfg.val_every == 0 or step == cfg.steps:
             ev = evaluate(model, val, l0_scale)
-            ev.update(step=step, wall_s=round(time.time() - t0, 1))
+            ev.update(step=step, wall_s=round(run.wall(), 1))
             history.append(ev)
-            write_log(json.dumps(ev))
+            run.log(json.dumps(ev))
         if time.time() - last_ckpt > cfg.ckpt_every_s:
             checkpoint()
             last_ckpt = time.time()
     bar.close()
     checkpoint()
-    model.meta = {
-        "train_config": asdict(cfg), "data": str(data), "data_files": len(train_files), "val_files": len(val_files),
-        "data_sha256": data_hash(train_files, data), "steps": step, "wall_s": round(time.time() - t0, 1),
-        "command": command, "validation": history[-1] if history else {}, "torch": str(torch.__version__),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
-    }
+    model.meta = run.provenance(data, train_files, val_files, command, asdict(cfg))
     model.description = (f"meta-learned latent grids L{gcfg.levels}, synthesis {'-'.join(map(str, gcfg.hidden))}, "
                          f"amortised analysis, gated update, {gcfg.macs_per_pixel():.0f} MAC/px")
     frozen = GridModel.from_state(model.state())
     frozen.save(out.with_suffix(".pt"))
-    write_card(frozen, out.with_suffix(".md"), history, log_path)
-    write_log(f"# wrote {out.with_suffix('.pt')} id={frozen.model_id.hex()}")
+    write_card(frozen, out.with_suffix(".md"), history, run.log_path)
+    run.log(f"# wrote {out.with_suffix('.pt')} id={frozen.model_id.hex()}")
     return out.with_suffix(".pt")
 
 

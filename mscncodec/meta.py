@@ -17,6 +17,7 @@ import platform
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -89,6 +90,65 @@ def run_paths(out: Path) -> tuple[Path, Path]:
     run_dir = out.parent / f"{out.name}.run"
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir / "checkpoint.pt", run_dir / "train.log"
+
+
+class Run:
+    """One training run's folder OUT.run/ — checkpoint (written atomically), resume, log, provenance —
+    shared by the trainers so that every family checkpoints, resumes and documents itself the same way.
+
+    `active` False (a torchrun rank other than 0) reads the checkpoint but never writes."""
+
+    def __init__(self, out: Path, active: bool = True) -> None:
+        self.ckpt, self.log_path = run_paths(out)
+        self.active = active
+        self.step, self.elapsed, self.history = 0, 0.0, []
+        self._log = open(self.log_path, "a") if active else None
+        self.t0 = time.time()
+
+    def resume(self, model, opt, load: Callable[[dict], object], mismatch: Callable[[object], str | None]) -> bool:
+        """Load the checkpoint (if any) into `model` and `opt`; `mismatch(loaded)` names an architecture
+        difference that makes resuming wrong (a one-line error), or None."""
+        if not self.ckpt.is_file():
+            return False
+        ck = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        loaded = load(ck["model"])
+        problem = mismatch(loaded)
+        if problem:
+            raise MscnError(f"{self.ckpt} was trained with {problem}: resume with the same architecture options")
+        mine = model.tensors()
+        for k, v in loaded.tensors().items():
+            mine[k].data.copy_(v)
+        opt.load_state_dict(ck["opt"])
+        self.step, self.elapsed, self.history = ck["step"], ck["elapsed"], ck["history"]
+        return True
+
+    def log(self, msg: str) -> None:
+        if self._log:
+            self._log.write(msg + "\n")
+            self._log.flush()
+
+    def start(self, cfg: dict, extra: str = "") -> None:
+        """Log the start (or resume) with the full config; the card reads these lines back."""
+        self.log(f"# start step={self.step}{extra} cfg={json.dumps(cfg)}")
+        self.t0 = time.time() - self.elapsed
+
+    def wall(self) -> float:
+        return time.time() - self.t0
+
+    def save(self, model, opt, cfg: dict) -> None:
+        if not self.active:
+            return
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state(), "opt": opt.state_dict(), "step": self.step, "elapsed": self.wall(),
+                    "history": self.history, "cfg": cfg}, tmp)
+        tmp.replace(self.ckpt)
+
+    def provenance(self, data: Path, train_files: list[Path], val_files: list[Path], command: str, cfg: dict) -> dict:
+        """What a model card records of the run."""
+        return {"train_config": cfg, "data": str(data), "data_files": len(train_files), "val_files": len(val_files),
+                "data_sha256": data_hash(train_files, data), "steps": self.step, "wall_s": round(self.wall(), 1),
+                "command": command, "validation": self.history[-1] if self.history else {},
+                "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
 
 
 def data_hash(files: list[Path], root: Path) -> str:
@@ -168,7 +228,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
     val = PatchSampler([load_rgb(f) for f in val_files], cfg.patch, 12345).sample(cfg.val_patches)
 
     # only now that the data is known to be usable: no empty run folders from a failed start
-    ckpt_path, log_path = run_paths(out)
+    run = Run(out, active=rank == 0)
     coords = grid_coords(cfg.patch)
 
     scfg = SirenConfig(width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode=cfg.mode)
@@ -183,37 +243,18 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         t.requires_grad_(True)
     opt = torch.optim.Adam([{"params": theta_p, "lr": cfg.lr}, {"params": gate_p, "lr": cfg.lr_gate},
                             {"params": lr_p, "lr": cfg.lr_meta}])
-    step, elapsed, history = 0, 0.0, []
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        loaded = Model.from_state(ck["model"])
-        if loaded.cfg != scfg or loaded.patch != cfg.patch:
-            raise MscnError(f"{ckpt_path} was trained with {loaded.cfg.to_dict()} (patch {loaded.patch}): "
-                            "resume with the same architecture options")
-        mine = model.tensors()
-        for k, v in loaded.tensors().items():
-            mine[k].data.copy_(v)
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
-        sampler.rng = np.random.default_rng(cfg.seed + 1000 * rank + step)
-        torch.manual_seed(cfg.seed + rank + step)
-    log = open(log_path, "a") if rank == 0 else None
-
-    def write_log(msg: str) -> None:
-        if log:
-            log.write(msg + "\n")
-            log.flush()
-
-    write_log(f"# start step={step} world={world} cfg={json.dumps(asdict(cfg))}")
-    t0, last_ckpt = time.time() - elapsed, time.time()
+    if resume and run.resume(model, opt, Model.from_state, lambda m: None if m.cfg == scfg and m.patch == cfg.patch
+                             else f"{m.cfg.to_dict()} (patch {m.patch})"):
+        sampler.rng = np.random.default_rng(cfg.seed + 1000 * rank + run.step)
+        torch.manual_seed(cfg.seed + rank + run.step)
+    step, history = run.step, run.history
+    run.start(asdict(cfg), f" world={world}")
+    last_ckpt = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", desc="meta-train")
 
     def checkpoint() -> None:
-        if rank == 0:
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"model": model.state(), "opt": opt.state_dict(), "step": step,
-                        "elapsed": time.time() - t0, "history": history, "cfg": asdict(cfg)}, tmp)
-            tmp.replace(ckpt_path)
+        run.step = step
+        run.save(model, opt, asdict(cfg))
 
     while step < cfg.steps:
         batch = sampler.sample(cfg.batch)
@@ -242,34 +283,21 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         if step % cfg.val_every == 0 or step == cfg.steps:
             if rank == 0:
                 ev = evaluate(model, coords, val)
-                ev.update(step=step, wall_s=round(time.time() - t0, 1), train_psnr=round(train_psnr, 3))
+                ev.update(step=step, wall_s=round(run.wall(), 1), train_psnr=round(train_psnr, 3))
                 history.append(ev)
-                write_log(json.dumps(ev))
+                run.log(json.dumps(ev))
         if time.time() - last_ckpt > cfg.ckpt_every_s:
             checkpoint()
             last_ckpt = time.time()
     bar.close()
     checkpoint()
     if rank == 0:
-        model.meta = {
-            "train_config": asdict(cfg),
-            "data": str(data),
-            "data_files": len(train_files),
-            "val_files": len(val_files),
-            "data_sha256": data_hash(train_files, data),
-            "steps": step,
-            "wall_s": round(time.time() - t0, 1),
-            "world_size": world,
-            "command": command,
-            "validation": history[-1] if history else {},
-            "torch": str(torch.__version__),
-            "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        }
+        model.meta = {**run.provenance(data, train_files, val_files, command, asdict(cfg)), "world_size": world}
         model.description = f"meta-learned SIREN w{cfg.width} d{cfg.depth}, {cfg.mode} update, lam={cfg.lam}"
         frozen = Model.from_state(model.state())
         frozen.save(out.with_suffix(".pt"))
-        write_card(frozen, out.with_suffix(".md"), history, log_path)
-        write_log(f"# wrote {out.with_suffix('.pt')} id={frozen.model_id.hex()}")
+        write_card(frozen, out.with_suffix(".md"), history, run.log_path)
+        run.log(f"# wrote {out.with_suffix('.pt')} id={frozen.model_id.hex()}")
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 from .errors import MscnError
-from . import grid
+from . import grid, grid2
 from .siren import SirenConfig, init_params
 from .sparsity import closed_threshold
 
 
 SPARSITY = ("gates", "magnitude", "dense")
 GRID_VARIANTS = ("gates", "dense", "scratch")  # scratch: generic init, no analysis (ablation of the meta-learned start)
+GRID2_VARIANTS = ("none", "dense", "scratch")  # grid2: shared decoder / + a dense per-file update / generic start
 
 
 def models_dir() -> Path:
@@ -227,8 +228,97 @@ def fresh_grid_model(cfg: grid.GridConfig, *, name: str, seed: int = 0, inner_st
                      {k: torch.full(s, 1.0) for k, s in shapes.items()}, inner_steps=inner_steps)
 
 
-def from_state(st: dict) -> "Model | GridModel":
-    return GridModel.from_state(st) if st.get("arch") == "grid" else Model.from_state(st)
+@dataclass
+class Grid2Model:
+    """A grid2 initialisation (see grid2.py): the meta-learned decoder theta0 (upsampling, synthesis,
+    ARM) every file starts from, and the encoder-side analysis network that predicts the latents.
+
+    sparsity: "none" sends no change to theta0; "dense" sends a quantised dense update of it;
+    "scratch" is the ablation with a generic seeded decoder and zero latents, which must then send
+    its whole decoder (as an update of that generic init)."""
+
+    name: str
+    cfg: grid2.Grid2Config
+    theta: dict[str, torch.Tensor]
+    analysis: dict[str, torch.Tensor]
+    sparsity: str = "none"
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    arch = "grid2"
+    gated = False  # the shared update coder: no gate priors, the mask is coded with a sent offset
+
+    def __post_init__(self) -> None:
+        if self.sparsity not in GRID2_VARIANTS:
+            raise MscnError(f"unknown grid2 variant {self.sparsity!r} ({', '.join(GRID2_VARIANTS)})")
+
+    @property
+    def patch(self) -> int:  # the header's alignment field
+        return self.cfg.align
+
+    @property
+    def sends_update(self) -> bool:
+        return self.sparsity != "none"
+
+    def summary(self) -> str:
+        c = self.cfg
+        return f"grid2 L{c.levels} syn{'-'.join(map(str, c.hidden))} arm{c.arm_hidden} {c.macs_per_pixel():.0f} MAC/px"
+
+    def variant(self, sparsity: str) -> "Grid2Model":
+        if sparsity == self.sparsity:
+            return self
+        base = self.name.split("+")[0]
+        if sparsity == "scratch":
+            generic = fresh_grid2_model(self.cfg, name=f"{base}+scratch", seed=0)
+            return replace(generic, sparsity="scratch", analysis={},
+                           description=f"generic start of {base}'s architecture (no meta-learning; ablation)")
+        if self.sparsity == "scratch":
+            raise MscnError("the scratch variant has no other variants")
+        return replace(self, name=f"{base}+{sparsity}", sparsity=sparsity)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return _flatten(self, ("theta", "analysis"))
+
+    @property
+    def model_id(self) -> bytes:
+        """Hash of the decoder side only: a retrained analysis network still decodes the same streams."""
+        dec = {k: v for k, v in self.tensors().items() if not k.startswith("analysis.")}
+        return _digest(self.cfg.to_dict(), ("grid2", self.sparsity), dec)
+
+    def state(self) -> dict:
+        return {"arch": "grid2", "name": self.name, "cfg": self.cfg.to_dict(),
+                "tensors": {k: v.detach().cpu().clone() for k, v in self.tensors().items()},
+                "sparsity": self.sparsity, "description": self.description, "meta": self.meta}
+
+    @classmethod
+    def from_state(cls, st: dict) -> "Grid2Model":
+        groups: dict[str, dict[str, torch.Tensor]] = {"theta": {}, "analysis": {}}
+        for k, v in st["tensors"].items():
+            g, name = k.split(".", 1)
+            groups[g][name] = v.float()
+        return cls(name=st["name"], cfg=grid2.Grid2Config.from_dict(st["cfg"]), sparsity=st.get("sparsity", "none"),
+                   description=st.get("description", ""), meta=st.get("meta", {}), **groups)
+
+    save = Model.save
+
+
+def fresh_grid2_model(cfg: grid2.Grid2Config, *, name: str, seed: int = 0) -> Grid2Model:
+    p = grid2.init_params(cfg, seed)
+    theta = {k: v for k, v in p.items() if not k.startswith("ana.")}
+    ana = {k: v for k, v in p.items() if k.startswith("ana.")}
+    return Grid2Model(name, cfg, theta, ana)
+
+
+def from_state(st: dict) -> "Model | GridModel | Grid2Model":
+    arch = st.get("arch")
+    if arch == "grid2":
+        return Grid2Model.from_state(st)
+    return GridModel.from_state(st) if arch == "grid" else Model.from_state(st)
+
+
+def variant_kinds(m) -> tuple[str, ...]:
+    """The ablation variants a model of this family has."""
+    return {"grid": GRID_VARIANTS, "grid2": GRID2_VARIANTS}.get(m.arch, SPARSITY)
 
 
 def fresh_model(
@@ -277,7 +367,7 @@ def load_model(name: str) -> Model:
     if "+" in name:
         base, sparsity = name.split("+", 1)
         parent = load_model(base)
-        allowed = GRID_VARIANTS if parent.arch == "grid" else SPARSITY
+        allowed = variant_kinds(parent)
         if sparsity not in allowed:
             raise MscnError(f"unknown model variant {sparsity!r} in {name!r} ({', '.join(allowed)})")
         m = parent.variant(sparsity)
@@ -298,7 +388,7 @@ def load_model(name: str) -> Model:
 def find_by_id(model_id: bytes) -> Model | None:
     """The model (or ablation variant of one) a stream was made with."""
     for m in list_models():
-        kinds = GRID_VARIANTS if m.arch == "grid" else SPARSITY
+        kinds = variant_kinds(m)
         for v in (m, *(m.variant(s) for s in kinds if s != m.sparsity)):
             if v.model_id == model_id:
                 return v
@@ -322,7 +412,7 @@ def default_arch() -> str:
     """The architecture used without --model/--arch: ``default_arch`` in models/routing.json (the one
     that won the Kodak benchmark), else siren."""
     arch = _routing_file().get("default_arch", "siren")
-    if arch not in ("siren", "grid"):
+    if arch not in ("siren", "grid", "grid2"):
         raise MscnError(f"{models_dir() / 'routing.json'} is malformed (unknown default_arch {arch!r})")
     return arch
 

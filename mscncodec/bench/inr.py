@@ -43,7 +43,7 @@ def list_core_models() -> list[tuple[str, str, str]]:
 
 
 AUTO = "auto"
-ARCH_DEFAULTS = ("siren", "grid")  # mscn:siren / mscn:grid: the default model of one family
+ARCH_DEFAULTS = ("siren", "grid", "grid2")  # mscn:siren / mscn:grid: the default model of one family
 
 
 def resolve_core_model(name: str) -> tuple[str, str, str]:

@@ -1,0 +1,419 @@
+"""The latent-grid family, v2 (``--arch grid2``): a C3 / Cool-chic-class decoder with a meta-learned start.
+
+Why a second version: the first grid decoder (``grid.py``) had no full-resolution
+grid (it topped out near 31 dB unquantised), fixed bilinear upsampling and a
+4-neighbour checkerboard context, so it could not reach JPEG 2000 whatever the
+encoder did. This one has the shape of the published overfitted codecs:
+
+* ``levels`` (7) one-channel latent grids from **full resolution** down to 1/64;
+* **learned upsampling**: each 2x step is a separable 4-tap transposed filter per
+  stage, initialised bilinear;
+* **synthesis**: per-pixel 1x1 layers (ReLU), then two residual 3x3 convolutions
+  on RGB;
+* an **auto-regressive context model** (ARM) per latent over 16 causal neighbours
+  of the same grid plus the 3x3 neighbourhood of the co-located latent of the
+  already-decoded coarser grid, predicting a Laplace mean and scale.
+
+The ARM is decoded in *wavefronts*: every neighbour (dy, dx) has dy < 0 and
+dx <= 2, or dy == 0 and dx < 0, so all latents with equal ``x + 3*y`` are
+independent given the earlier waves and are decoded by one batched evaluation.
+The encoder evaluates every latent at once; to make both ends derive *identical*
+probabilities whatever the summation order, the coding-time ARM runs in exact
+integer arithmetic (``arm_fixed``): weights are rounded to ``2**-W_BITS``,
+activations to ``2**-A_BITS``, every sum is an integer below 2**53 carried in
+float64 (so BLAS gives the exact result in any order), ReLU and floor shifts are
+exact. Training and refinement use the float twin (``arm_float``), which differs
+only by those roundings.
+
+Latents are coded in *symbol units*: integer symbols times a global step tied to
+lambda (``grid.step_for``), so one model covers every rate. All weights live in
+flat ``dict[str, Tensor]``s, as in ``grid.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .grid import _lin, lambda_feature, laplace_bits
+
+SYMBOL_RANGE = 255
+SCALE_MIN, SCALE_MAX, N_SCALES = 0.02, 64.0, 256  # Laplace scales in symbol units, log-spaced table
+MEAN_BITS = 4  # means are coded on a 1/16 grid
+W_BITS, A_BITS = 8, 8  # fixed point of the coding-time ARM: weights 2**-8, activations 2**-8
+W_MAX, A_MAX = 2**15, 2**24  # clamps that keep every integer sum below 2**53 (exact in float64)
+WAVE_K = 3  # wavefront slope: a wave is x + WAVE_K * y = t
+
+# causal neighbours (dy, dx) of a latent in its own grid: 16 of them
+NEIGHBOURS: tuple[tuple[int, int], ...] = (
+    (0, -3), (0, -2), (0, -1),
+    *((-1, dx) for dx in range(-2, 3)),
+    *((-2, dx) for dx in range(-2, 3)),
+    *((-3, dx) for dx in range(-1, 2)),
+)
+COARSE: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+PAD_T, PAD_L, PAD_R = 3, 3, 2  # zero padding that holds every neighbour offset
+assert all(dy < 0 and dx <= WAVE_K - 1 or dy == 0 and dx < 0 for dy, dx in NEIGHBOURS)
+
+
+@dataclass(frozen=True)
+class Grid2Config:
+    levels: int = 7  # grids at 1/1 ... 1/2**(levels-1)
+    hidden: tuple[int, ...] = (20, 20)  # synthesis 1x1 widths
+    arm_hidden: int = 20  # ARM widths (two hidden layers)
+    analysis: int = 32  # analysis channels (encoder only)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Grid2Config":
+        d = dict(d)
+        d["hidden"] = tuple(d.get("hidden", (20, 20)))
+        return cls(**d)
+
+    @property
+    def align(self) -> int:
+        return 2 ** (self.levels - 1)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(NEIGHBOURS) + len(COARSE) + 1
+
+    def decoder_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Everything the decoder needs: upsampling, synthesis, ARM (what a file may update)."""
+        s: dict[str, tuple[int, ...]] = {"up.k": (self.levels - 1, 4)}
+        dims = [self.levels, *self.hidden, 3]
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            s[f"syn.w{i}"], s[f"syn.b{i}"] = (b, a, 1, 1), (b,)
+        for j in (1, 2):
+            s[f"syn.c{j}w"], s[f"syn.c{j}b"] = (3, 3, 3, 3), (3,)
+        h = self.arm_hidden
+        s.update({"arm.wn": (h, len(NEIGHBOURS)), "arm.wc": (h, len(COARSE)), "arm.wl": (h,),
+                  "arm.b0": (self.levels, h), "arm.w1": (h, h), "arm.b1": (h,), "arm.w2": (2, h), "arm.b2": (2,)})
+        return s
+
+    # the grid family's name for the same thing (the shared update coder asks for it)
+    update_shapes = decoder_shapes
+
+    def analysis_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Encoder-only U-Net. It works from 1/2 resolution up (space-to-depth input, depth-to-space for the
+        full-resolution grid): full-resolution convolutions cost most of a training step."""
+        c, s = self.analysis, {}
+        s["ana.in.w"], s["ana.in.b"] = (c, 13, 3, 3), (c,)
+        for l in range(2, self.levels):
+            s[f"ana.d{l}.w"], s[f"ana.d{l}.b"] = (c, c, 3, 3), (c,)
+        for l in range(1, self.levels - 1):
+            s[f"ana.u{l}.w"], s[f"ana.u{l}.b"] = (c, 2 * c, 3, 3), (c,)
+        for l in range(1, self.levels):
+            s[f"ana.o{l}.w"], s[f"ana.o{l}.b"] = (1, c, 1, 1), (1,)
+        s["ana.o0.w"], s["ana.o0.b"] = (4, c, 3, 3), (4,)
+        return s
+
+    def macs_per_pixel(self) -> float:
+        """Decoder multiply-adds per image pixel: ARM per latent, upsampling, synthesis."""
+        dims = [self.levels, *self.hidden, 3]
+        syn = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + 2 * 81
+        h = self.arm_hidden
+        arm = (self.n_inputs * h + h * h + 2 * h) * sum(4.0**-l for l in range(self.levels))
+        # a separable 2x step costs 2 + 2 taps per output value; grid l goes through l steps
+        up = sum(4 * sum(4.0**-s for s in range(l)) for l in range(1, self.levels))
+        return syn + arm + up
+
+
+def init_params(cfg: Grid2Config, seed: int = 0, analysis: bool = True) -> dict[str, torch.Tensor]:
+    """Seeded init (numpy generator, so both ends can rebuild it): +-1/sqrt(fan_in) weights, zero biases
+    except the synthesis' first bias (keeps ReLU/GELU units alive on zero latents); bilinear upsampling;
+    residual convolutions near zero; the ARM starts at mean 0, scale ~0.5."""
+    rng = np.random.default_rng(seed)
+    shapes = {**cfg.decoder_shapes(), **(cfg.analysis_shapes() if analysis else {})}
+    out: dict[str, torch.Tensor] = {}
+    fan = {"arm.wn": cfg.n_inputs, "arm.wc": cfg.n_inputs, "arm.wl": cfg.n_inputs}
+    for k, s in shapes.items():
+        if k == "up.k":
+            v = np.tile(np.array([0.25, 0.75, 0.75, 0.25], np.float32), (s[0], 1))
+        elif (last := k.split(".")[-1]) == "b" or last.startswith("b") or last.endswith("b"):
+            v = np.zeros(s, np.float32)
+            if k == "syn.b0":
+                v = rng.uniform(-1, 1, size=s).astype(np.float32)
+            if k == "arm.b2":
+                v = np.array([0.0, math.log(0.5)], np.float32)
+        else:
+            fan_in = fan.get(k, int(np.prod(s[1:])) if len(s) > 1 else 1)
+            bound = 1.0 / math.sqrt(fan_in)
+            v = rng.uniform(-bound, bound, size=s).astype(np.float32)
+            if k.startswith("syn.c"):
+                v = v * 0.1
+            if k == "arm.w2":
+                v = v * 0.1
+        out[k] = torch.from_numpy(np.ascontiguousarray(v))
+    return out
+
+
+# ---------------------------------------------------------------- analysis (encoder side)
+
+def analysis(cfg: Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor, lam: torch.Tensor) -> list[torch.Tensor]:
+    """Image (B,3,H,W) in [0,1] (H, W multiples of align) and lambda (B,) -> latent values
+    [(B,1,H/2**l,W/2**l)], finest first (the caller divides by the step). Strided 3x3 convolutions
+    down to the coarsest grid, then a top-down path so each level knows what the coarser ones carry."""
+    u = F.pixel_unshuffle(x - 0.5, 2)
+    feat = lambda_feature(lam)[:, None, None, None].expand(-1, 1, *u.shape[2:])
+    h = F.gelu(F.conv2d(torch.cat([u, feat], 1), p["ana.in.w"], p["ana.in.b"], padding=1))
+    downs = {1: h}
+    for l in range(2, cfg.levels):
+        h = F.gelu(F.conv2d(h, p[f"ana.d{l}.w"], p[f"ana.d{l}.b"], stride=2, padding=1))
+        downs[l] = h
+    outs: list[torch.Tensor] = [None] * cfg.levels  # type: ignore[list-item]
+    t = downs[cfg.levels - 1]
+    outs[-1] = F.conv2d(t, p[f"ana.o{cfg.levels - 1}.w"], p[f"ana.o{cfg.levels - 1}.b"])
+    for l in range(cfg.levels - 2, 0, -1):
+        up = F.interpolate(t, scale_factor=2, mode="nearest")
+        t = F.gelu(F.conv2d(torch.cat([downs[l], up], 1), p[f"ana.u{l}.w"], p[f"ana.u{l}.b"], padding=1))
+        outs[l] = F.conv2d(t, p[f"ana.o{l}.w"], p[f"ana.o{l}.b"])
+    outs[0] = F.pixel_shuffle(F.conv2d(t, p["ana.o0.w"], p["ana.o0.b"], padding=1), 2)
+    return outs
+
+
+# ---------------------------------------------------------------- synthesis (decoder side)
+
+def _up2_last(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """2x along the last axis: the 4-tap transposed filter k (stride 2, edges replicated) written as its two
+    polyphase halves, even = k1 x[j] + k3 x[j-1], odd = k2 x[j] + k0 x[j+1]: elementwise, so several
+    times faster on the CPU than conv_transpose2d with one group per channel."""
+    xp = torch.cat([x[..., :1], x, x[..., -1:]], -1)
+    mid = xp[..., 1:-1]
+    even = k[1] * mid + k[3] * xp[..., :-2]
+    odd = k[2] * mid + k[0] * xp[..., 2:]
+    return torch.stack([even, odd], -1).flatten(-2)
+
+
+def up2(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """2x upsampling of every channel (B, C, h, w) with the separable 4-tap transposed filter k (bilinear
+    at init); edges replicated."""
+    y = _up2_last(x, k)
+    return _up2_last(y.transpose(2, 3), k).transpose(2, 3)
+
+
+def upsample_all(cfg: Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor]) -> torch.Tensor:
+    """Latent values (finest first) -> (B, levels, H, W): coarsest first, each stage upsamples all the
+    coarser channels together with its own learned filter and appends the grid of that resolution."""
+    u = latents[-1]
+    for l in range(cfg.levels - 2, -1, -1):
+        u = torch.cat([latents[l], up2(u, p["up.k"][l])], 1)
+    return u
+
+
+def synthesis(cfg: Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor]) -> torch.Tensor:
+    """Dequantised latents -> RGB (B,3,H,W), roughly in [0, 1] (the caller clamps)."""
+    up = upsample_all(cfg, p, latents)
+    bsz, _, hh, ww = up.shape
+    h = up.flatten(2).transpose(1, 2)
+    n = len(cfg.hidden) + 1
+    for i in range(n):
+        h = _lin(h, p[f"syn.w{i}"], p[f"syn.b{i}"])
+        if i < n - 1:
+            h = F.relu(h)
+    h = h.transpose(1, 2).reshape(bsz, 3, hh, ww)
+    h = h + F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), p["syn.c1w"], p["syn.c1b"])
+    h = h + F.conv2d(F.pad(F.relu(h), (1, 1, 1, 1), mode="replicate"), p["syn.c2w"], p["syn.c2b"])
+    return h + 0.5
+
+
+# ---------------------------------------------------------------- the ARM, float (training, refinement)
+
+def neighbour_kernel(wn: torch.Tensor) -> torch.Tensor:
+    """(H, 16) neighbour weights -> a masked (H, 1, 4, 6) kernel over the padded grid."""
+    k = wn.new_zeros(wn.shape[0], 1, PAD_T + 1, PAD_L + PAD_R + 1)
+    for i, (dy, dx) in enumerate(NEIGHBOURS):
+        k[:, 0, PAD_T + dy, PAD_L + dx] = wn[:, i]
+    return k
+
+
+def coarse_contribution(wc: torch.Tensor, coarse: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+    """First-layer term from the coarser grid's 3x3 neighbourhood of the co-located latent: (B, H, h, w)."""
+    if coarse is None:
+        return wc.new_zeros(1, wc.shape[0], *shape)
+    c = F.conv2d(coarse, wc.reshape(-1, 1, 3, 3), padding=1)
+    return c.repeat_interleave(2, 2).repeat_interleave(2, 3)
+
+
+def arm_float(cfg: Grid2Config, p: dict[str, torch.Tensor], ctx: list[torch.Tensor], level: int,
+              lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, log-scale) in symbol units of every latent of one grid, from the context symbols `ctx`
+    (finest first, (B,1,h,w)); the float twin of ``arm_fixed``."""
+    z = ctx[level]
+    zp = F.pad(z, (PAD_L, PAD_R, PAD_T, 0))
+    h0 = F.conv2d(zp, neighbour_kernel(p["arm.wn"]))
+    h0 = h0 + coarse_contribution(p["arm.wc"], ctx[level + 1] if level + 1 < cfg.levels else None, z.shape[2:])
+    h0 = h0 + (p["arm.wl"][None, :] * lambda_feature(lam)[:, None] + p["arm.b0"][level][None])[:, :, None, None]
+    h = F.relu(h0).flatten(2).transpose(1, 2)
+    h = F.relu(_lin(h, p["arm.w1"][..., None, None], p["arm.b1"]))
+    o = _lin(h, p["arm.w2"][..., None, None], p["arm.b2"])
+    o = o.transpose(1, 2).reshape(z.shape[0], 2, *z.shape[2:])
+    return o[:, :1], o[:, 1:].clamp(math.log(SCALE_MIN), math.log(SCALE_MAX))
+
+
+def rate_bits(cfg: Grid2Config, p: dict[str, torch.Tensor], values: list[torch.Tensor], ctx: list[torch.Tensor],
+              lam: torch.Tensor) -> torch.Tensor:
+    """Estimated bits (B,) of the latents `values` (symbol units, possibly noisy) given context `ctx`."""
+    total = 0
+    for l in range(cfg.levels):
+        mu, ls = arm_float(cfg, p, ctx, l, lam)
+        total = total + laplace_bits(values[l], mu, ls).sum(dim=(1, 2, 3))
+    return total
+
+
+# ---------------------------------------------------------------- the ARM, exact (coding)
+
+@dataclass(frozen=True)
+class FixedArm:
+    """Integer weights of the coding-time ARM, held as float64 (exact: every value is an integer)."""
+
+    wn: np.ndarray  # (16, H)   neighbour weights, scale 2**(W_BITS + A_BITS) (symbols enter as integers)
+    wc: np.ndarray  # (9, H)    coarse weights, scale 2**W_BITS
+    wl: np.ndarray  # (H,)
+    b0: np.ndarray  # (levels, H) scale 2**(W_BITS + A_BITS)
+    w1: np.ndarray  # (H, H)
+    b1: np.ndarray
+    w2: np.ndarray  # (H, 2)
+    b2: np.ndarray
+
+    @classmethod
+    def from_params(cls, p: dict[str, torch.Tensor]) -> "FixedArm":
+        def w(t: torch.Tensor) -> np.ndarray:
+            return np.clip(np.round(t.detach().double().numpy() * 2.0**W_BITS), -W_MAX, W_MAX)
+
+        def b(t: torch.Tensor) -> np.ndarray:
+            return np.clip(np.round(t.detach().double().numpy() * 2.0 ** (W_BITS + A_BITS)), -A_MAX * 2.0**W_BITS,
+                           A_MAX * 2.0**W_BITS)
+
+        return cls(w(p["arm.wn"]).T * 2.0**A_BITS, w(p["arm.wc"]).T.copy(), w(p["arm.wl"]), b(p["arm.b0"]),
+                   w(p["arm.w1"]).T.copy(), b(p["arm.b1"]), w(p["arm.w2"]).T.copy(), b(p["arm.b2"]))
+
+    def bias(self, level: int, lam_q: float) -> np.ndarray:
+        """The first layer's constant part for one grid: level bias + lambda term (H,), integers."""
+        return self.wl * lam_q + self.b0[level]
+
+
+def lambda_fixed(lam: float) -> float:
+    """The lambda feature as the fixed-point ARM sees it (a multiple of 2**-A_BITS)."""
+    return float(np.round(float(lambda_feature(torch.tensor(float(lam), dtype=torch.float64))) * 2.0**A_BITS))
+
+
+BULK = 4096  # from this many latents on, the head runs in torch (in place); below, numpy has less overhead
+_MEAN_MAX = SYMBOL_RANGE * 2**MEAN_BITS
+_LS_LO = math.log(SCALE_MIN)
+_LS_K = (N_SCALES - 1) / (math.log(SCALE_MAX) - math.log(SCALE_MIN))
+
+
+def arm_fixed(arm: FixedArm, level: int, neigh: np.ndarray, coarse_term: np.ndarray, lam_q: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ARM on N latents: neigh (N, 16) integer symbols in [-R, R], coarse_term (N, H) the integer
+    first-layer term of the coarser grid (``coarse_fixed``), lam_q from ``lambda_fixed``
+    -> (mean index on the 1/16 grid, scale index), both int64 (N,)."""
+    m, s = arm_head(arm, neigh, coarse_term + arm.bias(level, lam_q))
+    return m.astype(np.int64), s.astype(np.int64)
+
+
+def arm_head(arm: FixedArm, neigh: np.ndarray, pre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ARM after its constant first-layer part `pre` (coarse term + bias): (mean index, scale index)
+    as float64 integers.
+
+    Every value is an integer below 2**53 held in float64, so the matrix products are exact whatever
+    order BLAS sums in; ReLU, the power-of-two scalings, floor and the clamps are exact too, and both
+    implementations (numpy for the decoder's small waves, torch in place for the encoder's one pass)
+    apply the same IEEE operations in the same order: they give identical results."""
+    if len(neigh) >= BULK:
+        return _head_torch(arm, neigh, pre)
+    z = np.asarray(neigh, np.float64) @ arm.wn
+    z += pre
+    h = _np_shift(z)
+    z = h @ arm.w1
+    z += arm.b1
+    h = _np_shift(z)
+    o = h @ arm.w2
+    o += arm.b2
+    mean_i = np.floor(o[:, 0] * 2.0 ** (MEAN_BITS - W_BITS - A_BITS) + 0.5)
+    np.minimum(np.maximum(mean_i, -_MEAN_MAX, out=mean_i), _MEAN_MAX, out=mean_i)
+    scale_i = np.floor((o[:, 1] * 2.0 ** -(W_BITS + A_BITS) - _LS_LO) * _LS_K + 0.5)
+    np.minimum(np.maximum(scale_i, 0.0, out=scale_i), N_SCALES - 1, out=scale_i)
+    return mean_i, scale_i
+
+
+def _np_shift(z: np.ndarray) -> np.ndarray:
+    """ReLU, then back from scale 2**(W+A) to 2**A by an exact floor shift, clamped (in place)."""
+    np.maximum(z, 0.0, out=z)
+    z *= 2.0**-W_BITS
+    np.floor(z, out=z)
+    return np.minimum(z, A_MAX, out=z)
+
+
+def _t_shift(z: torch.Tensor) -> torch.Tensor:
+    return z.clamp_(min=0.0).mul_(2.0**-W_BITS).floor_().clamp_(max=A_MAX)
+
+
+def _head_torch(arm: FixedArm, neigh: np.ndarray, pre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = torch.from_numpy
+    z = (t(np.asarray(neigh, np.float64)) @ t(arm.wn)).add_(t(np.asarray(pre, np.float64)))
+    h = _t_shift(z)
+    h = _t_shift((h @ t(arm.w1)).add_(t(arm.b1)))
+    o = (h @ t(arm.w2)).add_(t(arm.b2))
+    mean_i = o[:, 0].mul_(2.0 ** (MEAN_BITS - W_BITS - A_BITS)).add_(0.5).floor_().clamp_(-_MEAN_MAX, _MEAN_MAX)
+    scale_i = o[:, 1].mul_(2.0 ** -(W_BITS + A_BITS)).sub_(_LS_LO).mul_(_LS_K).add_(0.5).floor_().clamp_(0, N_SCALES - 1)
+    return mean_i.numpy(), scale_i.numpy()
+
+
+def coarse_fixed(arm: FixedArm, coarse: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """Integer first-layer term (h*w, H) from the coarser grid's symbols (None for the coarsest grid)."""
+    h, w = shape
+    if coarse is None:
+        return np.zeros((h * w, arm.wc.shape[1]))
+    ch, cw = coarse.shape
+    cp = np.pad(np.clip(coarse, -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.float64) * 2.0**A_BITS, 1)
+    cols = np.stack([cp[1 + dy : 1 + dy + ch, 1 + dx : 1 + dx + cw].reshape(-1) for dy, dx in COARSE], 1)
+    per = (cols @ arm.wc).reshape(ch, cw, -1)
+    return per.repeat(2, 0).repeat(2, 1)[:h, :w].reshape(h * w, -1)
+
+
+_SCALES = np.round(np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), N_SCALES)) * 2.0**24) / 2.0**24
+
+
+def coder_params(mean_i: np.ndarray, scale_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) float64 arrays for constriction from the exact indices (dyadic tables: the same
+    floats on every machine)."""
+    return mean_i * 2.0**-MEAN_BITS, _SCALES[scale_i.astype(np.intp)]
+
+
+def wave_order(h: int, w: int) -> list[np.ndarray]:
+    """Flat indices (y*w + x) of each wave x + WAVE_K*y = t, t = 0, 1, ...; within a wave by y."""
+    t = (np.arange(w)[None, :] + WAVE_K * np.arange(h)[:, None]).reshape(-1)
+    order = np.argsort(t, kind="stable")
+    bounds = np.searchsorted(t[order], np.arange(t.max() + 2))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
+
+
+def neighbour_offsets(w: int) -> np.ndarray:
+    """Offsets of the neighbours in the flattened padded grid (row length w + PAD_L + PAD_R)."""
+    wp = w + PAD_L + PAD_R
+    return np.array([dy * wp + dx for dy, dx in NEIGHBOURS], np.int64)
+
+
+def padded_index(idx: np.ndarray, w: int) -> np.ndarray:
+    """Flat grid index -> index in the flattened padded grid."""
+    wp = w + PAD_L + PAD_R
+    return (idx // w + PAD_T) * wp + idx % w + PAD_L
+
+
+def all_neighbours(sym: np.ndarray) -> np.ndarray:
+    """(h*w, 16) neighbour symbols of every latent of a decoded grid (zeros outside): the encoder's
+    one-pass view of what the decoder gathers wave by wave."""
+    h, w = sym.shape
+    zp = np.pad(sym.astype(np.float64), ((PAD_T, 0), (PAD_L, PAD_R)))
+    pidx = padded_index(np.arange(h * w), w)
+    return zp.reshape(-1)[pidx[:, None] + neighbour_offsets(w)[None, :]]

@@ -1,0 +1,460 @@
+"""Encode and decode with the grid2 family (``--arch grid2``).
+
+Encoding, for a target rate:
+
+1. *lambda first.* The analysis network predicts the latents; a bisection on the
+   lambda table picks the lambda whose amortised latents' estimated rate fits the
+   target. lambda then stays fixed for the whole refinement: nothing is steered on
+   a proxy that rounding does not follow.
+2. *Refinement* (C3's schedule, short): Adam on the latents (and, for the
+   ``+dense`` / ``+scratch`` variants, on an update of the decoder), loss
+   rate + MSE / lambda. Phase 1 (``SOFT_FRACTION`` of the steps): soft rounding
+   around additive uniform noise, temperature annealed ``T0 -> T1``; phase 2: hard
+   rounding with straight-through gradients at a tenth of the learning rate.
+3. *Packing on the real size.* Latents are range-coded with the exact (integer)
+   ARM, wave by wave in the decoder's order; the global latent step and then a
+   dead zone put the real file at or just under the target (shared with ``grid``).
+
+Streams carry ``GRD2`` (lambda index, latent step index), the decoder update
+(``QPRM``/``MASK``/``VALS``, only for variants that send one) and ``LATS``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import struct
+import sys
+from pathlib import Path
+
+import constriction
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import bitstream, grid2
+from .errors import BitstreamError, RateError
+from .grid import lambda_index, lambda_value
+from .grid2meta import ste, symbols_of
+from .gridcodec import MAX_DEADZONE, latent_step, pad_image, step_index_for, tied_step
+from .models import Grid2Model, models_dir
+from .optim import Adam
+from .quantize import dequantise, quantise, step_index
+
+EFFORT = {"fast": 30, "default": 100, "max": 2000}  # refinement steps over the whole image
+LATENT_LR = 0.15  # Adam on latents, in symbol units
+DELTA_LR = 2e-3
+SOFT_FRACTION = 0.8  # phase 1 (soft rounding + noise) share of the steps; phase 2 hard rounding
+T0, T1 = 0.3, 0.1  # soft-rounding temperature, annealed geometrically over phase 1
+NOISE0, NOISE1 = 1.0, 1.0  # width of the additive uniform noise (in steps), annealed geometrically over phase 1
+HARD_LR = 0.1  # phase 2 learning rate, relative
+UPDATE_REL_STEPS = (0.0625, 0.125, 0.25, 0.5)
+LAMBDA_SEARCH = (lambda_index(2.0**-14), lambda_index(2.0**-2))
+LAMBDA_TRIES = 4  # secant steps of the lambda search (after two first tries)
+ARCH_CODE = 3  # bitstream.ARCHS
+
+_FAMILY = constriction.stream.model.QuantizedLaplace(-grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE + 1)
+
+
+def grid_shapes(cfg: grid2.Grid2Config, h: int, w: int) -> list[tuple[int, int]]:
+    hp, wp = h + (-h % cfg.align), w + (-w % cfg.align)
+    return [(hp >> l, wp >> l) for l in range(cfg.levels)]
+
+
+def soft_round(y: torch.Tensor, t: float) -> torch.Tensor:
+    """C3's soft rounding: identity as t -> inf, rounding as t -> 0, differentiable in between."""
+    m = torch.floor(y) + 0.5
+    return m + 0.5 * torch.tanh((y - m) / t) / math.tanh(0.5 / t)
+
+
+# ---------------------------------------------------------------- the latents' coder (exact ARM, wavefronts)
+
+def _level_plan(arm: grid2.FixedArm, coarse: np.ndarray | None, shape: tuple[int, int], level: int, lam_q: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latents in wave order, wave bounds, constant first-layer part in wave order) of one grid."""
+    h, w = shape
+    waves = grid2.wave_order(h, w)
+    order = np.concatenate(waves)
+    bounds = np.cumsum([0] + [len(v) for v in waves])
+    pre = grid2.coarse_fixed(arm, coarse, shape)[order]
+    pre += arm.bias(level, lam_q)
+    return order, bounds, pre
+
+
+def encode_latents(arm: grid2.FixedArm, symbols: list[np.ndarray], lam_q: float) -> bytes:
+    """Coarsest grid first; within a grid the decoder's wave order. The probabilities of every latent are
+    computed in one pass; the exact arithmetic makes them equal to the decoder's wave-by-wave ones."""
+    enc = constriction.stream.queue.RangeEncoder()
+    levels = len(symbols)
+    for l in range(levels - 1, -1, -1):
+        sym = np.clip(symbols[l], -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE)
+        order, _, pre = _level_plan(arm, symbols[l + 1] if l + 1 < levels else None, sym.shape, l, lam_q)
+        mi, si = grid2.arm_head(arm, grid2.all_neighbours(sym)[order], pre)
+        mu, sc = grid2.coder_params(mi, si)
+        enc.encode(sym.reshape(-1)[order].astype(np.int32), _FAMILY, mu, sc)
+    return enc.get_compressed().tobytes()
+
+
+def decode_latents(arm: grid2.FixedArm, data: bytes, shapes: list[tuple[int, int]], lam_q: float) -> list[np.ndarray]:
+    """Wave by wave: all latents with equal x + 3y of one grid in one ARM evaluation and one decode call."""
+    if len(data) % 4:
+        raise BitstreamError("corrupted .mscn file (latent section length is not a multiple of 4)")
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
+    levels = len(shapes)
+    out: list[np.ndarray] = [None] * levels  # type: ignore[list-item]
+    for l in range(levels - 1, -1, -1):
+        h, w = shapes[l]
+        order, bounds, pre = _level_plan(arm, out[l + 1] if l + 1 < levels else None, (h, w), l, lam_q)
+        zp = np.zeros((h + grid2.PAD_T) * (w + grid2.PAD_L + grid2.PAD_R))
+        pos = grid2.padded_index(order, w)
+        offs = grid2.neighbour_offsets(w)[None, :]
+        head, coder, decode = grid2.arm_head, grid2.coder_params, dec.decode
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            pw = pos[a:b]
+            mu, sc = coder(*head(arm, zp[pw[:, None] + offs], pre[a:b]))
+            try:
+                zp[pw] = decode(_FAMILY, mu, sc)
+            except (AssertionError, ValueError):
+                raise BitstreamError("corrupted .mscn file (invalid latent data)") from None
+        out[l] = zp.reshape(h + grid2.PAD_T, -1)[grid2.PAD_T:, grid2.PAD_L : grid2.PAD_L + w].astype(np.int32)
+    return out
+
+
+# ---------------------------------------------------------------- decoder update (variants +dense, +scratch)
+
+def _update_sections(model: Grid2Model, values: dict[str, torch.Tensor], rel_step: float | None
+                     ) -> tuple[list[tuple[str, bytes]], dict[str, torch.Tensor]]:
+    """Quantise and code a dense update (rel_step None: all zero); -> sections, dequantised update."""
+    from .codec import pack_update  # the update coder shared by the families
+
+    symbols, steps = {}, {}
+    for k, v in values.items():
+        rms = float(v.pow(2).mean().sqrt()) if v.numel() else 1e-3
+        steps[k] = step_index(max(rms, 1e-4) * (rel_step or 1.0))
+        keep = torch.ones_like(v) * (rel_step is not None)
+        symbols[k] = quantise(v[None], keep[None], steps[k])
+    secs = pack_update(model, symbols, steps)
+    return secs, {k: dequantise(s, steps[k])[0] for k, s in symbols.items()}
+
+
+def _effective(model: Grid2Model, delta: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    if not delta:
+        return model.theta
+    return {k: model.theta[k] + delta[k] if k in delta else model.theta[k] for k in model.theta}
+
+
+# ---------------------------------------------------------------- encode
+
+def _est_bits(model: Grid2Model, params, y: list[torch.Tensor], lam: torch.Tensor) -> float:
+    hard = [torch.round(v) for v in y]
+    return float(grid2.rate_bits(model.cfg, params, hard, hard, lam))
+
+
+def _lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: int) -> int:
+    """Lambda index whose amortised latents' estimated rate is nearest the target: secant steps on
+    log(rate) against the index (close to linear), from `guess`; each try is one analysis + ARM pass."""
+    lo, hi = LAMBDA_SEARCH  # index up = larger lambda = lower rate
+
+    def log_bits(i: int) -> float:
+        lam = torch.tensor([lambda_value(i)])
+        with torch.no_grad():
+            y = symbols_of(grid2.analysis(model.cfg, model.analysis, x, lam), torch.tensor([tied_step(i)]))
+            return math.log(max(_est_bits(model, model.theta, y, lam), 1.0))
+
+    goal = math.log(max(target_bits, 1.0))
+    i0 = int(np.clip(guess, lo, hi))
+    f0 = log_bits(i0) - goal
+    i1 = int(np.clip(i0 + (16 if f0 > 0 else -16), lo, hi))
+    f1 = log_bits(i1) - goal
+    for _ in range(LAMBDA_TRIES):
+        if i1 == i0 or abs(f1) < 0.01:
+            break
+        slope = (f1 - f0) / (i1 - i0)
+        nxt = int(np.clip(round(i1 - f1 / slope), lo, hi)) if slope < 0 else int(np.clip(i1 + (16 if f1 > 0 else -16), lo, hi))
+        if nxt == i1:
+            break
+        i0, f0, i1 = i1, f1, nxt
+        f1 = log_bits(i1) - goal
+    return i1 if abs(f1) <= abs(f0) else i0
+
+
+def growth_file(model: Grid2Model) -> Path:
+    """models/NAME.growth.json: the model's rate-growth calibration (benchmarks/grid2_calibrate.py)."""
+    return models_dir() / f"{model.name.split('+')[0]}.growth.json"
+
+
+@functools.cache
+def _growth_table(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(log(1 + steps), log(ratio)) knots of the measured rate growth; none: no correction."""
+    try:
+        g = json.loads(path.read_text())["growth"]
+    except (OSError, ValueError, KeyError):
+        return (0.0,), (0.0,)
+    pts = sorted((int(k), float(v)) for k, v in g.items())
+    return (0.0, *(math.log1p(k) for k, _ in pts)), (0.0, *(math.log(max(v, 1e-3)) for _, v in pts))
+
+
+def rate_growth(model: Grid2Model, n_steps: int) -> float:
+    """How much an n-step refinement at fixed lambda raises the rate over the amortised start (measured on
+    held-out natural-train photos; interpolated in log steps, extrapolated with the last slope, capped)."""
+    xs, ys = _growth_table(growth_file(model))
+    u = math.log1p(max(n_steps, 0))
+    if len(xs) < 2 or u <= xs[-1]:
+        return float(math.exp(np.interp(u, xs, ys)))
+    slope = (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1e-9)
+    return float(min(math.exp(ys[-1] + slope * (u - xs[-1])), 4.0))
+
+
+def scratch_lambda(bpp: float) -> int:
+    """A fixed bpp -> lambda map (rough, from the trained model's operating points): the generic start's
+    lambda (it has no analysis net to measure a rate with; the size fit does the rest), and the first
+    guess of the search for the others."""
+    return lambda_index(2.0 ** float(np.clip(-8.0 - 3.2 * math.log2(max(bpp, 1e-3) / 0.4), -14, -2)))
+
+
+def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float, n_steps: int,
+           n_pix: int, progress: bool = False, update: bool = False
+           ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None, list[dict]]:
+    """C3-style refinement at fixed lambda. y0: latents in symbol units. Returns the latents, the decoder
+    update (if `update`) and a per-step log (phase, temperature, estimated bpp, PSNR)."""
+    cfg = model.cfg
+    lam_t = torch.tensor([lam])
+    y = [v.detach().clone().requires_grad_(True) for v in y0]
+    groups = [{"params": y, "lr": LATENT_LR}]
+    delta = None
+    if update:
+        delta = {k: torch.zeros_like(v, requires_grad=True) for k, v in model.theta.items()}
+        groups.append({"params": list(delta.values()), "lr": DELTA_LR})
+    opt = Adam(groups)
+    base = [g["lr"] for g in opt.groups]
+    n_soft = int(round(SOFT_FRACTION * n_steps))
+    log = []
+    bar = tqdm(range(n_steps), desc="refine", disable=not progress, leave=False, unit="step")
+    for i in bar:
+        soft = i < n_soft
+        frac = i / max(n_soft, 1) if soft else (i - n_soft) / max(n_steps - n_soft, 1)
+        scale = (0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1) * (1.0 if soft else HARD_LR)
+        for g, b in zip(opt.groups, base):
+            g["lr"] = b * scale
+        params = _effective(model, delta)
+        if soft:
+            t = T0 * (T1 / T0) ** frac
+            a = NOISE0 * (NOISE1 / NOISE0) ** frac
+            noisy = [soft_round(v, t) + torch.empty_like(v).uniform_(-0.5 * a, 0.5 * a) for v in y]
+            ctx = [soft_round(v, t) for v in noisy]
+            rate_vals, syn = noisy, ctx
+        else:
+            t = 0.0
+            hard = [ste(v) for v in y]
+            rate_vals, ctx, syn = hard, hard, hard
+        bits = grid2.rate_bits(cfg, params, rate_vals, ctx, lam_t)
+        pred = grid2.synthesis(cfg, params, [v * step for v in syn])
+        mse = (pred - x).pow(2).mean()
+        bpp = bits.sum() / n_pix
+        loss = bpp + mse / lam
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for v in y:
+                v.clamp_(-grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE)
+        psnr = 10 * math.log10(1 / max(mse.item(), 1e-12))
+        log.append({"step": i, "phase": "soft" if soft else "hard", "T": round(t, 4), "bpp": bpp.item(), "psnr": psnr})
+        bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
+    return [v.detach() for v in y], ({k: v.detach() for k, v in delta.items()} if delta else None), log
+
+
+def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | None, quality: int | None,
+           steps: int | None, effort: str, progress: bool) -> tuple[bytes, dict]:
+    cfg = model.cfg
+    h, w, _ = rgb.shape
+    n_pix = h * w
+    x = pad_image(rgb, cfg.align)
+    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": ARCH_CODE,
+              "model_id": model.model_id, "height": h, "width": w, "channels": channels, "patch": cfg.align}
+    n_steps = EFFORT[effort] if steps is None else steps
+    target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
+    overhead = bitstream.HEADER_SIZE + 8 * 5 + 8
+    if target_bytes is not None and target_bytes <= overhead:
+        raise RateError(f"target {bpp} bpp ({target_bytes} bytes) is below this codec's minimum for a {w}x{h} "
+                        f"image (the container alone takes {overhead} bytes)")
+
+    # 1. lambda, fixed from here on
+    if target_bytes is None:
+        q = 50 if quality is None else quality
+        lam_idx = lambda_index(2.0 ** (-3.0 - 10.0 * q / 100))
+    elif model.analysis:
+        lam_idx = _lambda_for(model, x, 8 * (target_bytes - overhead) / rate_growth(model, n_steps), scratch_lambda(bpp))
+    else:
+        lam_idx = scratch_lambda(bpp)
+    lam, step = lambda_value(lam_idx), tied_step(lam_idx)
+    if os.environ.get("MSCN_DEBUG"):
+        print(f"[grid2] lambda index {lam_idx} (2^{math.log2(lam):.2f}), step {step:.4g}", file=sys.stderr)
+    with torch.no_grad():
+        if model.analysis:
+            y0 = symbols_of(grid2.analysis(cfg, model.analysis, x, torch.tensor([lam])), torch.tensor([step]))
+        else:
+            y0 = [torch.zeros(1, 1, a, b) for a, b in grid_shapes(cfg, h, w)]
+
+    # 2. refinement at fixed lambda
+    y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress, update=model.sends_update)
+
+    # 3. the decoder update's quantisation (best rate + distortion / lambda), then the real size
+    lam_t = torch.tensor([lam])
+    candidates: dict = {None: ([], model.theta)}
+    chosen = None
+    if delta is not None:
+        best_j = math.inf
+        rels = UPDATE_REL_STEPS if model.sparsity != "scratch" else UPDATE_REL_STEPS[:3]
+        hard = [torch.round(v) for v in y]
+        for rel in (*rels, None):
+            if rel is None and model.sparsity == "scratch":
+                continue  # the generic start must send its decoder
+            secs, deq = _update_sections(model, delta, rel)
+            p = _effective(model, deq)
+            candidates[rel] = (secs, p)
+            with torch.no_grad():
+                bits = _est_bits(model, p, y, lam_t) + 8 * sum(len(b) for _, b in secs)
+                mse = float((grid2.synthesis(cfg, p, [v * step for v in hard]) - x).pow(2).mean())
+            j = bits / n_pix + mse / lam
+            if j < best_j:
+                best_j, chosen = j, rel
+    yv = [v[0, 0].numpy().astype(np.float64) * step for v in y]  # latent values
+
+    def pack(step_idx: int, deadzone: float = 0.5) -> bytes:
+        s = latent_step(step_idx)
+        sym = []
+        for v in yv:
+            r = v / s
+            q = np.clip(np.round(r), -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE)
+            sym.append(np.where(np.abs(r) < deadzone, 0, q).astype(np.int32))
+        usecs, params = candidates[chosen]
+        lats = encode_latents(grid2.FixedArm.from_params(params), sym, grid2.lambda_fixed(lam))
+        return bitstream.pack(header, [("GRD2", struct.pack("<BB", lam_idx, step_idx)), *usecs, ("LATS", lats)])
+
+    def magnitudes(step_idx: int) -> np.ndarray:
+        r = np.abs(np.concatenate([v.reshape(-1) for v in yv])) / latent_step(step_idx)
+        return np.sort(r[(r >= 0.5) & (r < MAX_DEADZONE)])
+
+    base_idx = step_index_for(lam)
+    note = ""
+    if target_bytes is None:
+        data = pack(base_idx)
+    else:
+        data, _ = fit_size(pack, magnitudes, base_idx, target_bytes)
+        if data is None and chosen is not None and model.sparsity != "scratch":
+            chosen = None
+            data, _ = fit_size(pack, magnitudes, base_idx, target_bytes)
+        if data is None:
+            d = pack(255, MAX_DEADZONE)
+            raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
+                            f"({8 * len(d) / n_pix:.4f} bpp at its coarsest setting)")
+        if len(data) < 0.95 * target_bytes:
+            note = (f"target {bpp} bpp not reached: {8 * len(data) / n_pix:.4f} bpp at the finest latent step "
+                    f"this encode allows (effort '{effort}')")
+    n_sent = sum(v.numel() for v in model.theta.values()) if chosen is not None else 0
+    return data, {"note": note, "open": n_sent, "lambda": lam, "steps": n_steps}
+
+
+# ---------------------------------------------------------------- the size fit
+
+FIT_ITERS = 5  # dead-zone search iterations (regula falsi on the number of zeroed latents)
+FINER = 32  # the size fit may make the latent step at most an octave finer than the tied one
+
+
+def fit_size(pack, magnitudes, base_idx: int, target: int) -> tuple[bytes | None, int]:
+    """The largest stream at or under `target` bytes, in few packs (each runs the exact ARM over every
+    latent). 1. The latent step: the finest index (at most FINER finer than the tied one) whose stream
+    fits, by galloping then bisection, so the next finer index overshoots. 2. The gap between the two
+    is filled at the finer step with a dead zone, the number of zeroed +-1 latents found by regula falsi
+    (size is close to linear in it). None if even the coarsest setting is too big."""
+    cache: dict[int, bytes] = {}
+
+    def at(i: int) -> bytes:
+        if i not in cache:
+            cache[i] = pack(i)
+        return cache[i]
+
+    lo_limit = max(base_idx - FINER, 0)
+    if len(at(base_idx)) <= target:  # finer while it fits: gallop down, then bisect
+        good, gap = base_idx, 1
+        while good > lo_limit:
+            cand = max(good - gap, lo_limit)
+            if len(at(cand)) > target:
+                bad = cand
+                break
+            good, gap = cand, gap * 2
+        else:
+            return cache[good], good
+    else:  # coarser until it fits
+        bad, gap, good = base_idx, 1, None
+        while good is None and bad < 255:
+            cand = min(bad + gap, 255)
+            if len(at(cand)) <= target:
+                good = cand
+            else:
+                bad, gap = cand, gap * 2
+    if good is not None:
+        while good - bad > 1:  # invariant: `good` fits, `bad` (finer) overshoots
+            mid = (good + bad) // 2
+            if len(at(mid)) <= target:
+                good = mid
+            else:
+                bad = mid
+    best, best_idx = (cache[good], good) if good is not None else (None, 255)
+    if best is None or len(best) < 0.995 * target:  # fill the gap at the finer step with a dead zone
+        mags = magnitudes(bad)
+        lo_c, lo_s, hi_c = 0, len(at(bad)), mags.size
+        hi_s = len(pack(bad, float(np.nextafter(mags[-1], np.inf)))) if hi_c else target + 1
+        for _ in range(FIT_ITERS + 3 * (best is None) if hi_s <= target else 0):
+            if hi_c - lo_c <= 1:
+                break
+            c = lo_c + (lo_s - target) * (hi_c - lo_c) / max(lo_s - hi_s, 1)
+            c = int(np.clip(round(c * 1.02 + 1), lo_c + 1, hi_c - 1))  # lean towards fitting
+            d = pack(bad, float(np.nextafter(mags[c - 1], np.inf)))
+            if len(d) <= target:
+                hi_c, hi_s = c, len(d)
+                if best is None or len(d) > len(best):
+                    best, best_idx = d, bad
+            else:
+                lo_c, lo_s = c, len(d)
+        if best is None and hi_s <= target:
+            best, best_idx = pack(bad, float(np.nextafter(mags[-1], np.inf))), bad
+        if best is None:
+            return None, 255
+    if os.environ.get("MSCN_DEBUG"):
+        print(f"[grid2] fitted: step index {best_idx} (tied {base_idx}), {len(best)} B of {target}", file=sys.stderr)
+    return best, best_idx
+
+
+# ---------------------------------------------------------------- decode
+
+def decode(model: Grid2Model, header: dict, sections: dict[str, bytes]) -> np.ndarray:
+    """-> H x W x 3 uint8."""
+    from .codec import unpack_update
+
+    cfg = model.cfg
+    if header["patch"] != cfg.align:
+        raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
+    for tag in ("GRD2", "LATS"):
+        if tag not in sections:
+            raise BitstreamError(f"corrupted .mscn file (missing section {tag})")
+    if len(sections["GRD2"]) != 2:
+        raise BitstreamError("corrupted .mscn file (GRD2 section must be 2 bytes)")
+    lam_idx, step_idx = struct.unpack("<BB", sections["GRD2"])
+    params = model.theta
+    if "QPRM" in sections:
+        symbols, steps = unpack_update(model, sections, 1)
+        params = _effective(model, {k: dequantise(s, steps[k])[0] for k, s in symbols.items()})
+    elif model.sparsity == "scratch":
+        raise BitstreamError("corrupted .mscn file (missing section QPRM)")
+    h, w = header["height"], header["width"]
+    lam = lambda_value(lam_idx)
+    sym = decode_latents(grid2.FixedArm.from_params(params), sections["LATS"], grid_shapes(cfg, h, w),
+                         grid2.lambda_fixed(lam))
+    s = np.float32(latent_step(step_idx))
+    with torch.no_grad():
+        out = grid2.synthesis(cfg, params, [torch.from_numpy(v.astype(np.float32) * s)[None, None] for v in sym])
+    return (out[0, :, :h, :w].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -1,0 +1,365 @@
+"""The grid2 family: the exact wavefront ARM, learned upsampling, the refinement schedule, the codec.
+
+Tiny models (3 grids, narrow networks) and images of a few thousand pixels keep every
+test around a second on one core; the rate-control tests use the shipped model.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO, synthetic_image
+
+from mscncodec import bitstream, grid2, grid2codec, models
+from mscncodec.codec import decode, describe, encode_image
+from mscncodec.errors import BitstreamError, MscnError, RateError
+from mscncodec.models import fresh_grid2_model
+
+CFG = grid2.Grid2Config(levels=3, hidden=(8,), arm_hidden=6, analysis=4)
+FAST = {"effort": "fast", "steps": 4}
+H, W = 37, 53
+
+
+@pytest.fixture(scope="module")
+def g2(isolated_models) -> str:
+    fresh_grid2_model(CFG, name="g2t", seed=0).save(isolated_models / "g2t.pt")
+    return "g2t"
+
+
+@pytest.fixture(scope="module")
+def stream(g2) -> tuple[np.ndarray, bytes, dict]:
+    img = synthetic_image(H, W, seed=1)
+    data, rep = encode_image(img, bpp=4.0, model=g2, return_report=True, **FAST)
+    return img, data, rep
+
+
+def _random_arm(cfg: grid2.Grid2Config, seed: int, scale: float = 0.5) -> dict[str, torch.Tensor]:
+    """A decoder as a file might see it: the generic init plus a large random update (a busy ARM)."""
+    p = grid2.init_params(cfg, seed=seed, analysis=False)
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + scale * torch.randn(v.shape, generator=g) for k, v in p.items()}
+
+
+def _symbols(shapes, seed: int, scale: float) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sym = [np.clip(np.round(rng.laplace(0, scale, s)), -255, 255).astype(np.int32) for s in shapes]
+    sym[0].flat[0], sym[-1].flat[-1] = 255, -255
+    return sym
+
+
+# ---------------------------------------------------------------- geometry, wave order
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 9), (9, 1), (5, 7), (12, 4), (31, 17)])
+def test_wave_order_covers_each_latent_once_after_its_neighbours(h, w):
+    waves = grid2.wave_order(h, w)
+    when = np.full(h * w, -1)
+    for t, idx in enumerate(waves):
+        when[idx] = t
+    assert sorted(np.concatenate(waves).tolist()) == list(range(h * w)) and (when >= 0).all()
+    for y in range(h):
+        for x in range(w):
+            for dy, dx in grid2.NEIGHBOURS:
+                if 0 <= y + dy < h and 0 <= x + dx < w:
+                    assert when[(y + dy) * w + x + dx] < when[y * w + x]
+
+
+def test_neighbours_are_causal_and_sixteen():
+    assert len(grid2.NEIGHBOURS) == 16 >= 12 and len(set(grid2.NEIGHBOURS)) == 16
+    assert all((dy, dx) < (0, 0) for dy, dx in grid2.NEIGHBOURS)  # raster-causal
+
+
+def test_learned_upsampling_starts_bilinear():
+    p = grid2.init_params(CFG, 0, analysis=False)
+    x = torch.randn(2, 3, 5, 7)
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert torch.allclose(grid2.up2(x, p["up.k"][0]), ref, atol=1e-5)
+
+
+def test_decoder_budget():
+    cfg = grid2.Grid2Config()
+    assert cfg.macs_per_pixel() <= 2500
+    assert cfg.align == 64 and len(grid2codec.grid_shapes(cfg, 512, 768)) == 7
+    assert grid2codec.grid_shapes(cfg, 512, 768)[0] == (512, 768)  # a full-resolution grid
+
+
+# ---------------------------------------------------------------- the exact ARM
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("size", [(37, 53), (1, 1), (64, 7), (5, 130)])
+def test_latents_round_trip_bit_exactly_on_odd_sizes(seed, size):
+    shapes = grid2codec.grid_shapes(CFG, *size)
+    arm = grid2.FixedArm.from_params(_random_arm(CFG, seed))
+    sym = _symbols(shapes, seed, scale=[0.3, 2.0, 20.0][seed % 3])
+    lam_q = grid2.lambda_fixed(2.0 ** (-3 - seed))
+    data = grid2codec.encode_latents(arm, sym, lam_q)
+    out = grid2codec.decode_latents(arm, data, shapes, lam_q)
+    assert all(np.array_equal(a, b) for a, b in zip(sym, out))
+
+
+def test_fixed_point_arm_is_the_same_in_one_pass_and_wave_by_wave():
+    """The encoder's one-pass probabilities equal the decoder's per-wave ones, index for index."""
+    rng = np.random.default_rng(3)
+    for seed in range(20):
+        h, w = rng.integers(1, 40, 2)
+        arm = grid2.FixedArm.from_params(_random_arm(CFG, seed, scale=2.0))
+        sym = np.clip(np.round(rng.laplace(0, 8, (h, w))), -255, 255)
+        coarse = np.clip(np.round(rng.laplace(0, 8, ((h + 1) // 2, (w + 1) // 2))), -255, 255)
+        ct = grid2.coarse_fixed(arm, coarse, (h, w))
+        m_all, s_all = grid2.arm_fixed(arm, 1, grid2.all_neighbours(sym), ct, 37.0)
+        zp = np.pad(sym, ((grid2.PAD_T, 0), (grid2.PAD_L, grid2.PAD_R))).reshape(-1)
+        pidx, offs = grid2.padded_index(np.arange(h * w), w), grid2.neighbour_offsets(w)
+        for wave in grid2.wave_order(h, w):
+            m, s = grid2.arm_fixed(arm, 1, zp[pidx[wave][:, None] + offs], ct[wave], 37.0)
+            assert np.array_equal(m, m_all[wave]) and np.array_equal(s, s_all[wave])
+
+
+def test_float_arm_matches_the_fixed_point_one():
+    """Training's float ARM and the coder's integer ARM differ only by the fixed-point roundings."""
+    p = _random_arm(CFG, 5, scale=0.3)
+    shapes = grid2codec.grid_shapes(CFG, 32, 48)
+    sym = _symbols(shapes, 5, 3.0)
+    lam = 2.0**-8
+    ctx = [torch.from_numpy(s.astype(np.float32))[None, None] for s in sym]
+    mu, ls = grid2.arm_float(CFG, p, ctx, 0, torch.tensor([lam]))
+    arm = grid2.FixedArm.from_params(p)
+    mi, si = grid2.arm_fixed(arm, 0, grid2.all_neighbours(sym[0]), grid2.coarse_fixed(arm, sym[1], shapes[0]),
+                             grid2.lambda_fixed(lam))
+    m_q, s_q = grid2.coder_params(mi, si)
+    mu = mu.numpy().reshape(-1)
+    d = np.abs(m_q - mu)  # the 1/16 mean grid, plus rare ReLU units that sit at zero and flip
+    assert np.quantile(d, 0.99) < 0.1 and d.max() < 0.5
+    assert np.quantile(np.abs(np.log(s_q) - ls.numpy().reshape(-1)), 0.99) < 0.08
+
+
+def test_coding_cost_tracks_the_rate_model():
+    p = _random_arm(CFG, 2, scale=0.1)
+    shapes = grid2codec.grid_shapes(CFG, 64, 64)
+    sym = _symbols(shapes, 1, 1.5)
+    lam = torch.tensor([2.0**-8])
+    ctx = [torch.from_numpy(s.astype(np.float32))[None, None] for s in sym]
+    est = float(grid2.rate_bits(CFG, p, ctx, ctx, lam))
+    real = 8 * len(grid2codec.encode_latents(grid2.FixedArm.from_params(p), sym, grid2.lambda_fixed(2.0**-8)))
+    assert real == pytest.approx(est, rel=0.05, abs=64)
+
+
+# ---------------------------------------------------------------- the refinement schedule
+
+def test_schedule_phases_soft_then_hard():
+    m = fresh_grid2_model(CFG, name="s", seed=0)
+    img = synthetic_image(32, 32, seed=2)
+    x = grid2codec.pad_image(img, CFG.align)
+    y0 = [torch.zeros(1, 1, a, b) for a, b in grid2codec.grid_shapes(CFG, 32, 32)]
+    y, delta, log = grid2codec.refine(m, x, y0, 2.0**-8, 0.5, 20, 32 * 32)
+    phases = [r["phase"] for r in log]
+    assert phases == ["soft"] * 16 + ["hard"] * 4
+    temps = [r["T"] for r in log if r["phase"] == "soft"]
+    assert temps[0] == pytest.approx(grid2codec.T0) and all(a > b for a, b in zip(temps, temps[1:]))
+    assert temps[-1] > grid2codec.T1 * 0.99 and delta is None
+    assert log[-1]["psnr"] > log[0]["psnr"]
+    assert not any(v.requires_grad for v in y)
+
+
+def test_soft_round_limits():
+    y = torch.linspace(-2.97, 3.03, 101)  # no exact half-integers (round() breaks those ties to even)
+    assert torch.allclose(grid2codec.soft_round(y, 1e-3), torch.round(y), atol=1e-3)
+    assert torch.allclose(grid2codec.soft_round(y, 100.0), y, atol=1e-3)
+
+
+# ---------------------------------------------------------------- the codec
+
+def test_round_trip_at_a_target_rate(stream):
+    img, data, rep = stream
+    out = decode(data)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert len(data) <= int(4.0 * H * W / 8) and rep["arch"] == "grid2"
+    assert rep["psnr"] == pytest.approx(10 * np.log10(255.0**2 / np.mean((img.astype(float) - out) ** 2)))
+    header, sections = bitstream.unpack(data)
+    assert bitstream.ARCHS[header["arch"]] == "grid2" and "GRD2" in sections and "QPRM" not in sections
+
+
+def test_encoding_is_deterministic(stream, g2):
+    img, data, _ = stream
+    assert encode_image(img, bpp=4.0, model=g2, **FAST) == data
+
+
+@pytest.mark.parametrize("variant", ["g2t+dense", "g2t+scratch"])
+def test_variants_send_a_decoder_update_and_round_trip(g2, variant):
+    img = synthetic_image(24, 40, seed=3)
+    data, rep = encode_image(img, bpp=6.0, model=variant, return_report=True, **FAST)
+    _, sections = bitstream.unpack(data)
+    assert rep["model"] == variant and decode(data).shape == img.shape
+    if variant.endswith("scratch"):
+        assert "QPRM" in sections  # a generic start must send its decoder
+    assert describe(data)["header"]["model"] == variant
+
+
+def test_describe_shows_lambda_and_step(stream):
+    _, data, _ = stream
+    d = describe(data)
+    assert d["header"]["arch"] == "grid2" and "index" in d["header"]["lambda"]
+    assert d["sections"]["GRD2"] == 2 and d["header"]["update"].startswith("none")
+
+
+@pytest.mark.parametrize("name,edit,words", [
+    ("grd2-3-bytes", lambda s: [(k, v + b"\0" if k == "GRD2" else v) for k, v in s], "GRD2 section must be 2 bytes"),
+    ("no-grd2", lambda s: [(k, v) for k, v in s if k != "GRD2"], "missing section GRD2"),
+    ("no-lats", lambda s: [(k, v) for k, v in s if k != "LATS"], "missing section LATS"),
+    ("lats-odd", lambda s: [(k, v[:-1] if k == "LATS" else v) for k, v in s], "multiple of 4"),
+])
+def test_malformed_streams_are_one_line_bitstream_errors(stream, name, edit, words):
+    _, data, _ = stream
+    header, sections = bitstream.unpack(data)
+    header = {k: v for k, v in header.items() if k not in ("n_sections", "payload_crc32")}
+    bad = bitstream.pack(header, edit(list(sections.items())))
+    with pytest.raises(BitstreamError) as ei:
+        decode(bad)
+    assert words.lower() in str(ei.value).lower() and "\n" not in str(ei.value)
+
+
+def test_truncation_and_flips_are_refused(stream):
+    _, data, _ = stream
+    for n in range(0, len(data), 5):
+        with pytest.raises(BitstreamError):
+            decode(data[:n])
+    for pos in range(0, len(data), 11):
+        b = bytearray(data)
+        b[pos] ^= 0x5A
+        with pytest.raises(BitstreamError):
+            decode(bytes(b))
+
+
+def test_target_below_the_container_is_a_rate_error(g2):
+    with pytest.raises(RateError) as ei:
+        encode_image(synthetic_image(16, 16), bpp=0.001, model=g2, **FAST)
+    assert "bpp" in str(ei.value) and isinstance(ei.value, MscnError)
+
+
+# ---------------------------------------------------------------- the shipped model: rate control
+
+def _shipped(monkeypatch) -> str:
+    if not (REPO / "models" / "grid2-l7.pt").is_file():
+        pytest.fail("models/grid2-l7.pt is missing (the shipped grid2 model)")
+    monkeypatch.setenv("MSCN_MODELS", str(REPO / "models"))
+    monkeypatch.setattr(models, "_cache", {})
+    return "grid2-l7"
+
+
+@pytest.mark.parametrize("bpp", [0.1, 1.0])
+def test_rate_control_lands_at_or_just_under_the_target(monkeypatch, bpp):
+    name = _shipped(monkeypatch)
+    from conftest import load_photo
+
+    img = load_photo()  # 481x321, a held-out photo (images-test)
+    data, rep = encode_image(img, bpp=bpp, model=name, return_report=True, effort="fast", steps=3)
+    target = int(np.floor(bpp * img.shape[0] * img.shape[1] / 8))
+    assert len(data) <= target and len(data) >= 0.85 * target
+    assert rep["psnr"] > (20 if bpp < 0.5 else 25)
+    hdr = struct.unpack("<BB", bitstream.unpack(data)[1]["GRD2"])
+    assert 0 <= hdr[0] <= 255
+
+
+def test_bulk_and_small_arm_paths_agree_exactly(monkeypatch):
+    """The encoder's bulk path (torch) and the decoder's per-wave path (numpy) give identical indices."""
+    rng = np.random.default_rng(11)
+    arm = grid2.FixedArm.from_params(_random_arm(CFG, 4, scale=1.0))
+    n = 3 * grid2.BULK
+    neigh = np.clip(np.round(rng.laplace(0, 30, (n, 16))), -255, 255)
+    ct = np.round(rng.normal(0, 2.0**20, (n, CFG.arm_hidden)))
+    for lvl in range(CFG.levels):
+        m1, s1 = grid2.arm_fixed(arm, lvl, neigh, ct, 53.0)
+        monkeypatch.setattr(grid2, "BULK", 10 * n)  # force the numpy path
+        m2, s2 = grid2.arm_fixed(arm, lvl, neigh, ct, 53.0)
+        monkeypatch.setattr(grid2, "BULK", 4096)
+        assert np.array_equal(m1, m2) and np.array_equal(s1, s2)
+        assert len(np.unique(s1)) > 10  # the test exercises many scales, not a saturated corner
+
+
+@pytest.mark.parametrize("target", [50, 900, 1000, 1234, 5000, 18500, 30000])
+def test_size_fit_lands_at_or_just_under_the_target_in_few_packs(target):
+    """A synthetic stream whose size falls with the step index and with every zeroed latent."""
+    mags = np.sort(np.random.default_rng(0).uniform(0.5, grid2codec.MAX_DEADZONE, 4000))
+    calls = []
+
+    def pack(idx, deadzone=0.5):
+        calls.append((idx, deadzone))
+        zeroed = int(np.searchsorted(mags, deadzone))
+        return b"x" * max(int(20000 * 2.0 ** ((128 - idx) / 12)) - zeroed // 4, 40)
+
+    data, idx = grid2codec.fit_size(pack, lambda i: mags, 128, target)
+    if target < 40 + 20000 * 2.0 ** ((128 - 255) / 12) - 1000:
+        assert data is None
+        return
+    assert data is not None and len(data) <= target
+    assert len(data) >= 0.97 * target or idx == 128 - grid2codec.FINER
+    assert len(calls) <= (10 if 15000 < target < 25000 else 24)  # near the tied step: few packs
+
+
+def test_rate_growth_reads_the_models_calibration(g2, isolated_models):
+    m = models.load_model(g2)
+    assert grid2codec.rate_growth(m, 100) == 1.0  # no calibration file: no correction
+    path = isolated_models / "g2t-cal.growth.json"
+    path.write_text('{"growth": {"10": 1.05, "100": 1.2, "300": 1.3}}')
+    cal = m.variant("dense")
+    cal = type(m)(**{**cal.__dict__, "name": "g2t-cal"})
+    assert grid2codec.growth_file(cal) == path
+    g = [grid2codec.rate_growth(cal, n) for n in (0, 10, 50, 100, 300, 2000)]
+    assert g[0] == 1.0 and g[1] == pytest.approx(1.05) and g[3] == pytest.approx(1.2)
+    assert all(a <= b for a, b in zip(g, g[1:])) and g[-1] <= 4.0
+
+
+# ---------------------------------------------------------------- training (mscn train image --arch grid2)
+
+def _train(monkeypatch, data, out, env, *extra):
+    import sys
+
+    from click.testing import CliRunner
+
+    from mscncodec.cli import main
+
+    args = ["train", "image", "--arch", "grid2", "--data", str(data), "--out", str(out), "--levels", "3",
+            "--hidden", "8", "--patch", "32", "--batch", "2", "--val-every", "2", "--no-progress", *extra]
+    monkeypatch.setattr(sys, "argv", ["mscn", *args])
+    r = CliRunner().invoke(main, args, env=env)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r
+
+
+def test_train_grid2_writes_model_card_checkpoint_resumes_and_exports(tmp_path, env, monkeypatch):
+    from conftest import photo_folder
+
+    data = photo_folder(tmp_path, 48)
+    out = tmp_path / "models" / "g2"
+    r = _train(monkeypatch, data, out, env, "--steps", "3")
+    assert r.exit_code == 0, r.output
+    ck = torch.load(out.parent / "g2.run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 3 and ck["cfg"]["levels"] == 3
+    card = out.with_suffix(".md").read_text()
+    assert "grid2" in card and "No Kodak" in card and "--arch grid2" in card
+    r = _train(monkeypatch, data, out, env, "--steps", "5", "--resume")
+    assert r.exit_code == 0, r.output
+    log = (out.parent / "g2.run" / "train.log").read_text()
+    assert "# start step=0" in log and "# start step=3" in log
+    first = models.load_model("g2").model_id
+    models._cache.clear()
+    r = _train(monkeypatch, data, out, env, "--export-only")
+    assert r.exit_code == 0 and models.load_model("g2").model_id == first
+    m = models.load_model("g2")
+    assert m.arch == "grid2" and m.meta["steps"] == 5
+    img = synthetic_image(40, 40, seed=9)
+    data_ = encode_image(img, bpp=3.0, model="g2", **FAST)
+    assert decode(data_).shape == img.shape
+
+
+def test_train_grid2_resume_with_another_architecture_is_a_clean_error(tmp_path, env, monkeypatch):
+    from conftest import photo_folder
+
+    data = photo_folder(tmp_path, 48)
+    out = tmp_path / "models" / "g2"
+    assert _train(monkeypatch, data, out, env, "--steps", "1").exit_code == 0
+    r = _train(monkeypatch, data, out, env, "--steps", "2", "--resume", "--levels", "2")
+    assert r.exit_code != 0 and "resume with the same architecture" in r.stderr
