@@ -2,8 +2,9 @@
 
 capacity: unquantised fit (no rate term, no rounding) of latents + the whole decoder from the generic
           seeded init: PSNR against steps, so the architecture's ceiling is a number.
-rd:       the codec's own `+scratch` variant (generic decoder sent in the file, latents from zero, the
-          C3-style recipe) at N refinement steps, against JPEG 2000 at the same real file size.
+rd:       a model (e.g. the codec's own `+scratch` variant: generic decoder sent in the file, latents from
+          zero, the C3-style recipe) at N refinement steps (or, with --steps 0, at an --effort), against
+          JPEG 2000 at the same real file size.
 
     .venv/bin/python benchmarks/grid2_probe.py capacity --steps 1500 --out benchmarks/grid2-probe/capacity.json
     .venv/bin/python benchmarks/grid2_probe.py rd --model grid2-l7+scratch --steps 1000 --bpp 0.3,0.8 \
@@ -76,7 +77,7 @@ def capacity(steps: int, lr: float, record: list[int]) -> dict:
             "mean_final_psnr": round(float(np.mean([r["curve"][-1]["psnr"] for r in res.values()])), 3)}
 
 
-def rd(model: str, steps: int, bpps: list[float], n_photos: int = 3) -> dict:
+def rd(model: str, steps: int | None, bpps: list[float], n_photos: int = 3, effort: str = "default") -> dict:
     from mscncodec import codec
     from mscncodec.bench.classic import Jpeg2000Codec
 
@@ -86,7 +87,7 @@ def rd(model: str, steps: int, bpps: list[float], n_photos: int = 3) -> dict:
         n_pix = rgb.shape[0] * rgb.shape[1]
         for bpp in bpps:
             t0 = time.time()
-            data, rep = codec.encode_image(rgb, bpp=bpp, model=model, steps=steps, return_report=True)
+            data, rep = codec.encode_image(rgb, bpp=bpp, model=model, steps=steps, effort=effort, return_report=True)
             t_enc = time.time() - t0
             # JPEG 2000 at the same real size (largest file not above ours)
             _, jdata = j2k.search_quality(rgb, 8 * len(data) / n_pix)
@@ -96,7 +97,7 @@ def rd(model: str, steps: int, bpps: list[float], n_photos: int = 3) -> dict:
                    "delta_db": round(float(rep["psnr"]) - jp, 3), "encode_s": round(t_enc, 1)}
             rows.append(row)
             print(row, flush=True)
-    return {"model": model, "steps": steps, "rows": rows,
+    return {"model": model, "steps": steps, "effort": effort, "rows": rows,
             "mean_delta_db": round(float(np.mean([r["delta_db"] for r in rows])), 3)}
 
 
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--bpp", default="0.3,0.8")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--photos", type=int, default=3)
+    ap.add_argument("--effort", default="default", help="rd: effort when --steps is 0")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     _runtime.tune_allocator()
@@ -118,7 +120,7 @@ def main() -> None:
         rec = sorted({0, 50, 100, 250, 500, 1000, 1500, 2000, 3000, a.steps} - {s for s in range(a.steps + 1, 10**6)})
         res = capacity(a.steps, a.lr, [s for s in rec if s <= a.steps])
     else:
-        res = rd(a.model, a.steps, [float(v) for v in a.bpp.split(",")], a.photos)
+        res = rd(a.model, a.steps or None, [float(v) for v in a.bpp.split(",")], a.photos, a.effort)
     res["command"] = "benchmarks/grid2_probe.py " + " ".join(__import__("sys").argv[1:])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import bitstream, grid2
 from .errors import BitstreamError, RateError
-from .grid import lambda_index, lambda_value
+from .grid import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
 from .grid2meta import ste, symbols_of
 from .gridcodec import MAX_DEADZONE, latent_step, pad_image, step_index_for, tied_step
 from .models import Grid2Model, models_dir
@@ -44,8 +44,10 @@ from .optim import Adam
 from .quantize import dequantise, quantise, step_index
 
 EFFORT = {"fast": 30, "default": 100, "max": 2000}  # refinement steps over the whole image
-LATENT_LR = 0.15  # Adam on latents, in symbol units
-DELTA_LR = 2e-3
+LATENT_LR = 0.05  # Adam on latents, in symbol units
+DELTA_LR = 2e-3  # a dense update of the meta-learned decoder: small moves
+SCRATCH_DELTA_LR = 1e-2  # the generic start fits its whole decoder (C3's rate)
+SEARCH_FRACTION = 0.15  # the generic start's lambda search: this share of the steps at a first guess
 SOFT_FRACTION = 0.8  # phase 1 (soft rounding + noise) share of the steps; phase 2 hard rounding
 T0, T1 = 0.3, 0.1  # soft-rounding temperature, annealed geometrically over phase 1
 NOISE0, NOISE1 = 1.0, 1.0  # width of the additive uniform noise (in steps), annealed geometrically over phase 1
@@ -152,6 +154,16 @@ def _est_bits(model: Grid2Model, params, y: list[torch.Tensor], lam: torch.Tenso
     return float(grid2.rate_bits(model.cfg, params, hard, hard, lam))
 
 
+def _rd_cost(model: Grid2Model, params, x: torch.Tensor, y: list[torch.Tensor], lam: float, step: float,
+             n_pix: int) -> float:
+    """Estimated bpp + MSE / lambda of the rounded latents y (symbol units)."""
+    hard = [torch.round(v) for v in y]
+    with torch.no_grad():
+        bits = float(grid2.rate_bits(model.cfg, params, hard, hard, torch.tensor([lam])))
+        mse = float((grid2.synthesis(model.cfg, params, [v * step for v in hard]) - x).pow(2).mean())
+    return bits / n_pix + mse / lam
+
+
 def _lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: int) -> int:
     """Lambda index whose amortised latents' estimated rate is nearest the target: secant steps on
     log(rate) against the index (close to linear), from `guess`; each try is one analysis + ARM pass."""
@@ -215,18 +227,21 @@ def scratch_lambda(bpp: float) -> int:
 
 
 def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float, n_steps: int,
-           n_pix: int, progress: bool = False, update: bool = False
+           n_pix: int, progress: bool = False, update: bool = False, delta0: dict[str, torch.Tensor] | None = None
            ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None, list[dict]]:
     """C3-style refinement at fixed lambda. y0: latents in symbol units. Returns the latents, the decoder
-    update (if `update`) and a per-step log (phase, temperature, estimated bpp, PSNR)."""
+    update (if `update`; started at `delta0` if given) and a per-step log (phase, temperature, estimated
+    bpp, PSNR)."""
     cfg = model.cfg
     lam_t = torch.tensor([lam])
     y = [v.detach().clone().requires_grad_(True) for v in y0]
     groups = [{"params": y, "lr": LATENT_LR}]
     delta = None
     if update:
-        delta = {k: torch.zeros_like(v, requires_grad=True) for k, v in model.theta.items()}
-        groups.append({"params": list(delta.values()), "lr": DELTA_LR})
+        delta = {k: (delta0[k].detach().clone() if delta0 else torch.zeros_like(v)).requires_grad_(True)
+                 for k, v in model.theta.items()}
+        groups.append({"params": list(delta.values()), "lr": SCRATCH_DELTA_LR if model.sparsity == "scratch"
+                       else DELTA_LR})
     opt = Adam(groups)
     base = [g["lr"] for g in opt.groups]
     n_soft = int(round(SOFT_FRACTION * n_steps))
@@ -298,8 +313,32 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         else:
             y0 = [torch.zeros(1, 1, a, b) for a, b in grid_shapes(cfg, h, w)]
 
-    # 2. refinement at fixed lambda
-    y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress, update=model.sends_update)
+    # 2. refinement at fixed lambda. The generic start has no amortised rate to aim lambda with: a short
+    #    search first (a few steps at the rough guess, then one correction from the rounded rate, bpp ~
+    #    lambda**-0.5), and the refinement continues from there at the corrected, fixed lambda.
+    delta0 = None
+    if model.sparsity == "scratch" and target_bytes is not None and n_steps >= 20:
+        n_w = max(int(SEARCH_FRACTION * n_steps), 5)
+        y0, delta0, _ = refine(model, x, y0, lam, step, n_w, n_pix, update=True)
+        n_steps -= n_w
+        p = _effective(model, delta0)
+        bits = _est_bits(model, p, y0, torch.tensor([lam])) + 6.0 * sum(v.numel() for v in delta0.values())
+        shift = int(round(2 * LAMBDA_STEPS_PER_OCTAVE * math.log2(max(bits, 1.0) / (8 * (target_bytes - overhead)))))
+        new_idx = int(np.clip(lam_idx + shift, *LAMBDA_SEARCH))
+        new_step = tied_step(new_idx)
+        y0 = [v * (step / new_step) for v in y0]
+        lam_idx, lam, step = new_idx, lambda_value(new_idx), new_step
+        if os.environ.get("MSCN_DEBUG"):
+            print(f"[grid2] scratch search: corrected lambda index {lam_idx}", file=sys.stderr)
+    y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress, update=model.sends_update,
+                         delta0=delta0)
+    if model.analysis and delta is None and n_steps:
+        # A short refinement of a good amortised start can end worse than it began (soft rounding moves the
+        # latents off the integer grid the rounded file lives on): keep whichever rounds to the better
+        # rate + distortion / lambda, the start being free.
+        j_new, j_old = (_rd_cost(model, model.theta, x, v, lam, step, n_pix) for v in (y, y0))
+        if j_old < j_new:
+            y = [v.detach() for v in y0]
 
     # 3. the decoder update's quantisation (best rate + distortion / lambda), then the real size
     lam_t = torch.tensor([lam])

@@ -154,6 +154,17 @@ def test_outputs_schema_and_cache_resume(dataset: Path, tmp_path: Path):
     assert json.loads((out / "jpeg.json").read_text()) == data
 
 
+def test_report_only_codecs_keep_their_cached_points_and_compute_nothing(dataset: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    images = find_images(dataset)
+    run_bench(images, [CountingJpeg()], out, [0.5, 1.0], plot=False, progress=False)
+    CountingJpeg.calls = 0
+    r = run_bench(images, [CountingJpeg()], out, [0.25, 0.5, 1.0], plot=False, progress=False,
+                  report_only={CountingJpeg.key})
+    assert CountingJpeg.calls == 0 and (r.encoded, r.cached) == (0, 4)
+    assert len(json.loads((out / "jpeg.json").read_text())["results"]["bpp"]) == 2
+
+
 def test_unavailable_codec_is_skipped_with_notice(dataset: Path, tmp_path: Path):
     notices: list[str] = []
     result = run_bench(find_images(dataset, limit=1), [JpegCodec(), MissingCodec()], tmp_path / "o",

@@ -363,3 +363,20 @@ def test_train_grid2_resume_with_another_architecture_is_a_clean_error(tmp_path,
     assert _train(monkeypatch, data, out, env, "--steps", "1").exit_code == 0
     r = _train(monkeypatch, data, out, env, "--steps", "2", "--resume", "--levels", "2")
     assert r.exit_code != 0 and "resume with the same architecture" in r.stderr
+
+
+def test_scratch_searches_lambda_then_refines_and_round_trips(g2, monkeypatch, capsys):
+    monkeypatch.setenv("MSCN_DEBUG", "1")
+    img = synthetic_image(32, 48, seed=5)
+    data, rep = encode_image(img, bpp=8.0, model=f"{g2}+scratch", return_report=True, effort="fast", steps=20)
+    assert "scratch search: corrected lambda index" in capsys.readouterr().err
+    assert len(data) <= 8.0 * 32 * 48 / 8 and decode(data).shape == img.shape
+
+
+def test_keep_best_never_ends_worse_than_the_amortised_start(g2, monkeypatch):
+    """With a huge latent learning rate the refinement wrecks the latents; the encoder keeps the start."""
+    img = synthetic_image(32, 48, seed=6)
+    base = encode_image(img, bpp=6.0, model=g2, effort="fast", steps=0)
+    monkeypatch.setattr(grid2codec, "LATENT_LR", 50.0)
+    wrecked = encode_image(img, bpp=6.0, model=g2, effort="fast", steps=6)
+    assert wrecked == base

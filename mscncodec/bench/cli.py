@@ -43,11 +43,14 @@ def _parse_points(text: str) -> list[float]:
               help="Worker processes (1 = run inline).")
 @click.option("--limit", default=None, type=click.IntRange(min=1),
               help="Use only the first N images (sorted by name).")
+@click.option("--report-only", default="",
+              help="Comma-separated codec ids (from --codecs) whose missing points are not computed; their cached "
+                   "points are still reported (keeps old rows when the point list grows).")
 @click.option("--no-plot", is_flag=True, help="Skip rd.png.")
 @click.option("--no-anchors", is_flag=True,
               help="Do not overlay published Kodak curves (use for non-Kodak datasets).")
 def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: str | None, jobs: int,
-          limit: int | None, no_plot: bool, no_anchors: bool) -> None:
+          limit: int | None, report_only: str, no_plot: bool, no_anchors: bool) -> None:
     """Benchmark codecs on the images in DATASET_DIR at fixed target bitrates.
 
     Every codec is pushed to the largest file that fits each target bpp; PSNR
@@ -63,10 +66,16 @@ def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: st
         raise click.UsageError(str(exc))
     for n in notices:
         click.echo(n, err=True)
+    keep = set()
+    if report_only:
+        try:
+            keep = {c.key for c in resolve_codecs(report_only)[0]}
+        except UnknownCodecError as exc:
+            raise click.UsageError(str(exc))
     try:
         images = find_images(dataset_dir, limit)
         result = run_bench(images, selected, out, pts, jobs=jobs, slow_points=slow_pts, plot=not no_plot,
-                           anchors=not no_anchors, echo=lambda m: click.echo(m, err=True))
+                           anchors=not no_anchors, echo=lambda m: click.echo(m, err=True), report_only=keep)
     except BenchError as exc:
         raise click.ClickException(str(exc))
     if not result.codecs:

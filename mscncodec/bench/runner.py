@@ -193,12 +193,16 @@ def run_bench(
     anchors: bool = True,
     echo: Callable[[str], None] = tqdm.write,
     progress: bool = True,
+    report_only: Iterable[str] = (),
 ) -> BenchResult:
     """Run every missing point, then write all reports into ``out``.
 
     ``jobs=1`` runs inline (debuggable, no pickling); ``jobs>1`` uses spawned
     worker processes -- spawn rather than fork because forking a process that
     already initialised torch/OpenMP threads can deadlock the children.
+    ``report_only``: codec keys whose missing points are not computed (their
+    cached points are still reported): keeps an expensive old codec's rows in a
+    report whose point list has grown.
     """
     from . import report  # late: keeps `import runner` light for the CLI's --help
 
@@ -225,10 +229,13 @@ def run_bench(
              for p in (slow_pts if c.slow else points)]
     keys = [point_key(im.sha1, c, p) for c, im, p in tasks]
     done = {k: cache.get(k) for k in keys}
-    pending = [t for t, k in zip(tasks, keys) if done[k] is None]
-    result = BenchResult(out, [], usable, sorted(set(points) | set(slow_pts)), refs, cached=len(tasks) - len(pending), notices=notices)
+    skip = set(report_only)
+    pending = [t for t, k in zip(tasks, keys) if done[k] is None and t[0].key not in skip]
+    n_skipped = sum(1 for (c, _, _), k in zip(tasks, keys) if done[k] is None and c.key in skip)
+    result = BenchResult(out, [], usable, sorted(set(points) | set(slow_pts)), refs,
+                         cached=len(tasks) - len(pending) - n_skipped, notices=notices)
 
-    bar = tqdm(total=len(tasks), initial=result.cached, desc="bench", unit="pt", disable=not progress)
+    bar = tqdm(total=len(tasks) - n_skipped, initial=result.cached, desc="bench", unit="pt", disable=not progress)
 
     def finish(rec: dict[str, Any]) -> None:
         bar.update(1)
