@@ -38,7 +38,7 @@ from . import bitstream, grid2
 from .errors import BitstreamError, RateError
 from .grid import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
 from .grid2meta import ste, symbols_of
-from .gridcodec import MAX_DEADZONE, latent_step, pad_image, step_index_for, tied_step
+from .gridcodec import MAX_DEADZONE, grid_header, latent_step, pad_image, step_index_for, tied_step
 from .models import Grid2Model, models_dir
 from .optim import Adam
 from .quantize import dequantise, quantise, step_index
@@ -475,14 +475,7 @@ def decode(model: Grid2Model, header: dict, sections: dict[str, bytes]) -> np.nd
     from .codec import unpack_update
 
     cfg = model.cfg
-    if header["patch"] != cfg.align:
-        raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
-    for tag in ("GRD2", "LATS"):
-        if tag not in sections:
-            raise BitstreamError(f"corrupted .mscn file (missing section {tag})")
-    if len(sections["GRD2"]) != 2:
-        raise BitstreamError("corrupted .mscn file (GRD2 section must be 2 bytes)")
-    lam_idx, step_idx = struct.unpack("<BB", sections["GRD2"])
+    lam_idx, step_idx = grid_header(model, header, sections, "GRD2")
     params = model.theta
     if "QPRM" in sections:
         symbols, steps = unpack_update(model, sections, 1)

@@ -402,19 +402,25 @@ def _open_count(model: GridModel, la) -> torch.Tensor:
 
 # ---------------------------------------------------------------- decode
 
+def grid_header(model, header: dict, sections: dict[str, bytes], tag: str) -> tuple[int, int]:
+    """Validate a latent-grid stream's alignment and sections; -> (lambda index, latent step index) from
+    the 2-byte section `tag` (GRID for grid, GRD2 for grid2)."""
+    if header["patch"] != model.cfg.align:
+        raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
+    for t in (tag, "LATS"):
+        if t not in sections:
+            raise BitstreamError(f"corrupted .mscn file (missing section {t})")
+    if len(sections[tag]) != 2:
+        raise BitstreamError(f"corrupted .mscn file ({tag} section must be 2 bytes)")
+    return struct.unpack("<BB", sections[tag])
+
+
 def decode(model: GridModel, header: dict, sections: dict[str, bytes]) -> np.ndarray:
     """-> H x W x 3 uint8."""
     from .codec import unpack_update
 
     cfg = model.cfg
-    if header["patch"] != cfg.align:
-        raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
-    for tag in ("GRID", "LATS"):
-        if tag not in sections:
-            raise BitstreamError(f"corrupted .mscn file (missing section {tag})")
-    if len(sections["GRID"]) != 2:
-        raise BitstreamError("corrupted .mscn file (GRID section must be 2 bytes)")
-    lam_idx, step_idx = struct.unpack("<BB", sections["GRID"])
+    lam_idx, step_idx = grid_header(model, header, sections, "GRID")
     symbols, steps = unpack_update(model, sections, 1)
     params = grid.effective(model.theta, {k: dequantise(s, steps[k])[0] for k, s in symbols.items()})
     h, w = header["height"], header["width"]
