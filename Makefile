@@ -39,8 +39,8 @@ bench-grid2: install
 
 # Resume the flagship grid2 meta-training from its committed checkpoint (models/grid2-l7.run/); raise STEPS
 # to train longer. One thread: the other core stays free.
-STEPS ?= 9000
-GRID2_TRAIN = $(BIN)/mscn train image --arch grid2 --data ../shared/data/natural-train --out models/grid2-l7 --steps $(STEPS)
+STEPS ?= 24000
+GRID2_TRAIN = $(BIN)/mscn train image --arch grid2 --data ../shared/data/natural-train --out models/grid2-l7 --steps $(STEPS) --log2-lam -13,-1
 train-grid2: install
 	MSCN_THREADS=1 $(GRID2_TRAIN) --threads 1 --resume
 
@@ -48,7 +48,7 @@ train-grid2: install
 # (../shared does not travel); writes the model, card and checkpoint to $$OUT.
 gpu-train-grid2:
 	python3 -m venv $(VENV) && $(BIN)/pip install --quiet -e . && \
-	$(BIN)/mscn train image --arch grid2 --data shared/natural-train --out models/grid2-l7 --steps $(STEPS) --device cuda --resume --no-progress && \
+	$(BIN)/mscn train image --arch grid2 --data shared/natural-train --out models/grid2-l7 --steps $(STEPS) --log2-lam -13,-1 --device cuda --resume --no-progress && \
 	cp models/grid2-l7.pt models/grid2-l7.md models/grid2-l7.run/checkpoint.pt models/grid2-l7.run/train.log $$OUT/
 
 clean:
