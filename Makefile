@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= build
 BPP    ?= 0.5
 
-.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 clean
+.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 train-mesh clean
 
 install: $(STAMP)
 
@@ -53,3 +53,8 @@ gpu-train-grid2:
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+# Meta-train (or resume) the shipped signed-distance SIREN for meshes on the training collection (one thread)
+MESH_STEPS ?= 20000
+train-mesh: install
+	MSCN_THREADS=1 $(BIN)/mscn train mesh --data ../shared/data/meshes-collection --out models/sdf-w32 --width 32 --batch 8 --steps $(MESH_STEPS) --lr 2e-4 --threads 1 --no-progress --resume

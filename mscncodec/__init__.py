@@ -14,11 +14,18 @@ def encode_image(image, **kwargs) -> bytes:
     return _enc(image, **kwargs)
 
 
-def decode(data: bytes):
-    """Decode .mscn bytes into an H x W x C uint8 array. See codec.decode."""
-    from .codec import decode as _dec
+def encode(src, **kwargs):
+    """Encode an image or a mesh (path, image array or Mesh) into .mscn bytes. See api.encode."""
+    from .api import encode as _enc
 
-    return _dec(data)
+    return _enc(src, **kwargs)
 
 
-__all__ = ["encode_image", "decode", "__version__"]
+def decode(data: bytes, **kwargs):
+    """Decode .mscn bytes into what they hold: an H x W x C uint8 array or a Mesh. See api.decode."""
+    from .api import decode as _dec
+
+    return _dec(data, **kwargs)
+
+
+__all__ = ["encode", "encode_image", "decode", "__version__"]

@@ -2,11 +2,11 @@
 
 Layout (little-endian)::
 
-    header   fields of HEADER, in order (fixed size)
+    header   HEAD, then the modality's BODY, then TAIL (fixed size per modality)
     table    n_sections x (tag: 4 ASCII bytes, length: uint32)
     payload  the sections' bytes, in table order
 
-One declaration (``HEADER``) drives writing, reading, validating and printing
+One declaration (``HEAD`` + ``BODIES[modality]`` + ``TAIL``) drives writing, reading, validating and printing
 (``mscn info``), as Cool-chic does for its header. Every field is validated
 before it is used to size anything: a header that claims a 100000 x 100000
 image is refused before a byte is allocated for it.
@@ -14,6 +14,7 @@ image is refused before a byte is allocated for it.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -23,12 +24,13 @@ from .errors import BitstreamError
 
 MAGIC = b"MSCN"
 VERSION = 1
-MODALITIES = {1: "image"}
+MODALITIES = {1: "image", 2: "mesh"}
 ARCHS = {1: "siren", 2: "grid", 3: "grid2"}
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25
 MAX_SECTIONS = 16
 MAX_SECTION_BYTES = 1 << 30
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024  # mesh decoding grid
 
 
 @dataclass(frozen=True)
@@ -48,22 +50,61 @@ def _range(lo: int, hi: int, what: str) -> Callable[[object], str | None]:
     return lambda v: None if lo <= v <= hi else f"{what} {v} out of range [{lo}, {hi}]"
 
 
-HEADER: tuple[Field, ...] = (
+def _finite(what: str, positive: bool = False) -> Callable[[object], str | None]:
+    def check(v: object) -> str | None:
+        ok = isinstance(v, float) and math.isfinite(v) and abs(v) < 1e30 and (v > 0 or not positive)
+        return None if ok else f"{what} {v!r} is not a {'positive ' if positive else ''}finite number"
+    return check
+
+
+# The header is declared as data in three parts: a common head (which says the modality), the
+# modality's own body, and a common tail. Image streams keep the layout they always had.
+HEAD: tuple[Field, ...] = (
     Field("magic", "4s", "file signature b'MSCN'", lambda v: None if v == MAGIC else "not a .mscn file (bad magic)",
           lambda v: v.decode("latin-1")),
     Field("version", "B", "format version", lambda v: None if v == VERSION else f"unsupported format version {v} (this decoder reads {VERSION})"),
     Field("modality", "B", "signal kind", _in(MODALITIES, "modality"), lambda v: MODALITIES.get(v, str(v))),
     Field("arch", "B", "INR family", _in(ARCHS, "architecture"), lambda v: ARCHS.get(v, str(v))),
     Field("model_id", "8s", "hash of the initialisation (theta0, gates, learning rates)", None, lambda v: v.hex()),
-    Field("height", "I", "signal height", _range(1, MAX_SIDE, "height")),
-    Field("width", "I", "signal width", _range(1, MAX_SIDE, "width")),
-    Field("channels", "B", "channels of the original (1, 3, 4)", _in({1, 3, 4}, "channel count")),
-    Field("patch", "H", "siren: patch side P; grid: alignment 2**(levels-1) (pixels)", _range(4, 256, "patch size")),
+)
+BODIES: dict[int, tuple[Field, ...]] = {
+    1: (  # image
+        Field("height", "I", "signal height", _range(1, MAX_SIDE, "height")),
+        Field("width", "I", "signal width", _range(1, MAX_SIDE, "width")),
+        Field("channels", "B", "channels of the original (1, 3, 4)", _in({1, 3, 4}, "channel count")),
+        Field("patch", "H", "siren: patch side P; grid: alignment 2**(levels-1) (pixels)", _range(4, 256, "patch size")),
+    ),
+    2: (  # mesh: a signed distance function in the unit cube [-1, 1]^3, and the way back to the input's frame
+        Field("resolution", "H", "default decoding grid (samples per side)", _range(MIN_RESOLUTION, MAX_RESOLUTION, "resolution")),
+        Field("center_x", "f", "x of the input's bounding-box centre", _finite("centre x"), lambda v: f"{v:.6g}"),
+        Field("center_y", "f", "y of the input's bounding-box centre", _finite("centre y"), lambda v: f"{v:.6g}"),
+        Field("center_z", "f", "z of the input's bounding-box centre", _finite("centre z"), lambda v: f"{v:.6g}"),
+        Field("scale", "f", "input units per unit-cube unit (half the longest side, with margin)", _finite("scale", True),
+              lambda v: f"{v:.6g}"),
+    ),
+}
+TAIL: tuple[Field, ...] = (
     Field("n_sections", "B", "entries in the section table", _range(1, MAX_SECTIONS, "section count")),
     Field("payload_crc32", "I", "CRC32 of header (this field zeroed), table and payload", None, lambda v: f"{v:08x}"),
 )
-_HFMT = "<" + "".join(f.fmt for f in HEADER)
-HEADER_SIZE = struct.calcsize(_HFMT)
+
+
+def header_fields(modality: int) -> tuple[Field, ...]:
+    return HEAD + BODIES[modality] + TAIL
+
+
+def _fmt(modality: int) -> str:
+    return "<" + "".join(f.fmt for f in header_fields(modality))
+
+
+def header_size(modality: int) -> int:
+    return struct.calcsize(_fmt(modality))
+
+
+HEADER = header_fields(1)  # the image header (the layout every stream had before meshes)
+_HFMT = _fmt(1)
+HEADER_SIZE = header_size(1)
+_HEAD_FMT = "<" + "".join(f.fmt for f in HEAD)
 _SFMT = "<4sI"
 _SSIZE = struct.calcsize(_SFMT)
 
@@ -72,24 +113,26 @@ def pack(header: dict, sections: list[tuple[str, bytes]]) -> bytes:
     """Serialise; n_sections and the CRC are computed here, everything else is validated."""
     header = dict(header, n_sections=len(sections), payload_crc32=0)
     validate(header)
+    fields, fmt = header_fields(header["modality"]), _fmt(header["modality"])
     table = b"".join(struct.pack(_SFMT, tag.encode("ascii"), len(data)) for tag, data in sections)
     body = table + b"".join(data for _, data in sections)
-    header["payload_crc32"] = stream_crc(struct.pack(_HFMT, *(header[f.name] for f in HEADER)), body)
-    return struct.pack(_HFMT, *(header[f.name] for f in HEADER)) + body
+    header["payload_crc32"] = stream_crc(struct.pack(fmt, *(header[f.name] for f in fields)), body)
+    return struct.pack(fmt, *(header[f.name] for f in fields)) + body
 
 
 def stream_crc(header_bytes: bytes, body: bytes) -> int:
     """CRC32 of the header (its CRC field zeroed), the table and the payload."""
-    return zlib.crc32(body, zlib.crc32(header_bytes[: HEADER_SIZE - 4] + b"\0\0\0\0"))
+    return zlib.crc32(body, zlib.crc32(header_bytes[:-4] + b"\0\0\0\0"))
 
 
 def validate(header: dict) -> None:
-    for f in HEADER:
-        if f.check is not None:
-            problem = f.check(header[f.name])
-            if problem:
-                raise BitstreamError(problem)
-    if header["height"] * header["width"] > MAX_PIXELS:
+    for f in HEAD:  # the head first: it says which body to check
+        if f.check is not None and (problem := f.check(header[f.name])):
+            raise BitstreamError(problem)
+    for f in header_fields(header["modality"])[len(HEAD):]:
+        if f.check is not None and (problem := f.check(header[f.name])):
+            raise BitstreamError(problem)
+    if header["modality"] == 1 and header["height"] * header["width"] > MAX_PIXELS:
         raise BitstreamError(f"image {header['width']}x{header['height']} exceeds {MAX_PIXELS} pixels")
 
 
@@ -97,11 +140,19 @@ def unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
     """Parse and check everything (magic, version, sizes, lengths, CRC) before returning."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a .mscn file (bad magic)")
-    if len(data) < HEADER_SIZE:
+    head_size = struct.calcsize(_HEAD_FMT)
+    if len(data) < head_size:
         raise BitstreamError(f"truncated .mscn file ({len(data)} bytes, header needs {HEADER_SIZE})")
-    header = dict(zip((f.name for f in HEADER), struct.unpack_from(_HFMT, data, 0)))
+    head = dict(zip((f.name for f in HEAD), struct.unpack_from(_HEAD_FMT, data, 0)))
+    for f in HEAD:
+        if f.check is not None and (problem := f.check(head[f.name])):
+            raise BitstreamError(problem)
+    size = header_size(head["modality"])
+    if len(data) < size:
+        raise BitstreamError(f"truncated .mscn file ({len(data)} bytes, header needs {size})")
+    header = dict(zip((f.name for f in header_fields(head["modality"])), struct.unpack_from(_fmt(head["modality"]), data, 0)))
     validate(header)
-    pos = HEADER_SIZE
+    pos = size
     n = header["n_sections"]
     if len(data) < pos + n * _SSIZE:
         raise BitstreamError("truncated .mscn file (section table)")
@@ -112,7 +163,7 @@ def unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
         raise BitstreamError("truncated .mscn file (payload shorter than its section table says)")
     if len(data) > pos + total:
         raise BitstreamError(f"corrupted .mscn file ({len(data) - pos - total} trailing bytes)")
-    if stream_crc(data[:HEADER_SIZE], data[HEADER_SIZE:]) != header["payload_crc32"]:
+    if stream_crc(data[:size], data[size:]) != header["payload_crc32"]:
         raise BitstreamError("corrupted .mscn file (CRC mismatch)")
     sections: dict[str, bytes] = {}
     for tag, length in table:
@@ -128,4 +179,4 @@ def unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
 
 
 def describe_header(header: dict) -> dict[str, str]:
-    return {f.name: f.show(header[f.name]) for f in HEADER}
+    return {f.name: f.show(header[f.name]) for f in header_fields(header["modality"])}

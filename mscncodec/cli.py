@@ -51,53 +51,77 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
 @main.command()
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output .mscn file.")
-@click.option("--bpp", type=float, default=None, help="Target rate in bits per pixel (real file size).")
-@click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a rate target.")
+@click.option("--bpp", type=float, default=None, help="Images: target rate in bits per pixel (real file size).")
+@click.option("--bytes", "target_bytes", type=click.IntRange(1, None), default=None,
+              help="Target file size in bytes (at or just under), for any modality.")
+@click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a size target.")
 @click.option("--model", "model_name", default=None, help="Model name (see `mscn models`); default: picked for the rate.")
 @click.option("--arch", type=click.Choice(["siren", "grid", "grid2"]), default=None,
-              help="INR family when no --model is given [default: the shipped default, see `mscn models`].")
+              help="Images: INR family when no --model is given [default: the shipped default, see `mscn models`].")
+@click.option("--resolution", type=click.IntRange(8, 1024), default=None,
+              help="Meshes: default decoding grid stored in the file [128].")
 @click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
 @click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def encode(src: Path, out: Path, bpp, quality, model_name, arch, steps, effort, force, quiet) -> None:
-    """Encode an image SRC into a .mscn file."""
-    from .codec import encode_image
+def encode(src: Path, out: Path, bpp, target_bytes, quality, model_name, arch, resolution, steps, effort, force,
+           quiet) -> None:
+    """Encode an image or a mesh SRC (.obj .ply .stl .off .glb) into a .mscn file."""
+    from .api import encode as encode_any, input_modality
     from .container_io import check_output
 
     check_output(out, force)
-    if bpp is not None and quality is not None:
-        raise MscnError("give either --bpp or --quality, not both")
+    given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
+    if len(given) > 1:
+        raise MscnError(f"give only one of {' or '.join(given)} (a size or a quality target)")
+    mod = input_modality(src)
     t = time.perf_counter()
-    data, report = encode_image(src, bpp=bpp, quality=quality, model=model_name, steps=steps, effort=effort,
-                                progress=not quiet, return_report=True, arch=arch)
+    data, report = encode_any(src, bpp=bpp, target_bytes=target_bytes, quality=quality, model=model_name, arch=arch,
+                              resolution=resolution, steps=steps, effort=effort, progress=not quiet,
+                              return_report=True)
     write_atomic(out, data, force)
     if not quiet:
-        click.echo(f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
-                   f"(model {report['model']}, arch {report['arch']}, {time.perf_counter() - t:.1f} s)")
+        if mod.name == "image":
+            click.echo(f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
+                       f"(model {report['model']}, arch {report['arch']}, {time.perf_counter() - t:.1f} s)")
+        else:
+            click.echo(f"{out}: {len(data)} bytes, Chamfer-L1 {report['chamfer_l1']:.5f} of the diagonal, "
+                       f"IoU {report['iou']:.3f} at {report['resolution']}^3 (model {report['model']}, "
+                       f"{time.perf_counter() - t:.1f} s)")
         if report.get("note"):
             click.echo(f"note: {report['note']}")
 
 
 @main.command()
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output image (.png).")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="Output image (.png, ...) or mesh (.ply .obj .stl .off .glb).")
+@click.option("--resolution", type=click.IntRange(8, 1024), default=None,
+              help="Meshes: decoding grid (samples per side) [the file's, 128 by default]; 256 or 512 give finer surfaces.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size and decode time.")
-def decode(src: Path, out: Path, force: bool, verbose: bool) -> None:
-    """Decode a .mscn file SRC into an image."""
-    from .codec import decode as decode_bytes
-    from .container_io import check_output, encode_image_file, read_input
+def decode(src: Path, out: Path, resolution, force: bool, verbose: bool) -> None:
+    """Decode a .mscn file SRC into an image or a mesh (whichever it holds)."""
+    from .api import decode as decode_any, stream_modality
+    from .container_io import check_output, read_input
 
     check_output(out, force)
     data = read_input(src)
+    mod = stream_modality(data)
+    if "*" not in mod.outputs and out.suffix.lower() not in mod.outputs:
+        raise MscnError(f"unknown output format {out.suffix or '(none)'!r} for the {mod.name} in {src} "
+                        f"(use {', '.join(mod.outputs)})")
     t = time.perf_counter()
-    img = decode_bytes(data)
+    signal = decode_any(data, resolution=resolution)
     dt = time.perf_counter() - t
-    write_atomic(out, encode_image_file(img, out), force)
+    write_atomic(out, mod.write(signal, out.suffix), force)
     if verbose:
-        h, w = img.shape[:2]
-        click.echo(f"{out}: {w}x{h}, decoded {len(data)} bytes ({8 * len(data) / (h * w):.4f} bpp) in {dt:.2f} s")
+        if mod.name == "image":
+            h, w = signal.shape[:2]
+            click.echo(f"{out}: {w}x{h}, decoded {len(data)} bytes ({8 * len(data) / (h * w):.4f} bpp) in {dt:.2f} s")
+        else:
+            click.echo(f"{out}: {len(signal.vertices)} vertices, {len(signal.faces)} faces, decoded {len(data)} bytes "
+                       f"in {dt:.2f} s")
 
 
 @main.command()
@@ -105,7 +129,7 @@ def decode(src: Path, out: Path, force: bool, verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(src: Path, as_json: bool) -> None:
     """Print the header and section sizes of a .mscn file."""
-    from .codec import describe
+    from .api import describe
     from .container_io import read_input
 
     d = describe(read_input(src))
@@ -117,7 +141,7 @@ def info(src: Path, as_json: bool) -> None:
     click.echo("      sections:")
     for name, n in d["sections"].items():
         click.echo(f"{'':>16}{name:<10} {n:>9} bytes")
-    click.echo(f"{'total':>14}: {d['bytes']} bytes, {d['bpp']:.4f} bpp")
+    click.echo(f"{'total':>14}: {d['bytes']} bytes" + (f", {d['bpp']:.4f} bpp" if "bpp" in d else ""))
 
 
 @main.command("models")
@@ -248,6 +272,45 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     path = run(data, out, cfg, resume=resume, command=command, progress=not no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"wrote {path}")
+
+
+@train.command("mesh")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Folder of meshes (a MESHES.tsv there selects the watertight ones).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
+@click.option("--width", type=int, default=64, show_default=True)
+@click.option("--depth", type=int, default=5, show_default=True)
+@click.option("--inner-steps", type=int, default=3, show_default=True, help="Meta-SGD inner steps.")
+@click.option("--lam", type=float, default=2e-5, show_default=True, help="L0 weight (higher = sparser updates).")
+@click.option("--batch", type=int, default=6, show_default=True, help="Meshes per outer step.")
+@click.option("--points", type=int, default=2048, show_default=True, help="Signed-distance samples per mesh and step.")
+@click.option("--steps", type=int, default=10000, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Outer learning rate of theta0.")
+@click.option("--first-order", is_flag=True, help="First-order (no second derivatives: learns theta0 only).")
+@click.option("--val-every", type=int, default=250, show_default=True)
+@click.option("--max-meshes", type=int, default=0, help="Use only the first N training meshes (tests).")
+@click.option("--pool", type=int, default=65536, show_default=True, help="Samples computed once per mesh.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
+@click.option("--threads", type=int, default=0, help="torch threads (0: all cores).")
+@click.option("--no-progress", is_flag=True)
+def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, lr, first_order, val_every, max_meshes,
+               pool, seed, resume, threads, no_progress) -> None:
+    """Meta-train a signed-distance SIREN on a folder of meshes (never on the test meshes)."""
+    import torch
+
+    if "meshes-test" in str(data):
+        raise MscnError("refusing to train on meshes-test: it is a benchmark set")
+    torch.set_num_threads(threads or (os.cpu_count() or 1))
+    from .sdfmeta import MeshTrainConfig, train as run_mesh
+
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    cfg = MeshTrainConfig(width=width, depth=depth, inner_steps=inner_steps, lam=lam, batch=batch, points=points,
+                          steps=steps, lr=lr, first_order=first_order, val_every=val_every, max_meshes=max_meshes,
+                          pool=pool, seed=seed)
+    path = run_mesh(data, out, cfg, resume=resume, command="mscn " + " ".join(shlex.quote(a) for a in args),
+                    progress=not no_progress)
+    click.echo(f"wrote {path}")
 
 
 from .bench.cli import bench  # noqa: E402  (registered last: it imports nothing heavy at start-up)

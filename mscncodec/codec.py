@@ -26,8 +26,8 @@ from .errors import BitstreamError, MscnError, RateError
 from .fit import fit, gate_shift_for, mse_per_group
 from .modalities import image as imod
 from .optim import Adam
-from .models import Model, find_by_id, load_model, default_model
-from .quantize import dequantise, quantise, step_index, step_size, ste_round
+from .models import Model, default_model, find_by_id, load_model, model_modality
+from .quantize import MAX_SYMBOL, dequantise, quantise, step_index, step_size, ste_round
 from .sparsity import BETA, GAMMA, ZETA
 
 EFFORT = {  # fitting steps before the rate cut, relative quantisation steps tried, masked QAT steps after it
@@ -162,6 +162,10 @@ class _Packer:
     def fit_rate_dense(self, target_bytes: int, iters: int = 14) -> _Trial | None:
         """Dense update (every entry sent unless it rounds to zero): bisect the step size instead."""
         lo, hi = -_DENSE_LOG2_STEP, _DENSE_LOG2_STEP  # log2 of the relative step
+        # no finer than the step at which the largest value still fits the alphabet (with room for
+        # refinement to grow it): a clipped symbol is a wrong value, not a coarse one
+        need = max(float(v.abs().max()) / (self.base[k] * MAX_SYMBOL) for k, v in self.values.items())
+        lo = min(max(lo, np.log2(max(need, 1e-30)) + 0.5), hi)
         best = self.trial(_NEVER, 2.0**hi)
         if best.size > target_bytes:
             return None
@@ -202,6 +206,74 @@ def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | No
     return {k: (v * masks[k]).detach() for k, v in vals.items()}
 
 
+def fit_and_pack(m: Model, coords: torch.Tensor, target: torch.Tensor, header: dict, *, lam: float,
+                 open_per_group: float, target_bytes: int | None, quality: int | None, effort: str,
+                 steps: int | None, from_scratch: bool, progress: bool,
+                 effort_table: dict[str, tuple[int, tuple[float, ...], int]] | None = None,
+                 qat_lr: float | None = None) -> tuple[_Trial | None, int]:
+    """The SIREN family's encoder for any modality: fit (inner loop + Adam), choose what to send, quantise,
+    refine the sent entries, pack. `target_bytes`: the largest stream at or under it (the rate is the real
+    stream length, header included); else `quality` sets the quantisation step. Returns (final trial,
+    0), or (None, smallest possible size) when the target cannot be reached. `effort_table`: the
+    modality's (fitting steps, relative quantisation steps, refinement steps) per effort, default EFFORT;
+    `qat_lr` the refinement's learning rate (default QAT_LR)."""
+    n_steps, rel_steps, qat_steps = (effort_table or EFFORT)[effort]
+    if steps is not None:
+        n_steps = steps
+    shift = gate_shift_for(m, open_per_group)
+    state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, gate_shift=shift,
+                progress=progress)
+    with torch.no_grad():
+        values = {k: v.detach() for k, v in state.effective(m, stochastic=False).items()}
+        if m.gated:
+            open_ = {k: v != 0 for k, v in values.items()}
+        else:
+            open_ = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
+        base = {}
+        for k, v in values.items():
+            sel = v[open_[k]]
+            base[k] = float(sel.pow(2).mean().sqrt()) if sel.numel() else 1e-3
+            base[k] = max(base[k], 1e-4)  # a tiny step would let refinement run values off the alphabet
+        if m.gated:  # gate logit; never send a closed gate
+            scores = {k: torch.where(open_[k], state.log_alpha[k].detach(), torch.full_like(v, 2 * _NEVER))
+                      for k, v in values.items()}
+        else:
+            scores = {k: v.abs() / base[k] for k, v in values.items()}
+    packer = _Packer(m, header, values, scores, base)
+    if target_bytes is not None:
+        best, best_d = None, np.inf
+        candidates = list(rel_steps if m.sparsity != "dense" else rel_steps[:1])
+        while candidates:
+            s = candidates.pop(0)
+            t = packer.fit_rate_dense(target_bytes) if m.sparsity == "dense" else packer.fit_rate(target_bytes, s)
+            if t is None:
+                continue
+            d = _distortion(m, coords, target, t)
+            if d < best_d:
+                best, best_d = t, d
+            # every candidate entry is sent and the file is still short of the target:
+            # spend the remaining bits on finer quantisation instead
+            if not candidates and m.sparsity != "dense" and t.size < 0.95 * target_bytes and s > min(rel_steps) / 8:
+                candidates.append(s / 2)
+        if best is None:
+            floor = packer.trial(_NEVER, 2.0**_DENSE_LOG2_STEP).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
+            return None, floor
+        refined = _qat(m, coords, target, best, qat_steps, lr=qat_lr, progress=progress)
+        if m.sparsity == "dense":
+            final = packer.trial(_NEVER, 1.0, values=refined, steps=best.steps)
+            final = final if final.size <= target_bytes else best
+        else:
+            final = packer.fit_rate(target_bytes, 1.0, values=refined, steps=best.steps) or best
+    else:
+        q = 50 if quality is None else quality
+        s = 0.5 * 2.0 ** ((50 - q) / 20)
+        tau = _NEVER if m.sparsity != "magnitude" else 0.0
+        first = packer.trial(tau, s)
+        refined = _qat(m, coords, target, first, qat_steps, lr=qat_lr, progress=progress)
+        final = packer.trial(tau, s, values=refined, steps=first.steps)
+    return final, 0
+
+
 def nominal_bpp(quality: int) -> float:
     """The nominal rate of a quality setting (0 -> 0.05, 50 -> 0.28, 100 -> 1.6 bpp).
 
@@ -232,6 +304,8 @@ def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None =
     if from_scratch:
         return load_model("random-w32d5")
     m = load_model(model) if model else default_model(bpp, arch)
+    if model_modality(m) != "image":
+        raise MscnError(f"model {m.name} codes {model_modality(m)}es, not images (see `mscn models`)")
     if arch is not None and m.arch != arch:
         raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")
     return m
@@ -250,6 +324,7 @@ def encode_image(
     progress: bool = False,
     return_report: bool = False,
     arch: str | None = None,
+    target_bytes: int | None = None,
 ):
     """Encode an image to .mscn bytes.
 
@@ -258,6 +333,14 @@ def encode_image(
     baseline, a provisional SIREN init fitted with the same step budget. arch: "siren"
     or "grid" picks that family's default model (default: models/routing.json's).
     """
+    if target_bytes is not None:
+        if bpp is not None:
+            raise MscnError("give either a byte target or bpp, not both")
+        if not (isinstance(target_bytes, (int, np.integer)) and target_bytes > 0):
+            raise MscnError(f"the byte target must be a positive integer, got {target_bytes}")
+        image = imod.load(image)[0] if not isinstance(image, np.ndarray) else image
+        h, w = image.shape[:2]
+        bpp = (target_bytes + 0.5) * 8 / (h * w)  # floor(bpp * h * w / 8) == target_bytes
     if bpp is not None and quality is not None:
         raise MscnError("give either bpp or quality, not both")
     if bpp is not None and not (np.isfinite(bpp) and bpp > 0):
@@ -281,9 +364,6 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
         data, info = fam.encode(m, rgb, channels, bpp=bpp, quality=quality, steps=steps, effort=effort,
                                       progress=progress)
         return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
-    n_steps, rel_steps, qat_steps = EFFORT[effort]
-    if steps is not None:
-        n_steps = steps
     h, w, _ = rgb.shape
     p = m.patch
     target = imod.to_patches(rgb, p)
@@ -292,64 +372,18 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
               "model_id": m.model_id, "height": h, "width": w, "channels": channels, "patch": p}
 
     lam = encode_lambda(rate) if lam is None else lam
-    shift = gate_shift_for(m, rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM)
-    state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, gate_shift=shift,
-                progress=progress)
-    with torch.no_grad():
-        values = {k: v.detach() for k, v in state.effective(m, stochastic=False).items()}
-        if m.gated:
-            open_ = {k: v != 0 for k, v in values.items()}
-        else:
-            open_ = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
-        base = {}
-        for k, v in values.items():
-            sel = v[open_[k]]
-            base[k] = float(sel.pow(2).mean().sqrt()) if sel.numel() else 1e-3
-            base[k] = max(base[k], 1e-4)  # a tiny step would let refinement run values off the alphabet
-        if m.gated:  # gate logit; never send a closed gate
-            scores = {k: torch.where(open_[k], state.log_alpha[k].detach(), torch.full_like(v, 2 * _NEVER))
-                      for k, v in values.items()}
-        else:
-            scores = {k: v.abs() / base[k] for k, v in values.items()}
-    packer = _Packer(m, header, values, scores, base)
+    target_bytes = int(np.floor(bpp * h * w / 8)) if bpp is not None else None
+    final, floor = fit_and_pack(m, coords, target, header, lam=lam, open_per_group=rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM,
+                                target_bytes=target_bytes, quality=quality, effort=effort, steps=steps,
+                                from_scratch=from_scratch, progress=progress)
     n_pix = h * w
+    if final is None:
+        raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
+                        f"({8 * floor / n_pix:.4f} bpp at its coarsest setting)")
     note = ""
-    if bpp is not None:
-        target_bytes = int(np.floor(bpp * n_pix / 8))
-        best, best_d = None, np.inf
-        candidates = list(rel_steps if m.sparsity != "dense" else rel_steps[:1])
-        while candidates:
-            s = candidates.pop(0)
-            t = packer.fit_rate_dense(target_bytes) if m.sparsity == "dense" else packer.fit_rate(target_bytes, s)
-            if t is None:
-                continue
-            d = _distortion(m, coords, target, t)
-            if d < best_d:
-                best, best_d = t, d
-            # every candidate entry is sent and the file is still short of the target:
-            # spend the remaining bits on finer quantisation instead
-            if not candidates and m.sparsity != "dense" and t.size < 0.95 * target_bytes and s > min(rel_steps) / 8:
-                candidates.append(s / 2)
-        if best is None:
-            floor = packer.trial(_NEVER, 2.0**_DENSE_LOG2_STEP).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
-            raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
-                            f"({8 * floor / n_pix:.4f} bpp at its coarsest setting)")
-        refined = _qat(m, coords, target, best, qat_steps, progress=progress)
-        if m.sparsity == "dense":
-            final = packer.trial(_NEVER, 1.0, values=refined, steps=best.steps)
-            final = final if final.size <= target_bytes else best
-        else:
-            final = packer.fit_rate(target_bytes, 1.0, values=refined, steps=best.steps) or best
-        if final.size < 0.95 * target_bytes:
-            note = (f"target {bpp} bpp not reached: this model tops out at {8 * final.size / n_pix:.4f} bpp "
-                    f"for this image at effort '{effort}'")
-    else:
-        q = 50 if quality is None else quality
-        s = 0.5 * 2.0 ** ((50 - q) / 20)
-        tau = _NEVER if m.sparsity != "magnitude" else 0.0
-        first = packer.trial(tau, s)
-        refined = _qat(m, coords, target, first, qat_steps, progress=progress)
-        final = packer.trial(tau, s, values=refined, steps=first.steps)
+    if target_bytes is not None and final.size < 0.95 * target_bytes:
+        note = (f"target {bpp} bpp not reached: this model tops out at {8 * final.size / n_pix:.4f} bpp "
+                f"for this image at effort '{effort}'")
     data = bitstream.pack(header, final.sections)
     if not return_report:
         return data
@@ -387,7 +421,12 @@ def decode(data: bytes) -> np.ndarray:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MscnError("decode expects bytes")
     header, sections = bitstream.unpack(bytes(data))
+    if header["modality"] != 1:
+        raise BitstreamError(f"not an image stream (modality {bitstream.MODALITIES[header['modality']]}): "
+                             "use mscncodec.decode")
     m = _model_for(header)
+    if model_modality(m) != "image":
+        raise BitstreamError(f"corrupted .mscn file (model {m.name} does not code images)")
     if m.arch != bitstream.ARCHS[header["arch"]]:
         raise BitstreamError(f"corrupted .mscn file (architecture {bitstream.ARCHS[header['arch']]} does not match "
                              f"model {m.name})")
@@ -406,6 +445,8 @@ def decode(data: bytes) -> np.ndarray:
 def describe(data: bytes) -> dict:
     """Header fields, per-section sizes and bpp (for `mscn info`)."""
     header, sections = bitstream.unpack(data)
+    if header["modality"] != 1:
+        raise BitstreamError(f"not an image stream (modality {bitstream.MODALITIES[header['modality']]})")
     d = bitstream.describe_header(header)
     m = find_by_id(header["model_id"])
     d["model"] = m.name if m else "(unknown to this decoder)"

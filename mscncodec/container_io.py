@@ -52,11 +52,16 @@ def read_input(path: Path) -> bytes:
 
 def encode_image_file(img: np.ndarray, path: Path) -> bytes:
     """Encode a decoded image into the format named by the output suffix (in memory)."""
+    return image_file_bytes(img, path.suffix)
+
+
+def image_file_bytes(img: np.ndarray, suffix: str) -> bytes:
+    """The bytes of an image file in the format an extension names."""
     from PIL import Image
 
-    fmt = Image.registered_extensions().get(path.suffix.lower())
+    fmt = Image.registered_extensions().get(suffix.lower())
     if fmt is None:
-        raise MscnError(f"unknown output image format {path.suffix!r} (use .png)")
+        raise MscnError(f"unknown output image format {suffix!r} (use .png)")
     im = Image.fromarray(img)
     if im.mode == "RGBA" and fmt in ("JPEG", "BMP", "PPM"):
         im = im.convert("RGB")  # mscn only restores opaque alpha, so nothing is lost
@@ -64,5 +69,5 @@ def encode_image_file(img: np.ndarray, path: Path) -> bytes:
     try:
         im.save(buf, format=fmt)
     except (OSError, ValueError, KeyError) as e:
-        raise MscnError(f"cannot write {path.suffix} output: {e}") from None
+        raise MscnError(f"cannot write {suffix} output: {e}") from None
     return buf.getvalue()

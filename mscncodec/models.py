@@ -70,6 +70,7 @@ class Model:
     colorspace: str = "rgb"
     description: str = ""
     meta: dict = field(default_factory=dict)
+    modality: str = "image"  # what the SIREN's groups are: image patches, or one mesh's signed distance function
 
     def __post_init__(self) -> None:
         self.sparsity = self.sparsity or ("gates" if self.gated else "magnitude")
@@ -95,7 +96,8 @@ class Model:
     @property
     def model_id(self) -> bytes:
         """8 bytes of SHA-256 over the config and every tensor's bytes."""
-        return _digest(self.cfg.to_dict(), (self.patch, self.colorspace, self.sparsity), self.tensors())
+        extra = (self.patch, self.colorspace, self.sparsity) + ((self.modality,) if self.modality != "image" else ())
+        return _digest(self.cfg.to_dict(), extra, self.tensors())
 
     def state(self) -> dict:
         return {
@@ -110,6 +112,7 @@ class Model:
             "colorspace": self.colorspace,
             "description": self.description,
             "meta": self.meta,
+            "modality": self.modality,
         }
 
     @classmethod
@@ -129,6 +132,7 @@ class Model:
             colorspace=st.get("colorspace", "rgb"),
             description=st.get("description", ""),
             meta=st.get("meta", {}),
+            modality=st.get("modality", "image"),
             **groups,
         )
 
@@ -332,6 +336,7 @@ def fresh_model(
     lam: float = 0.0,
     lr_init: float = 1e-2,
     log_alpha_init: float = 2.0,
+    modality: str = "image",
 ) -> Model:
     """A model before meta-learning: SIREN init, uniform gates and learning rates."""
     theta = init_params(cfg, seed)
@@ -339,7 +344,8 @@ def fresh_model(
     la = {k: torch.full(s, log_alpha_init) for k, s in shapes.items()}
     lr_d = {k: torch.full(s, lr_init) for k, s in shapes.items()}
     lr_a = {k: torch.full(s, lr_init) for k, s in shapes.items()}
-    return Model(name, cfg, theta, la, lr_d, lr_a, patch=patch, gated=gated, inner_steps=inner_steps, lam=lam)
+    return Model(name, cfg, theta, la, lr_d, lr_a, patch=patch, gated=gated, inner_steps=inner_steps, lam=lam,
+                 modality=modality)
 
 
 def _provisional(width: int, depth: int) -> Model:
@@ -349,7 +355,16 @@ def _provisional(width: int, depth: int) -> Model:
     return m
 
 
-PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5)}
+def _provisional_sdf(width: int, depth: int) -> Model:
+    cfg = SirenConfig(in_dim=3, out_dim=1, width=width, depth=depth, mode="full")
+    m = fresh_model(cfg, name=f"random-sdf-w{width}d{depth}", patch=0, gated=False,
+                    log_alpha_init=10.0 + closed_threshold(), modality="mesh")
+    m.description = "provisional: plain SIREN init for signed distances, no meta-learning (from-scratch baseline)"
+    return m
+
+
+PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5), "random-sdf-w64d5": lambda: _provisional_sdf(64, 5)}
+PROVISIONAL_FOR = {"image": "random-w32d5", "mesh": "random-sdf-w64d5"}
 
 
 def list_models() -> list[Model | GridModel]:
@@ -444,8 +459,29 @@ def default_model(bpp: float | None = None, arch: str | None = None) -> Model | 
             name = next((routed for max_bpp, routed in routes if bpp <= max_bpp), name)
     if not name:
         trained = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
+        trained = [m for m in trained if getattr(m, "modality", "image") == "image"]
         same = [m for m in trained if arch is None or m.arch == arch]
         if arch is not None and not same:
             raise MscnError(f"no trained {arch} model in {models_dir()} (see `mscn models`)")
         name = same[0].name if same else "random-w32d5"
     return load_model(name)
+
+
+def model_modality(m) -> str:
+    """The modality a model codes (the grid families are image-only)."""
+    return getattr(m, "modality", "image")
+
+
+def default_modality_model(modality: str):
+    """The shipped model for a non-image modality: ``modality_routes`` in models/routing.json, else the
+    first trained model of that modality, else a provisional one (PROVISIONAL_FOR)."""
+    name = _routing_file().get("modality_routes", {}).get(modality)
+    if isinstance(name, str):
+        return load_model(name)
+    trained = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
+    same = [m for m in trained if model_modality(m) == modality]
+    if same:
+        return same[0]
+    if modality in PROVISIONAL_FOR:
+        return load_model(PROVISIONAL_FOR[modality])
+    raise MscnError(f"no {modality} model in {models_dir()} (see `mscn models`)")

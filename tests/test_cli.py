@@ -194,7 +194,7 @@ def test_bpp_and_quality_together_is_refused_cleanly(runner, dirs):
     """--bpp with --quality is an MscnError: one `mscn: error:` line, exit 1, nothing written."""
     src, out = dirs
     r = runner.invoke(main, ["encode", str(src / "a.png"), "-o", str(out / "x.mscn"), "--bpp", "1", "--quality", "5"])
-    _one_line_error(r, 1, "give either --bpp or --quality, not both")
+    _one_line_error(r, 1, "give only one of --bpp or --quality")
     assert "Usage:" not in r.output
     assert _listing(out) == {}
 

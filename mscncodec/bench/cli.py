@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .codecs import CODEC_IDS, UnknownCodecError, resolve_codecs
-from .runner import DEFAULT_POINTS, BenchError, find_images, run_bench
+from .runner import DEFAULT_POINTS, IMAGE_EXTS, BenchError, find_images, run_bench
 
 DEFAULT_CODECS = ",".join(CODEC_IDS)
 
@@ -33,7 +33,8 @@ def _parse_points(text: str) -> list[float]:
               type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (also holds the resume cache).")
 @click.option("--codecs", default=DEFAULT_CODECS, show_default=True,
-              help="Comma-separated ids: " + ", ".join(CODEC_IDS) + "; mscn:MODEL / coin:MODEL pick one model.")
+              help="Comma-separated ids: " + ", ".join(CODEC_IDS) + "; mscn:MODEL / coin:MODEL pick one model. "
+                   "Meshes: draco, draco:QP, simplify-draco, mscn, mscn@EFFORT (default: all).")
 @click.option("--points", default=",".join(f"{p:g}" for p in DEFAULT_POINTS), show_default=True,
               help="Comma-separated target bits per pixel.")
 @click.option("--inr-points", default=None,
@@ -49,15 +50,31 @@ def _parse_points(text: str) -> list[float]:
 @click.option("--no-plot", is_flag=True, help="Skip rd.png.")
 @click.option("--no-anchors", is_flag=True,
               help="Do not overlay published Kodak curves (use for non-Kodak datasets).")
+@click.option("--sizes", default="2000,4000,8000", show_default=True,
+              help="Meshes only: comma-separated byte targets.")
+@click.option("--resolution", default=128, show_default=True, type=click.IntRange(min=8, max=1024),
+              help="Meshes only: marching-cubes grid mscn decodes at.")
 def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: str | None, jobs: int,
-          limit: int | None, report_only: str, no_plot: bool, no_anchors: bool) -> None:
-    """Benchmark codecs on the images in DATASET_DIR at fixed target bitrates.
+          limit: int | None, report_only: str, no_plot: bool, no_anchors: bool, sizes: str, resolution: int) -> None:
+    """Benchmark codecs on the images (or meshes) in DATASET_DIR at fixed targets.
 
     Every codec is pushed to the largest file that fits each target bpp; PSNR
     (RGB), MS-SSIM, real bpp and timings are written to OUT as per-codec
     CompressAI-style JSON, points.csv, bd.md/bd.json and rd.png.  Rerunning
     with the same OUT resumes from OUT/cache.jsonl.
+
+    A folder with meshes (.obj .ply .stl .off .glb) and no images runs the mesh
+    bench instead: codecs draco, simplify-draco, mscn (default all) at --sizes
+    byte targets; Chamfer, normal consistency, F-score and IoU go to
+    OUT/results.json/.csv, summary.md, rd.png and side_by_side_*.png.
     """
+    from .mesh import has_meshes
+
+    if not _has_images(dataset_dir) and has_meshes(dataset_dir):
+        ctx = click.get_current_context()
+        default = ctx.get_parameter_source("codecs") == click.core.ParameterSource.DEFAULT
+        _bench_meshes(dataset_dir, out, None if default else codecs, sizes, resolution, limit, no_plot)
+        return
     pts = _parse_points(points)
     slow_pts = _parse_points(inr_points) if inr_points else None
     try:
@@ -84,6 +101,42 @@ def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: st
 
     click.echo(bd_markdown(result.bd))
     click.echo(summary_line(result))
+
+
+def _has_images(directory: Path) -> bool:
+    """Whether the folder holds an image (an unreadable folder: False, the image path reports it)."""
+    try:
+        return any(p.suffix.lower() in IMAGE_EXTS for p in directory.iterdir())
+    except OSError:
+        return False
+
+
+def _bench_meshes(dataset_dir: Path, out: Path, codecs: str | None, sizes: str, resolution: int,
+                  limit: int | None, no_plot: bool) -> None:
+    """The mesh bench behind ``mscn bench`` (see :mod:`.mesh`); ``codecs`` None means all mesh codecs."""
+    from . import mesh
+
+    try:
+        targets = [int(t) for t in sizes.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {sizes!r}", param_hint="--sizes")
+    if not targets or any(t <= 0 for t in targets):
+        raise click.BadParameter("byte targets must be positive", param_hint="--sizes")
+    try:
+        selected, notices = mesh.resolve_mesh_codecs(codecs or mesh.DEFAULT_MESH_CODECS, resolution)
+    except UnknownCodecError as exc:
+        raise click.UsageError(str(exc))
+    for n in notices:
+        click.echo(n, err=True)
+    if not selected:
+        raise click.ClickException("no usable mesh codecs (all were unavailable)")
+    try:
+        result = mesh.run_mesh_bench(mesh.find_meshes(dataset_dir, limit), selected, out, targets, plot=not no_plot,
+                                     render=not no_plot, echo=lambda m: click.echo(m, err=True))
+    except BenchError as exc:
+        raise click.ClickException(str(exc))
+    click.echo((out / "summary.md").read_text(encoding="utf-8"))
+    click.echo(mesh.summary_line(result))
 
 
 if __name__ == "__main__":

@@ -1,1 +1,92 @@
-"""Modalities: the only code that knows what a signal is (load, sample, render, save)."""
+"""Modalities: the only code that knows what a signal is (load, sample, render, save), and the registry
+that maps a container's ``modality`` field and a file's extension to the modality that codes it.
+
+Each entry names its functions as "module:function" strings, imported on first use: ``mscn`` starts
+without importing torch or trimesh, and adding a modality means adding one entry and its modules, never
+editing another modality. The functions a modality provides:
+
+* ``encode(src, *, target_bytes=None, quality=None, model=None, effort="default", steps=None,
+  progress=False, return_report=False, **options) -> bytes | (bytes, report)``
+* ``decode(data, **options) -> signal`` (what ``write`` takes)
+* ``write(signal, suffix) -> bytes`` (the output file's bytes, for an atomic write)
+* ``describe(data) -> dict`` (header, sections, size; for ``mscn info``)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import BitstreamError, InputError
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    code: int  # the container's modality field
+    inputs: tuple[str, ...]  # file extensions read by encode ("*": anything not claimed by another modality)
+    outputs: tuple[str, ...]  # file extensions written by decode ("*": the writer decides)
+    encode_fn: str
+    decode_fn: str
+    write_fn: str
+    describe_fn: str
+    options: tuple[str, ...] = ()  # encode/decode options only this modality understands
+
+    def _fn(self, ref: str) -> Callable:
+        module, name = ref.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def encode(self, src, **kw):
+        return self._fn(self.encode_fn)(src, **kw)
+
+    def decode(self, data: bytes, **kw):
+        return self._fn(self.decode_fn)(data, **kw)
+
+    def write(self, signal, suffix: str) -> bytes:
+        return self._fn(self.write_fn)(signal, suffix)
+
+    def describe(self, data: bytes) -> dict:
+        return self._fn(self.describe_fn)(data)
+
+
+REGISTRY: dict[str, Modality] = {}
+
+
+def register(m: Modality) -> Modality:
+    if m.name in REGISTRY or any(o.code == m.code for o in REGISTRY.values()):
+        raise ValueError(f"modality {m.name} (code {m.code}) is already registered")
+    REGISTRY[m.name] = m
+    return m
+
+
+def by_code(code: int) -> Modality:
+    for m in REGISTRY.values():
+        if m.code == code:
+            return m
+    raise BitstreamError(f"unsupported modality {code} (this decoder knows {', '.join(REGISTRY)})")
+
+
+def by_name(name: str) -> Modality:
+    if name not in REGISTRY:
+        raise InputError(f"unknown modality {name!r} (known: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+def for_input(path: str | Path) -> Modality:
+    """The modality whose encoder reads this file, by extension; the catch-all one (images, whose
+    loader sniffs the content) for anything else."""
+    suffix = Path(path).suffix.lower()
+    for m in REGISTRY.values():
+        if suffix in m.inputs:
+            return m
+    return next(m for m in REGISTRY.values() if "*" in m.inputs)
+
+
+register(Modality("image", 1, ("*",), ("*",),
+                  "mscncodec.codec:encode_image", "mscncodec.codec:decode", "mscncodec.container_io:image_file_bytes",
+                  "mscncodec.codec:describe", options=("bpp", "arch")))
+register(Modality("mesh", 2, (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", ".ply", ".stl", ".off", ".glb"),
+                  "mscncodec.meshcodec:encode_mesh", "mscncodec.meshcodec:decode_mesh", "mscncodec.modalities.mesh:encode_file",
+                  "mscncodec.meshcodec:describe", options=("resolution",)))

@@ -1,0 +1,70 @@
+"""One Python API over every modality: ``encode(src, **target) -> bytes`` and ``decode(bytes) -> signal``.
+
+The modality of an input comes from its type or extension, that of a stream from its header's
+``modality`` field (modalities.REGISTRY); the CLI and the bench call only these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import bitstream
+from .errors import BitstreamError, MscnError
+from .modalities import Modality, by_code, by_name, for_input
+
+
+def input_modality(src) -> Modality:
+    """The modality of something to encode: an array is an image, a Mesh a mesh, a path by its extension."""
+    if isinstance(src, np.ndarray):
+        return by_name("image")
+    if isinstance(src, (str, Path)):
+        return for_input(src)
+    from .modalities.mesh import Mesh
+
+    if isinstance(src, Mesh):
+        return by_name("mesh")
+    raise MscnError(f"cannot encode a {type(src).__name__}: give a file path, an image array or a Mesh")
+
+
+def stream_modality(data: bytes) -> Modality:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MscnError("decode expects bytes")
+    header, _ = bitstream.unpack(bytes(data))
+    return by_code(header["modality"])
+
+
+def encode(src, *, modality: str | None = None, **kw):
+    """Encode a file, an image array or a Mesh. Targets: ``target_bytes`` (any modality; the real file
+    lands at or just under it), ``bpp`` (images), or ``quality`` 0-100. See codec.encode_image and
+    meshcodec.encode_mesh for the options of each modality."""
+    mod = by_name(modality) if modality else input_modality(src)
+    other = {o for m in _all() if m is not mod for o in m.options} - set(mod.options)
+    given = sorted(k for k, v in kw.items() if k in other and v is not None)
+    if given:
+        raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name}")
+    # options of another modality are dropped (they are None here); this modality's unset ones take its defaults
+    return mod.encode(src, **{k: v for k, v in kw.items() if k not in other and not (k in mod.options and v is None)})
+
+
+def decode(data: bytes, **kw):
+    """Decode .mscn bytes into the modality's signal (an H x W x C uint8 array, or a Mesh)."""
+    mod = stream_modality(data)
+    given = sorted(k for k, v in kw.items() if v is not None and k not in mod.options)
+    if given:
+        raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name} stream")
+    return mod.decode(bytes(data), **{k: v for k, v in kw.items() if v is not None})
+
+
+def describe(data: bytes) -> dict:
+    return stream_modality(data).describe(bytes(data))
+
+
+def _all() -> list[Modality]:
+    from .modalities import REGISTRY
+
+    return list(REGISTRY.values())
+
+
+__all__ = ["encode", "decode", "describe", "input_modality", "stream_modality", "BitstreamError"]

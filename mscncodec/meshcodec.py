@@ -1,0 +1,167 @@
+"""The mesh codec: mesh -> signed distance samples -> SIREN fit -> sparse update -> .mscn, and back.
+
+The SIREN family's encoder (codec.fit_and_pack: Meta-SGD inner loop from the shipped
+theta0 with hard-concrete gates, Adam, choice of entries, quantisation, refinement,
+packing) runs unchanged on one group: the whole shape. Only the samples differ from
+an image's: points of the unit cube and their truncated signed distances
+(modalities/mesh.py). The rate is the real stream length; `target_bytes` lands at or
+just under it.
+
+Decoding evaluates theta0 + delta on a grid of any resolution and runs marching cubes,
+so one file gives a 128^3 or a 512^3 surface.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import bitstream, siren
+from .codec import BITS_PER_ENTRY, OPEN_HEADROOM, dequantise_all, fit_and_pack, unpack_update
+from .errors import BitstreamError, MscnError, RateError
+from .models import Model, default_modality_model, find_by_id, load_model, model_modality
+from .modalities import mesh as mmod
+
+MODALITY_CODE = 2
+ARCH_CODE = 1  # siren
+# fitting steps, relative quantisation steps tried, refinement steps on the sent entries
+EFFORT = {"fast": (150, (0.5,), 50), "default": (400, (0.35, 0.7), 100), "max": (1500, (0.25, 0.5, 1.0), 300)}
+SAMPLES = {"fast": 16384, "default": 32768, "max": 65536}  # signed-distance samples the fit sees
+# L0 weight per open entry relative to the mean squared (truncated) SDF error; tuned on held-out
+# meshes of the training collection (benchmarks/meshes/tune), never on the test meshes
+LAMBDA_AT_4K = 2e-7
+QUALITY_BYTES = 4000  # nominal size of quality 50
+DECODE_CHUNK = 1 << 16
+QAT_LR = 3e-4  # a tenth of the image codec's: a SIREN of signed distances is more sensitive to its weights
+
+
+def quality_bytes(quality: int) -> float:
+    """Nominal size of a quality setting (0 -> 1 KB, 50 -> 4 KB, 100 -> 16 KB); the step size then decides."""
+    return QUALITY_BYTES * 2.0 ** ((quality - 50) / 25)
+
+
+def pick_model(model: str | Model | None) -> Model:
+    m = model if isinstance(model, Model) else (load_model(model) if model else default_modality_model("mesh"))
+    if model_modality(m) != "mesh":
+        raise MscnError(f"model {m.name} codes {model_modality(m)}s, not meshes (see `mscn models`)")
+    return m
+
+
+def encode_mesh(
+    src: str | Path | mmod.Mesh,
+    *,
+    target_bytes: int | None = None,
+    quality: int | None = None,
+    model: str | Model | None = None,
+    effort: str = "default",
+    steps: int | None = None,
+    resolution: int = mmod.DEFAULT_RESOLUTION,
+    progress: bool = False,
+    return_report: bool = False,
+):
+    """Encode a mesh file (or Mesh) to .mscn bytes: at or just under `target_bytes`, else at `quality`
+    (0-100, default 50). `resolution` is the decoding grid stored as the default in the header."""
+    if target_bytes is not None and quality is not None:
+        raise MscnError("give either a byte target or a quality, not both")
+    if target_bytes is not None and not (isinstance(target_bytes, (int, np.integer)) and target_bytes > 0):
+        raise MscnError(f"the byte target must be a positive integer, got {target_bytes}")
+    if effort not in EFFORT:
+        raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
+    if not bitstream.MIN_RESOLUTION <= resolution <= bitstream.MAX_RESOLUTION:
+        raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {resolution}")
+    t0 = time.perf_counter()
+    mesh = mmod.load(src)
+    m = pick_model(model)
+    frame = mmod.frame_for(mesh)
+    unit = mmod.Mesh(frame.to_unit(mesh.vertices), mesh.faces)
+    q, sdf = mmod.sdf_samples(unit, SAMPLES[effort], seed=0)
+    coords = torch.from_numpy(q)
+    target = torch.from_numpy(np.clip(sdf, -mmod.TRUNCATION, mmod.TRUNCATION)).reshape(1, -1, 1)
+    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": ARCH_CODE,
+              "model_id": m.model_id, "resolution": resolution, "center_x": frame.center[0],
+              "center_y": frame.center[1], "center_z": frame.center[2], "scale": frame.scale}
+    aim = float(target_bytes) if target_bytes is not None else quality_bytes(50 if quality is None else quality)
+    lam = LAMBDA_AT_4K * (4000.0 / aim) * len(q)  # group_loss divides by the samples per group
+    with torch.random.fork_rng():  # deterministic: the same input and options give the same bytes
+        torch.manual_seed(0)
+        final, floor = fit_and_pack(m, coords, target, header, lam=lam, open_per_group=aim * 8 / BITS_PER_ENTRY * OPEN_HEADROOM,
+                                    target_bytes=target_bytes, quality=quality, effort=effort, steps=steps,
+                                    from_scratch=False, progress=progress, effort_table=EFFORT, qat_lr=QAT_LR)
+    if final is None:
+        raise RateError(f"target {target_bytes} bytes is below this codec's minimum for this mesh "
+                        f"({floor} bytes at its coarsest setting)")
+    data = bitstream.pack(header, final.sections)
+    if not return_report:
+        return data
+    t_enc = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rec = decode_mesh(data)
+    t_dec = time.perf_counter() - t1
+    from .modalities.mesh_metrics import compare
+
+    report = {"bytes": len(data), "faces_in": int(len(mesh.faces)), "faces_out": int(len(rec.faces)), "model": m.name,
+              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution,
+              "open": int(sum((s != 0).sum() for s in final.symbols.values())),
+              "note": "" if target_bytes is None or final.size >= 0.95 * target_bytes else
+              f"target {target_bytes} bytes not reached: this model tops out at {final.size} bytes for this mesh"}
+    report.update({k: v for k, v in compare(mesh, rec, n_samples=30_000).items()})
+    return data, report
+
+
+def _model_for(header: dict) -> Model:
+    m = find_by_id(header["model_id"])
+    if m is None:
+        raise BitstreamError(f"stream was made with model {header['model_id'].hex()}, which this decoder does not have "
+                             "(see `mscn models`)")
+    if model_modality(m) != "mesh" or m.arch != bitstream.ARCHS[header["arch"]]:
+        raise BitstreamError(f"corrupted .mscn file (model {m.name} is not a {bitstream.ARCHS[header['arch']]} mesh model)")
+    return m
+
+
+def sdf_function(data: bytes):
+    """(header, points in the unit cube (n, 3) -> signed distances (n,)) of a mesh stream."""
+    header, sections = bitstream.unpack(bytes(data))
+    if header["modality"] != MODALITY_CODE:
+        raise BitstreamError(f"not a mesh stream (modality {bitstream.MODALITIES[header['modality']]})")
+    m = _model_for(header)
+    symbols, steps = unpack_update(m, sections, 1)
+    delta = dequantise_all(symbols, steps)
+
+    def sdf(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = [siren.forward(m.cfg, m.theta, delta, torch.from_numpy(np.ascontiguousarray(points[a : a + DECODE_CHUNK])), 1)
+                   for a in range(0, len(points), DECODE_CHUNK)]
+        return torch.cat(out, 1).reshape(-1).numpy()
+
+    return header, sdf
+
+
+def decode_mesh(data: bytes, resolution: int | None = None) -> mmod.Mesh:
+    """.mscn bytes -> Mesh in the input's coordinates; `resolution` overrides the header's grid."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MscnError("decode expects bytes")
+    header, sdf = sdf_function(data)
+    res = header["resolution"] if resolution is None else resolution
+    if not bitstream.MIN_RESOLUTION <= res <= bitstream.MAX_RESOLUTION:
+        raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {res}")
+    unit = mmod.extract_surface(sdf, res)
+    frame = mmod.Frame((header["center_x"], header["center_y"], header["center_z"]), header["scale"])
+    return mmod.Mesh(frame.from_unit(unit.vertices), unit.faces)
+
+
+def describe(data: bytes) -> dict:
+    """Header fields (the mesh body: decoding grid, centre, scale), section sizes and the total (`mscn info`)."""
+    header, sections = bitstream.unpack(bytes(data))
+    if header["modality"] != MODALITY_CODE:
+        raise BitstreamError(f"not a mesh stream (modality {bitstream.MODALITIES[header['modality']]})")
+    d = bitstream.describe_header(header)
+    m = find_by_id(header["model_id"])
+    d["model"] = m.name if m else "(unknown to this decoder)"
+    if m is not None:
+        d["network"] = f"{m.summary()} -> signed distance, {siren.macs_per_sample(m.cfg)} MAC per grid point"
+    secs = {"header": bitstream.header_size(MODALITY_CODE), "table": 8 * header["n_sections"]}
+    secs.update({k: len(v) for k, v in sections.items()})
+    return {"header": d, "sections": secs, "bytes": len(data)}
