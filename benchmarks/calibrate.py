@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mscncodec.codec import encode_image
-from mscncodec.meta import list_images, load_rgb, split
+from mscncodec.modalities.image_codec import encode_image
+from mscncodec.modalities.image import list_images, load_rgb
+from mscncodec.training import split
 from mscncodec.models import models_dir
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,10 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grid2_probe import photos  # noqa: E402
 
-from mscncodec import _runtime, grid2, grid2codec, models  # noqa: E402
-from mscncodec.grid import lambda_index, lambda_value  # noqa: E402
-from mscncodec.grid2meta import symbols_of  # noqa: E402
-from mscncodec.gridcodec import tied_step  # noqa: E402
+from mscncodec import _runtime, models
+from mscncodec.families.grid2 import network as grid2, encoder as grid2codec  # noqa: E402
+from mscncodec.coding.latents import lambda_index, lambda_value  # noqa: E402
+from mscncodec.families.grid2.train import symbols_of  # noqa: E402
+from mscncodec.coding.latents import tied_step  # noqa: E402
 
 
 def main() -> None:

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mscncodec import _runtime, grid2
-from mscncodec.grid2codec import grid_shapes, pad_image
-from mscncodec.meta import load_rgb, training_files
+from mscncodec import _runtime
+from mscncodec.families.grid2 import network as grid2
+from mscncodec.families.grid2.encoder import grid_shapes, pad_image
+from mscncodec.modalities.image import load_rgb, training_files
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "natural-train"
 CROP = (320, 480)
@@ -78,7 +79,7 @@ def capacity(steps: int, lr: float, record: list[int]) -> dict:
 
 
 def rd(model: str, steps: int | None, bpps: list[float], n_photos: int = 3, effort: str = "default") -> dict:
-    from mscncodec import codec
+    from mscncodec.modalities import image_codec as codec
     from mscncodec.bench.classic import Jpeg2000Codec
 
     j2k = Jpeg2000Codec()

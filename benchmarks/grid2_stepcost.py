@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mscncodec import _runtime, grid2, grid2codec
+from mscncodec import _runtime
+from mscncodec.families.grid2 import network as grid2, encoder as grid2codec
 from mscncodec.models import fresh_grid2_model
 
 

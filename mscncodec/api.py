@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bitstream
-from .errors import BitstreamError, MscnError
-from .modalities import Modality, by_code, by_name, for_input
+from mscncodec.container import bitstream
+from mscncodec.errors import BitstreamError, MscnError
+from mscncodec.modalities import Modality, by_code, by_name, for_input
 
 
 def input_modality(src) -> Modality:
@@ -21,7 +21,7 @@ def input_modality(src) -> Modality:
         return by_name("image")
     if isinstance(src, (str, Path)):
         return for_input(src)
-    from .modalities.mesh import Mesh
+    from mscncodec.modalities.mesh import Mesh
 
     if isinstance(src, Mesh):
         return by_name("mesh")
@@ -62,7 +62,7 @@ def describe(data: bytes) -> dict:
 
 
 def _all() -> list[Modality]:
-    from .modalities import REGISTRY
+    from mscncodec.modalities import REGISTRY
 
     return list(REGISTRY.values())
 

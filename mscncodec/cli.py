@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .errors import MscnError
+from mscncodec.errors import MscnError
 
 
 def _fail(e: MscnError) -> None:
@@ -36,14 +36,14 @@ class _Group(click.Group):
 @click.version_option(package_name="mscncodec")
 def main() -> None:
     """mscn: compress images into small .mscn files with meta-learned sparse neural networks."""
-    from ._runtime import set_threads
+    from mscncodec._runtime import set_threads
 
     set_threads()
 
 
 def write_atomic(path: Path, data: bytes, force: bool) -> None:
     """Write via a temporary file in the same folder, then rename: never a half-written output."""
-    from .container_io import atomic_write
+    from mscncodec.container.files import atomic_write
 
     atomic_write(path, data, force)
 
@@ -67,8 +67,8 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
 def encode(src: Path, out: Path, bpp, target_bytes, quality, model_name, arch, resolution, steps, effort, force,
            quiet) -> None:
     """Encode an image or a mesh SRC (.obj .ply .stl .off .glb) into a .mscn file."""
-    from .api import encode as encode_any, input_modality
-    from .container_io import check_output
+    from mscncodec.api import encode as encode_any, input_modality
+    from mscncodec.container.files import check_output
 
     check_output(out, force)
     given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
@@ -102,8 +102,8 @@ def encode(src: Path, out: Path, bpp, target_bytes, quality, model_name, arch, r
 @click.option("-v", "--verbose", is_flag=True, help="Print size and decode time.")
 def decode(src: Path, out: Path, resolution, force: bool, verbose: bool) -> None:
     """Decode a .mscn file SRC into an image or a mesh (whichever it holds)."""
-    from .api import decode as decode_any, stream_modality
-    from .container_io import check_output, read_input
+    from mscncodec.api import decode as decode_any, stream_modality
+    from mscncodec.container.files import check_output, read_input
 
     check_output(out, force)
     data = read_input(src)
@@ -129,8 +129,8 @@ def decode(src: Path, out: Path, resolution, force: bool, verbose: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(src: Path, as_json: bool) -> None:
     """Print the header and section sizes of a .mscn file."""
-    from .api import describe
-    from .container_io import read_input
+    from mscncodec.api import describe
+    from mscncodec.container.files import read_input
 
     d = describe(read_input(src))
     if as_json:
@@ -147,7 +147,7 @@ def info(src: Path, as_json: bool) -> None:
 @main.command("models")
 def models_cmd() -> None:
     """List the available initialisations."""
-    from .models import default_arch, list_models
+    from mscncodec.models import default_arch, list_models
 
     click.echo(f"default architecture: {default_arch()}")
     for m in list_models():
@@ -208,7 +208,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     if arch != "grid2" and (export_only or device != "cpu"):
         raise MscnError("--device and --export-only are for --arch grid2")
     if arch == "grid2":
-        from .grid2meta import Grid2TrainConfig, export_checkpoint, train as run_grid2
+        from mscncodec.families.grid2.train import Grid2TrainConfig, export_checkpoint, train as run_grid2
 
         if export_only:
             click.echo(f"wrote {export_checkpoint(data, out, command.replace(' --export-only', ''))}")
@@ -236,7 +236,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     patch = patch or 32
     log2_lam = log2_lam or "-12,-2"
     if arch == "grid":
-        from .gridmeta import GridTrainConfig, train as run_grid
+        from mscncodec.families.grid.train import GridTrainConfig, train as run_grid
 
         if world > 1:
             raise MscnError("--arch grid trains on one process (no torchrun)")
@@ -263,7 +263,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
         path = run_grid(data, out, gcfg, resume=resume, command=command, progress=not no_progress)
         click.echo(f"wrote {path}")
         return
-    from .meta import TrainConfig, train as run
+    from mscncodec.families.siren.train import TrainConfig, train as run
 
     cfg = TrainConfig(width=width, depth=depth, mode=mode, patch=patch,
                       inner_steps=3 if inner_steps is None else inner_steps, lam=lam,
@@ -302,7 +302,7 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
     if "meshes-test" in str(data):
         raise MscnError("refusing to train on meshes-test: it is a benchmark set")
     torch.set_num_threads(threads or (os.cpu_count() or 1))
-    from .sdfmeta import MeshTrainConfig, train as run_mesh
+    from mscncodec.families.siren.train_sdf import MeshTrainConfig, train as run_mesh
 
     args = [a for a in sys.argv[1:] if a != "--resume"]
     cfg = MeshTrainConfig(width=width, depth=depth, inner_steps=inner_steps, lam=lam, batch=batch, points=points,
@@ -313,7 +313,7 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
     click.echo(f"wrote {path}")
 
 
-from .bench.cli import bench  # noqa: E402  (registered last: it imports nothing heavy at start-up)
+from mscncodec.bench.cli import bench  # noqa: E402  (registered last: it imports nothing heavy at start-up)
 
 main.add_command(bench)
 

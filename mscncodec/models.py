@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import MscnError
-from . import grid, grid2
-from .siren import SirenConfig, init_params
-from .sparsity import closed_threshold
+from mscncodec.errors import MscnError
+from mscncodec.families.grid import network as grid
+from mscncodec.families.grid2 import network as grid2
+from mscncodec.families.siren.network import SirenConfig, init_params
+from mscncodec.coding.sparsity import closed_threshold
 
 
 SPARSITY = ("gates", "magnitude", "dense")

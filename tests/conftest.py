@@ -96,7 +96,7 @@ def photo() -> np.ndarray:
 @pytest.fixture(scope="module")
 def small_stream(isolated_models) -> tuple[np.ndarray, bytes]:
     """A tiny real .mscn stream (40x48 synthetic image, provisional model, very few steps)."""
-    from mscncodec.codec import encode_image
+    from mscncodec.modalities.image_codec import encode_image
 
     img = synthetic_image(40, 48, seed=7)
     data = encode_image(img, model=PROVISIONAL, effort="fast", steps=2, quality=0)

@@ -12,17 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mscncodec
-from mscncodec import bitstream
-from mscncodec.bitstream import (
-    HEADER,
-    HEADER_SIZE,
-    MAX_PIXELS,
-    MAX_SIDE,
-    describe_header,
-    pack,
-    stream_crc,
-    unpack,
-)
+from mscncodec.container import bitstream
+from mscncodec.container.bitstream import HEADER, HEADER_SIZE, MAX_PIXELS, MAX_SIDE, describe_header, pack, stream_crc, unpack
 from mscncodec.errors import BitstreamError, MscnError
 
 pytestmark = pytest.mark.usefixtures("isolated_models")

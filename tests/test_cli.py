@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from mscncodec import bitstream
+from mscncodec.container import bitstream
 from mscncodec.cli import main
 
 from conftest import PROVISIONAL, synthetic_image

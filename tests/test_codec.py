@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import mscncodec
-from mscncodec import bitstream
-from mscncodec.codec import describe, encode_image
+from mscncodec.container import bitstream
+from mscncodec.modalities.image_codec import describe, encode_image
 from mscncodec.errors import BitstreamError, InputError, MscnError, RateError
 from mscncodec.modalities import image as imod
 
@@ -318,7 +318,7 @@ def test_channel_field_change_decodes_to_that_many_channels(small_stream):
 
 def test_encoding_is_deterministic():
     from conftest import synthetic_image
-    from mscncodec.codec import encode_image
+    from mscncodec.modalities.image_codec import encode_image
 
     img = synthetic_image(40, 56, seed=5)
     a = encode_image(img, bpp=3.0, model="random-w32d5", effort="fast", steps=3)

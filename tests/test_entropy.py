@@ -5,16 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mscncodec.entropy import (
-    MAX_ALPHABET_R,
-    Decoder,
-    Encoder,
-    MaskModel,
-    ValueModel,
-    from_index,
-    snap_prob,
-    to_index,
-)
+from mscncodec.coding.entropy import MAX_ALPHABET_R, Decoder, Encoder, MaskModel, ValueModel, from_index, snap_prob, to_index
 from mscncodec.errors import BitstreamError
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mscncodec import grid
+from mscncodec.coding import latents as lt
+from mscncodec.families.grid import network as grid
 
 CFG = grid.GridConfig(levels=3, hidden=(8,), ctx_hidden=4, analysis=4)
 
@@ -23,7 +24,7 @@ def _laplace_cdf(x: torch.Tensor, b: float) -> torch.Tensor:
 
 def _analytic_bits(z: torch.Tensor, mu: float, b: float) -> torch.Tensor:
     mass = _laplace_cdf(z - mu + 0.5, b) - _laplace_cdf(z - mu - 0.5, b)
-    return -torch.log2(mass.clamp(min=grid.MIN_LIKELIHOOD))
+    return -torch.log2(mass.clamp(min=lt.MIN_LIKELIHOOD))
 
 
 def _latents(cfg: grid.GridConfig, b: int, h: int, w: int, seed: int, scale: float = 3.0) -> list[torch.Tensor]:
@@ -47,7 +48,7 @@ Z = torch.tensor([0.0, 0.2, -0.3, 0.49, 0.5, 0.51, -0.5, 1.0, -2.0, 3.7, 12.0, -
 @pytest.mark.parametrize("scale", [0.04, 0.3, 1.0, 6.0, 64.0])
 def test_laplace_bits_is_minus_log2_of_the_unit_bin_mass(mu, scale):
     log_scale = torch.full_like(Z, math.log(scale))
-    got = grid.laplace_bits(Z, torch.tensor(mu, dtype=torch.float64), log_scale)
+    got = lt.laplace_bits(Z, torch.tensor(mu, dtype=torch.float64), log_scale)
     want = _analytic_bits(Z, mu, scale)
     assert got.shape == Z.shape
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
@@ -56,31 +57,31 @@ def test_laplace_bits_is_minus_log2_of_the_unit_bin_mass(mu, scale):
 def test_laplace_bits_known_values_and_floor():
     one = torch.tensor([0.0], dtype=torch.float64)
     # unit scale, centred bin: P = 1 - exp(-1/2)
-    b0 = grid.laplace_bits(one, one * 0, one * 0)
+    b0 = lt.laplace_bits(one, one * 0, one * 0)
     assert float(b0) == pytest.approx(-math.log2(1 - math.exp(-0.5)), rel=1e-12)
     # bin [0.5, 1.5] on one side: P = (exp(-1/2) - exp(-3/2)) / 2
-    b1 = grid.laplace_bits(one + 1, one * 0, one * 0)
+    b1 = lt.laplace_bits(one + 1, one * 0, one * 0)
     assert float(b1) == pytest.approx(-math.log2(0.5 * (math.exp(-0.5) - math.exp(-1.5))), rel=1e-12)
     # symmetric about the mean
     zs = torch.tensor([1.3, 2.0, 7.0], dtype=torch.float64)
-    torch.testing.assert_close(grid.laplace_bits(0.4 + zs, torch.tensor(0.4, dtype=torch.float64), zs * 0),
-                               grid.laplace_bits(0.4 - zs, torch.tensor(0.4, dtype=torch.float64), zs * 0))
+    torch.testing.assert_close(lt.laplace_bits(0.4 + zs, torch.tensor(0.4, dtype=torch.float64), zs * 0),
+                               lt.laplace_bits(0.4 - zs, torch.tensor(0.4, dtype=torch.float64), zs * 0))
     # far tails are charged exactly the floor, -log2(MIN_LIKELIHOOD) bits
     far = torch.tensor([60.0, -200.0, 255.0])
-    floor = grid.laplace_bits(far, torch.zeros(3), torch.full((3,), math.log(0.5)))
-    torch.testing.assert_close(floor, torch.full((3,), -math.log2(grid.MIN_LIKELIHOOD)))
+    floor = lt.laplace_bits(far, torch.zeros(3), torch.full((3,), math.log(0.5)))
+    torch.testing.assert_close(floor, torch.full((3,), -math.log2(lt.MIN_LIKELIHOOD)))
 
 
 def test_laplace_bits_cost_grows_away_from_the_mean_and_with_certainty():
     z = torch.arange(0, 12, dtype=torch.float64)
-    bits = grid.laplace_bits(z, torch.zeros(()), torch.zeros(()))
+    bits = lt.laplace_bits(z, torch.zeros(()), torch.zeros(()))
     assert (bits.diff() > 0).all()  # unimodal: each step further costs more
     # the mean itself is cheaper under a narrower model, a far value is dearer
     narrow, wide = math.log(0.2), math.log(4.0)
-    assert grid.laplace_bits(torch.zeros(1), torch.zeros(1), torch.tensor([narrow])) < \
-        grid.laplace_bits(torch.zeros(1), torch.zeros(1), torch.tensor([wide]))
-    assert grid.laplace_bits(torch.tensor([5.0]), torch.zeros(1), torch.tensor([narrow])) > \
-        grid.laplace_bits(torch.tensor([5.0]), torch.zeros(1), torch.tensor([wide]))
+    assert lt.laplace_bits(torch.zeros(1), torch.zeros(1), torch.tensor([narrow])) < \
+        lt.laplace_bits(torch.zeros(1), torch.zeros(1), torch.tensor([wide]))
+    assert lt.laplace_bits(torch.tensor([5.0]), torch.zeros(1), torch.tensor([narrow])) > \
+        lt.laplace_bits(torch.tensor([5.0]), torch.zeros(1), torch.tensor([wide]))
 
 
 def test_laplace_bits_gradients_are_finite():
@@ -91,14 +92,14 @@ def test_laplace_bits_gradients_are_finite():
     mu = torch.full_like(z.detach(), 0.125).requires_grad_(True)
     for s in (grid.SCALE_MIN, 0.5, 1.0, grid.SCALE_MAX):
         ls = torch.full_like(z.detach(), math.log(s)).requires_grad_(True)
-        bits = grid.laplace_bits(z, mu, ls)
+        bits = lt.laplace_bits(z, mu, ls)
         assert torch.isfinite(bits).all()
         gz, gmu, gls = torch.autograd.grad(bits.sum(), [z, mu, ls])
         for gr in (gz, gmu, gls):
             assert torch.isfinite(gr).all(), (s, gr)
         # a value above the mean (outside its bin, not floored) gets pushed back towards it
         i = 4  # z = 1.0, mu = 0.125
-        if bits[i] < -math.log2(grid.MIN_LIKELIHOOD) - 1e-3:
+        if bits[i] < -math.log2(lt.MIN_LIKELIHOOD) - 1e-3:
             assert gz[i] > 0 and gmu[i] < 0
 
 
@@ -114,7 +115,7 @@ def test_rate_bits_sums_laplace_bits_over_levels_per_sample(step):
     want = torch.zeros(2)
     for l in range(CFG.levels):
         mu, ls, _ = grid.latent_params(CFG, p, lat, l, lam)
-        want += grid.laplace_bits(lat[l] / step, mu / step, ls - math.log(step)).sum(dim=(1, 2, 3))
+        want += lt.laplace_bits(lat[l] / step, mu / step, ls - math.log(step)).sum(dim=(1, 2, 3))
     torch.testing.assert_close(total, want)
     zeros = [torch.zeros_like(z) for z in lat]
     assert (grid.rate_bits(CFG, p, zeros, lam, steps) < total).all()  # all-zero latents are cheap under the init
@@ -124,7 +125,7 @@ def test_rate_bits_sums_laplace_bits_over_levels_per_sample(step):
 
 def test_step_for_grows_like_the_square_root_of_lambda():
     lam = torch.tensor([2.0**-9.5, 2.0**-7.5, 2.0**-11.5, 2.0**-13.5])
-    torch.testing.assert_close(grid.step_for(lam), torch.tensor([1.0, 2.0, 0.5, 0.25]))
+    torch.testing.assert_close(lt.step_for(lam), torch.tensor([1.0, 2.0, 0.5, 0.25]))
 
 
 # ---------------------------------------------------------------- checkerboard / context passes
@@ -149,7 +150,7 @@ def test_latent_params_matches_two_context_passes(batched, hw):
         p = _per_sample(p, 2, seed=6)
     lat = _latents(CFG, 2, *hw, seed=7)
     lam = torch.tensor([2.0**-7, 2.0**-12])
-    lf = grid.lambda_feature(lam)
+    lf = lt.lambda_feature(lam)
     for level in range(CFG.levels):
         mu, ls, mask = grid.latent_params(CFG, p, lat, level, lam)
         z = lat[level]
@@ -192,7 +193,7 @@ def test_context_pass_keep_returns_the_kept_positions(batched):
     if batched:
         p = _per_sample(p, 2, seed=11)
     lat = _latents(CFG, 2, 3 * CFG.align, 5 * CFG.align, seed=12)
-    lf = grid.lambda_feature(torch.tensor([2.0**-8, 2.0**-10]))
+    lf = lt.lambda_feature(torch.tensor([2.0**-8, 2.0**-10]))
     level = 1
     z = lat[level]
     mask = grid.checkerboard(*z.shape[2:])
@@ -288,10 +289,10 @@ def test_macs_per_pixel_positive_and_grows_with_width():
 
 def test_lambda_index_inverts_lambda_value_and_clamps():
     for i in range(256):
-        assert grid.lambda_index(grid.lambda_value(i)) == i
-    assert grid.lambda_value(0) == pytest.approx(2.0**grid.LOG2_LAMBDA_MIN)
-    assert grid.lambda_index(1e-30) == 0 and grid.lambda_index(1e6) == 255
-    vals = [grid.lambda_value(i) for i in range(256)]
+        assert lt.lambda_index(lt.lambda_value(i)) == i
+    assert lt.lambda_value(0) == pytest.approx(2.0**lt.LOG2_LAMBDA_MIN)
+    assert lt.lambda_index(1e-30) == 0 and lt.lambda_index(1e6) == 255
+    vals = [lt.lambda_value(i) for i in range(256)]
     assert vals == sorted(vals)
 
 

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO, synthetic_image
 
-from mscncodec import bitstream, grid2, grid2codec, models
-from mscncodec.codec import decode, describe, encode_image
+from mscncodec.container import bitstream
+from mscncodec.families.grid2 import network as grid2, encoder as grid2codec
+from mscncodec import models
+from mscncodec.modalities.image_codec import decode, describe, encode_image
 from mscncodec.errors import BitstreamError, MscnError, RateError
 from mscncodec.models import fresh_grid2_model
 

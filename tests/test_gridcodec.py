@@ -17,11 +17,15 @@ from click.testing import CliRunner
 from conftest import photo_folder, synthetic_image
 from PIL import Image
 
-from mscncodec import bitstream, grid, gridcodec, models
+from mscncodec.coding import latents as lt
+from mscncodec.container import bitstream
+from mscncodec.families.grid import network as grid, encoder as gridcodec
+from mscncodec import models
 from mscncodec.cli import main
-from mscncodec.codec import decode, describe, encode_image
+from mscncodec.modalities.image_codec import decode, describe, encode_image
 from mscncodec.errors import BitstreamError, MscnError, RateError
-from mscncodec.meta import data_hash, list_images, split
+from mscncodec.training import data_hash, split
+from mscncodec.modalities.image import list_images
 from mscncodec.modalities import image as imod
 from mscncodec.models import GridModel, find_by_id, fresh_grid_model, load_model
 
@@ -84,7 +88,7 @@ def _random_params(cfg: grid.GridConfig, seed: int) -> dict[str, torch.Tensor]:
 
 
 def _as_symbols(decoded: list[torch.Tensor], step_idx: int) -> list[np.ndarray]:
-    step = gridcodec.latent_step(step_idx)
+    step = lt.latent_step(step_idx)
     return [np.round(z[0, 0].numpy() / step).astype(np.int64) for z in decoded]
 
 
@@ -97,20 +101,20 @@ def test_grid_shapes_and_padding(cfg):
     assert shapes == [(hp // cfg.scale(l), wp // cfg.scale(l)) for l in range(cfg.levels)]
     assert len(shapes) == cfg.levels and shapes[-1][0] * cfg.align == hp and shapes[-1][1] * cfg.align == wp
     rgb = synthetic_image(H, W, seed=2)
-    x = gridcodec.pad_image(rgb, cfg.align)
+    x = lt.pad_image(rgb, cfg.align)
     assert x.shape == (1, 3, hp, wp) and x.dtype == torch.float32
     torch.testing.assert_close(x[0, :, :H, :W], torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
     assert torch.equal(x[0, :, H:, :W], x[0, :, H - 1 : H, :W].expand(-1, hp - H, -1))  # edge-replicated
     assert torch.equal(x[0, :, :, W:], x[0, :, :, W - 1 : W].expand(-1, -1, wp - W))
     aligned = synthetic_image(cfg.align, 2 * cfg.align)
-    assert gridcodec.pad_image(aligned, cfg.align).shape == (1, 3, cfg.align, 2 * cfg.align)
+    assert lt.pad_image(aligned, cfg.align).shape == (1, 3, cfg.align, 2 * cfg.align)
 
 
 def test_latent_step_table():
-    assert gridcodec.latent_step(gridcodec.STEP_BASE) == 1.0
-    assert gridcodec.latent_step(gridcodec.STEP_BASE + gridcodec.STEP_PER_OCTAVE) == 2.0
-    assert gridcodec.latent_step(gridcodec.STEP_BASE - gridcodec.STEP_PER_OCTAVE) == 0.5
-    steps = [gridcodec.latent_step(i) for i in range(256)]
+    assert lt.latent_step(lt.STEP_BASE) == 1.0
+    assert lt.latent_step(lt.STEP_BASE + lt.STEP_PER_OCTAVE) == 2.0
+    assert lt.latent_step(lt.STEP_BASE - lt.STEP_PER_OCTAVE) == 0.5
+    steps = [lt.latent_step(i) for i in range(256)]
     assert steps == sorted(steps)
 
 
@@ -128,7 +132,7 @@ def test_latents_round_trip_exactly(cfg, step_idx, seed, scale):
     assert isinstance(data, bytes) and len(data) % 4 == 0 and len(data) > 0
     out = gridcodec.decode_latents(cfg, params, data, shapes, lam_idx, step_idx)
     assert [tuple(z.shape) for z in out] == [(1, 1, *s) for s in shapes]
-    step = np.float32(gridcodec.latent_step(step_idx))
+    step = np.float32(lt.latent_step(step_idx))
     for z, s in zip(out, sym):
         assert z.dtype == torch.float32
         np.testing.assert_array_equal(z[0, 0].numpy(), s.astype(np.float32) * step)  # symbol x step, exactly
@@ -155,7 +159,7 @@ def test_latent_coding_is_deterministic_and_depends_on_the_context_model():
 def test_latent_coding_cost_tracks_the_rate_model():
     """The real LATS size follows laplace_bits' estimate for symbols the model finds likely; wide ones cost more."""
     shapes = gridcodec.grid_shapes(CFG, H, W)
-    lam = torch.tensor([grid.lambda_value(100)])
+    lam = torch.tensor([lt.lambda_value(100)])
     for seed in (0, 1):
         p = grid.init_params(CFG, seed=seed, analysis=False)
         for sym in ([np.zeros(s, np.int32) for s in shapes], _symbols(shapes, 6, 0.5)):
@@ -250,8 +254,8 @@ def test_describe_shows_the_grid_stream(stream):
     assert "index" in h["lambda"] and "index" in h["latent_step"]
     _, sections = bitstream.unpack(data)
     lam_idx, step_idx = struct.unpack("<BB", sections["GRID"])
-    assert h["lambda"] == f"{grid.lambda_value(lam_idx):.3g} (index {lam_idx})"
-    assert h["latent_step"] == f"{gridcodec.latent_step(step_idx):.4g} (index {step_idx})"
+    assert h["lambda"] == f"{lt.lambda_value(lam_idx):.3g} (index {lam_idx})"
+    assert h["latent_step"] == f"{lt.latent_step(step_idx):.4g} (index {step_idx})"
     secs = d["sections"]
     assert list(sections) == ["GRID", "QPRM", "MASK", "VALS", "LATS"]
     assert secs["GRID"] == 2 and secs["LATS"] > 0
@@ -286,8 +290,8 @@ def test_quality_mode(gm, stream):
         data, rep = encode_image(img, quality=q, model=gm, return_report=True, **FAST)
         _, sections = bitstream.unpack(data)
         lam_idx, step_idx = struct.unpack("<BB", sections["GRID"])
-        assert lam_idx == grid.lambda_index(2.0 ** (-6.0 - 7.0 * q / 100))  # no rate control in quality mode
-        assert step_idx == gridcodec.step_index_for(grid.lambda_value(lam_idx))  # the step tied to lambda, no size fit
+        assert lam_idx == lt.lambda_index(2.0 ** (-6.0 - 7.0 * q / 100))  # no rate control in quality mode
+        assert step_idx == lt.step_index_for(lt.lambda_value(lam_idx))  # the step tied to lambda, no size fit
         out = decode(data)
         assert out.shape == img.shape and rep["psnr"] == pytest.approx(imod.psnr(img, out))
     with pytest.raises(MscnError, match="not both"):

@@ -14,11 +14,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import mscncodec
-from mscncodec import bitstream, models
-from mscncodec.api import decode, describe, encode, stream_modality
+from mscncodec.container import bitstream
+from mscncodec import models
+from mscncodec.api import decode, encode, stream_modality
 from mscncodec.cli import main
 from mscncodec.errors import BitstreamError, InputError, MscnError
-from mscncodec.meshcodec import decode_mesh, encode_mesh
+from mscncodec.modalities.mesh_codec import decode_mesh, encode_mesh
 from mscncodec.modalities import REGISTRY, by_code, for_input
 from mscncodec.modalities import mesh as mmod
 
@@ -211,7 +212,7 @@ def test_an_unreachable_byte_target_is_a_rate_error():
 
 def test_image_stream_is_refused_by_the_mesh_decoder_and_back(sphere_stream):
     _, data = sphere_stream
-    from mscncodec.codec import decode as decode_image
+    from mscncodec.modalities.image_codec import decode as decode_image
 
     with pytest.raises(BitstreamError, match="not an image stream"):
         decode_image(data)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mscncodec import models
-from mscncodec.codec import decode, describe
+from mscncodec.modalities.image_codec import decode, describe
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mscncodec.quantize import STEP_PER_OCTAVE, dequantise, quantise, ste_round, step_index, step_size
+from mscncodec.coding.quantize import STEP_PER_OCTAVE, dequantise, quantise, ste_round, step_index, step_size
 
 
 def test_step_index_inverts_step_size():
@@ -63,7 +63,7 @@ def test_symbols_are_clipped_to_the_alphabet_bound():
     import numpy as np
     import torch
 
-    from mscncodec.quantize import MAX_SYMBOL, quantise, step_index, step_size
+    from mscncodec.coding.quantize import MAX_SYMBOL, quantise, step_index, step_size
 
     idx = step_index(1e-3)
     v = torch.tensor([1e3, -1e3, 0.5 * step_size(idx), 3 * step_size(idx)])

@@ -7,10 +7,11 @@ import torch
 
 from mscncodec import models
 from mscncodec.errors import MscnError
-from mscncodec.fit import gate_shift_for, initial_state
+from mscncodec.coding.sparsity import gate_shift_for
+from mscncodec.families.siren.fit import initial_state
 from mscncodec.models import default_model, fresh_model
-from mscncodec.siren import SirenConfig
-from mscncodec.sparsity import deterministic_gate
+from mscncodec.families.siren.network import SirenConfig
+from mscncodec.coding.sparsity import deterministic_gate
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def test_gate_shift_opens_at_least_the_requested_number_of_gates():
 
 @pytest.fixture
 def mixed_models(two_models):
-    from mscncodec.grid import GridConfig
+    from mscncodec.families.grid.network import GridConfig
     from mscncodec.models import fresh_grid_model
 
     fresh_grid_model(GridConfig(levels=2, hidden=(4,), ctx_hidden=4, analysis=4), name="gr").save(two_models / "gr.pt")
@@ -94,7 +95,7 @@ def test_unknown_default_arch_is_a_clean_error(mixed_models):
 
 def test_arch_option_picks_the_family_and_rejects_a_mismatch(mixed_models):
     from conftest import synthetic_image
-    from mscncodec.codec import encode_image
+    from mscncodec.modalities.image_codec import encode_image
 
     img = synthetic_image(24, 32)
     _, rep = encode_image(img, quality=50, arch="grid", steps=1, effort="fast", return_report=True)

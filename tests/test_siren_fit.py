@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from mscncodec import siren
-from mscncodec.fit import initial_state, inner_loop, mse_per_group, refine, group_loss
+from mscncodec.families.siren import network as siren
+from mscncodec.families.siren.fit import initial_state, inner_loop, mse_per_group, refine, group_loss
 from mscncodec.modalities.image import grid_coords
 from mscncodec.models import fresh_model
-from mscncodec.siren import SirenConfig
-from mscncodec.sparsity import closed_threshold, deterministic_gate, prob_open, sample_gate
+from mscncodec.families.siren.network import SirenConfig
+from mscncodec.coding.sparsity import closed_threshold, deterministic_gate, prob_open, sample_gate
 
 G, PATCH = 4, 6
 

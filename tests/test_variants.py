@@ -4,9 +4,9 @@ import pytest
 
 from conftest import synthetic_image
 from mscncodec import models
-from mscncodec.codec import decode, encode_image
+from mscncodec.modalities.image_codec import decode, encode_image
 from mscncodec.models import fresh_model, load_model
-from mscncodec.siren import SirenConfig
+from mscncodec.families.siren.network import SirenConfig
 
 
 @pytest.fixture

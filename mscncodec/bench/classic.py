@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Availability, Codec
+from mscncodec.bench.base import Availability, Codec
 
 
 def _pillow_version() -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from .codecs import CODEC_IDS, UnknownCodecError, resolve_codecs
-from .runner import DEFAULT_POINTS, IMAGE_EXTS, BenchError, find_images, run_bench
+from mscncodec.bench.codecs import CODEC_IDS, UnknownCodecError, resolve_codecs
+from mscncodec.bench.runner import DEFAULT_POINTS, IMAGE_EXTS, BenchError, find_images, run_bench
 
 DEFAULT_CODECS = ",".join(CODEC_IDS)
 
@@ -68,7 +68,7 @@ def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: st
     byte targets; Chamfer, normal consistency, F-score and IoU go to
     OUT/results.json/.csv, summary.md, rd.png and side_by_side_*.png.
     """
-    from .mesh import has_meshes
+    from mscncodec.bench.mesh import has_meshes
 
     if not _has_images(dataset_dir) and has_meshes(dataset_dir):
         ctx = click.get_current_context()
@@ -97,7 +97,7 @@ def bench(dataset_dir: Path, out: Path, codecs: str, points: str, inr_points: st
         raise click.ClickException(str(exc))
     if not result.codecs:
         raise click.ClickException("no usable codecs (all were unavailable)")
-    from .report import bd_markdown, summary_line
+    from mscncodec.bench.report import bd_markdown, summary_line
 
     click.echo(bd_markdown(result.bd))
     click.echo(summary_line(result))
@@ -114,7 +114,7 @@ def _has_images(directory: Path) -> bool:
 def _bench_meshes(dataset_dir: Path, out: Path, codecs: str | None, sizes: str, resolution: int,
                   limit: int | None, no_plot: bool) -> None:
     """The mesh bench behind ``mscn bench`` (see :mod:`.mesh`); ``codecs`` None means all mesh codecs."""
-    from . import mesh
+    from mscncodec.bench import mesh
 
     try:
         targets = [int(t) for t in sizes.split(",") if t.strip()]

@@ -7,18 +7,9 @@ Re-exports the codec classes so callers need a single import::
 
 from __future__ import annotations
 
-from .base import Availability, Codec
-from .classic import (
-    AvifCodec,
-    HeicCodec,
-    Jpeg2000Codec,
-    Jpeg444Codec,
-    JpegCodec,
-    JpegXLCodec,
-    PillowCodec,
-    WebPCodec,
-)
-from .inr import CoinCodec, MscnCodec, list_core_models, resolve_core_model
+from mscncodec.bench.base import Availability, Codec
+from mscncodec.bench.classic import AvifCodec, HeicCodec, Jpeg2000Codec, Jpeg444Codec, JpegCodec, JpegXLCodec, PillowCodec, WebPCodec
+from mscncodec.bench.inr import CoinCodec, MscnCodec, list_core_models, resolve_core_model
 
 __all__ = [
     "Availability", "Codec", "PillowCodec", "JpegCodec", "Jpeg444Codec", "WebPCodec", "AvifCodec",

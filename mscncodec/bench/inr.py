@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Availability, Codec
+from mscncodec.bench.base import Availability, Codec
 
 
 def _core() -> Any:

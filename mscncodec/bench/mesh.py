@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .base import Availability
-from .runner import BenchError
+from mscncodec.bench.base import Availability
+from mscncodec.bench.runner import BenchError
 
 MESH_EXTS = (".obj", ".ply", ".stl", ".off", ".glb")
 DEFAULT_SIZES: tuple[int, ...] = (2000, 4000, 8000)
@@ -464,16 +464,16 @@ class SimplifyDraco(MeshCodec):
 
 def _core_mesh_api() -> Any:
     """mscn's mesh codec, imported late so the bench works (mscn unavailable) before/without it."""
-    from mscncodec import meshcodec
+    from mscncodec.modalities import mesh_codec as meshcodec
 
     for attr in ("encode_mesh", "decode_mesh"):
         if not callable(getattr(meshcodec, attr, None)):
-            raise ImportError(f"mscncodec.meshcodec.{attr} is missing")
+            raise ImportError(f"mscncodec.modalities.mesh_codec.{attr} is missing")
     return meshcodec
 
 
 class Mscn(MeshCodec):
-    """mscn's mesh codec (``mscncodec.meshcodec``): rate control is internal, so one call per target.
+    """mscn's mesh codec (``mscncodec.modalities.mesh_codec``): rate control is internal, so one call per target.
 
     The decoded surface depends on the marching-cubes ``resolution`` chosen at
     decode time, which is therefore part of the cache key and the legend.
@@ -505,7 +505,7 @@ class Mscn(MeshCodec):
 
         mod = _core_mesh_api()
         h = hashlib.sha1()
-        for name in ("meshcodec.py", "modalities/mesh.py"):
+        for name in ("modalities/mesh_codec.py", "modalities/mesh.py", "families/siren/encoder.py"):
             p = Path(mscncodec.__file__).parent / name
             if p.is_file():
                 h.update(p.read_bytes())
@@ -542,7 +542,7 @@ def resolve_mesh_codecs(spec: str, resolution: int = DEFAULT_RESOLUTION) -> tupl
     :class:`~.codecs.UnknownCodecError` (a typo should stop the run); an id
     whose library is missing yields a notice.
     """
-    from .codecs import UnknownCodecError
+    from mscncodec.bench.codecs import UnknownCodecError
 
     ids = [s.strip() for s in spec.split(",") if s.strip()]
     if not ids:
@@ -1006,7 +1006,7 @@ def plot_rd(result: MeshBenchResult, path: Path) -> None:
     """
     from matplotlib.figure import Figure
 
-    from .plot import _color
+    from mscncodec.bench.plot import _color
 
     names = [m.name for m in result.meshes]
     n = len(names) + (1 if len(names) > 1 else 0)

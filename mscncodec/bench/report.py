@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bd import bd_psnr, bd_rate
-from .metrics import psnr_from_mse
+from mscncodec.bench.bd import bd_psnr, bd_rate
+from mscncodec.bench.metrics import psnr_from_mse
 
 if TYPE_CHECKING:
-    from .codecs import Codec
-    from .runner import BenchResult
+    from mscncodec.bench.codecs import Codec
+    from mscncodec.bench.runner import BenchResult
 
 CSV_FIELDS = (
     "image", "codec", "codec_name", "target_bpp", "bpp", "bytes", "psnr", "ms_ssim", "mse",
@@ -149,7 +149,7 @@ def write_reports(result: BenchResult, plot: bool = True, anchors: bool = True) 
     (result.out / "bd.json").write_text(json.dumps(bd, indent=2) + "\n")
     (result.out / "bd.md").write_text(bd_markdown(bd))
     if plot and results:
-        from .plot import plot_rd
+        from mscncodec.bench.plot import plot_rd
 
         plot_rd(results, result.out / "rd.png", with_anchors=anchors)
     return bd

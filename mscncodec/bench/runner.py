@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from . import metrics
-from .base import Codec
+from mscncodec.bench import metrics
+from mscncodec.bench.base import Codec
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 DEFAULT_POINTS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
@@ -204,7 +204,7 @@ def run_bench(
     cached points are still reported): keeps an expensive old codec's rows in a
     report whose point list has grown.
     """
-    from . import report  # late: keeps `import runner` light for the CLI's --help
+    from mscncodec.bench import report  # late: keeps `import runner` light for the CLI's --help
 
     t_start = time.perf_counter()
     points = sorted({float(p) for p in points})

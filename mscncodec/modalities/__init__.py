@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import BitstreamError, InputError
+from mscncodec.errors import BitstreamError, InputError
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,10 @@ def for_input(path: str | Path) -> Modality:
 
 
 register(Modality("image", 1, ("*",), ("*",),
-                  "mscncodec.codec:encode_image", "mscncodec.codec:decode", "mscncodec.container_io:image_file_bytes",
-                  "mscncodec.codec:describe", options=("bpp", "arch")))
+                  "mscncodec.modalities.image_codec:encode_image", "mscncodec.modalities.image_codec:decode",
+                  "mscncodec.container.files:image_file_bytes",
+                  "mscncodec.modalities.image_codec:describe", options=("bpp", "arch")))
 register(Modality("mesh", 2, (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", ".ply", ".stl", ".off", ".glb"),
-                  "mscncodec.meshcodec:encode_mesh", "mscncodec.meshcodec:decode_mesh", "mscncodec.modalities.mesh:encode_file",
-                  "mscncodec.meshcodec:describe", options=("resolution",)))
+                  "mscncodec.modalities.mesh_codec:encode_mesh", "mscncodec.modalities.mesh_codec:decode_mesh",
+                  "mscncodec.modalities.mesh:encode_file",
+                  "mscncodec.modalities.mesh_codec:describe", options=("resolution",)))

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputError
+from mscncodec.errors import InputError
+from mscncodec.errors import MscnError
+from mscncodec.training import split
 
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25  # 33.5M pixels: beyond this a 2-core machine is the wrong tool
@@ -112,3 +114,60 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """RGB PSNR in dB with peak 255 (inf for identical images)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def list_images(root: Path) -> list[Path]:
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise MscnError(f"no training images found under {root}")
+    return files
+
+
+def training_files(data: Path, val_fraction: float, max_images: int) -> tuple[list[Path], list[Path]]:
+    """(train, held-out) image files; the held-out split falls back to the last training file."""
+    train_files, val_files = split(list_images(data), data, val_fraction)
+    if max_images:
+        train_files = train_files[:max_images]
+    return train_files, val_files or train_files[-1:]
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise MscnError(f"cannot read training image {path}: {type(e).__name__}") from None
+
+
+class PatchSampler:
+    """Random P x P crops with random flips, as (B, P*P, 3) in [-1, 1]."""
+
+    def __init__(self, images: list[np.ndarray], patch: int, seed: int):
+        self.images = [im for im in images if im.shape[0] >= patch and im.shape[1] >= patch]
+        if not self.images:
+            raise MscnError(f"no image is at least {patch}x{patch} pixels (the patch size)")
+        self.p = patch
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, n: int) -> torch.Tensor:
+        p, out = self.p, np.empty((n, self.p, self.p, 3), np.uint8)
+        idx = self.rng.integers(0, len(self.images), n)
+        for i, j in enumerate(idx):
+            im = self.images[j]
+            y = self.rng.integers(0, im.shape[0] - p + 1)
+            x = self.rng.integers(0, im.shape[1] - p + 1)
+            crop = im[y : y + p, x : x + p]
+            if self.rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            if self.rng.random() < 0.5:
+                crop = crop[::-1]
+            out[i] = crop
+        return torch.from_numpy(out).float().div_(127.5).sub_(1.0).reshape(n, p * p, 3)
+
+
+def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
+    """PatchSampler's (B, P*P, 3) in [-1, 1] -> (B, 3, P, P) in [0, 1]."""
+    return batch.reshape(-1, p, p, 3).permute(0, 3, 1, 2).add(1).mul(0.5).contiguous()

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from mscncodec.errors import InputError
 
 EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb")
 FILL = 0.9  # the longest side spans [-FILL, FILL]: room for the surface's outside band

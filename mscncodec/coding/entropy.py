@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from .errors import BitstreamError
+from mscncodec.errors import BitstreamError
 
 _P_RES = 4096
 OFFSET_UNIT = 0.25  # mask logit offsets are sent as int8 multiples of this

@@ -34,14 +34,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import bitstream, grid2
-from .errors import BitstreamError, RateError
-from .grid import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
-from .grid2meta import ste, symbols_of
-from .gridcodec import MAX_DEADZONE, grid_header, latent_step, pad_image, step_index_for, tied_step
-from .models import Grid2Model, models_dir
-from .optim import Adam
-from .quantize import dequantise, quantise, step_index
+from mscncodec.container import bitstream
+from mscncodec.families.grid2 import network as grid2
+from mscncodec.errors import BitstreamError, RateError
+from mscncodec.coding.latents import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
+from mscncodec.families.grid2.train import ste, symbols_of
+from mscncodec.coding.latents import MAX_DEADZONE, grid_header, latent_step, pad_image, step_index_for, tied_step
+from mscncodec.models import Grid2Model, models_dir
+from mscncodec.optim import Adam
+from mscncodec.coding.quantize import dequantise, quantise, step_index
 
 EFFORT = {"fast": 8, "default": 50, "max": 2000}  # refinement steps over the whole image (Kodak, 2 threads: ~10 s, ~25 s, ~12 min)
 LATENT_LR = 0.05  # Adam on latents, in symbol units
@@ -129,7 +130,7 @@ def decode_latents(arm: grid2.FixedArm, data: bytes, shapes: list[tuple[int, int
 def _update_sections(model: Grid2Model, values: dict[str, torch.Tensor], rel_step: float | None
                      ) -> tuple[list[tuple[str, bytes]], dict[str, torch.Tensor]]:
     """Quantise and code a dense update (rel_step None: all zero); -> sections, dequantised update."""
-    from .codec import pack_update  # the update coder shared by the families
+    from mscncodec.coding.update import pack_update  # the update coder shared by the families
 
     symbols, steps = {}, {}
     for k, v in values.items():
@@ -472,7 +473,7 @@ def fit_size(pack, magnitudes, base_idx: int, target: int) -> tuple[bytes | None
 
 def decode(model: Grid2Model, header: dict, sections: dict[str, bytes]) -> np.ndarray:
     """-> H x W x 3 uint8."""
-    from .codec import unpack_update
+    from mscncodec.coding.update import unpack_update
 
     cfg = model.cfg
     lam_idx, step_idx = grid_header(model, header, sections, "GRD2")

@@ -35,35 +35,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mscncodec.coding.latents import _lin, lambda_feature, laplace_bits
+
 SYMBOL_RANGE = 255  # latents are coded in [-R, R]; the encoder clamps to it
-LOG2_LAMBDA_MIN, LOG2_LAMBDA_STEPS = -15.0, 16  # lambda table: 2**(-15 + i/16), i in 0..255
-MIN_LIKELIHOOD = 2.0**-16
 SCALE_MIN, SCALE_MAX = 0.04, 64.0
 N_SCALES = 128  # coded Laplace scales are snapped to a log-spaced table (bit-identical both ends)
 MEAN_GRID = 1 / 16  # ... and means to this grid
 
 
-def lambda_value(idx: int) -> float:
-    return float(2.0 ** (LOG2_LAMBDA_MIN + idx / LOG2_LAMBDA_STEPS))
 
 
-def lambda_index(lam: float) -> int:
-    return int(np.clip(np.round((np.log2(lam) - LOG2_LAMBDA_MIN) * LOG2_LAMBDA_STEPS), 0, 255))
 
 
-def step_for(lam: torch.Tensor) -> torch.Tensor:
-    """The latent quantisation step that goes with a trade-off lambda: sqrt(lambda / 2**-9.5).
-
-    Tying the step to lambda makes one model variable-rate by construction (high-rate
-    theory: MSE ~ step**2, so the optimal step grows like sqrt(lambda)); the networks
-    only learn what is left. The encoder sends the step it finally used.
-    """
-    return torch.exp2((torch.log2(lam) + 9.5) / 2)
 
 
-def lambda_feature(lam: torch.Tensor) -> torch.Tensor:
-    """log2(lambda), centred on the useful range: the networks' rate-conditioning input."""
-    return (torch.log2(lam) + 9.0) / 3.0
 
 
 @dataclass(frozen=True)
@@ -226,12 +211,6 @@ def upsample_all(cfg: GridConfig, latents: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(ups, 1)
 
 
-def _lin(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """A 1x1 layer on channel-last features (B, N, I) with shared (O, I, 1, 1) or per-sample (B, O, I, 1, 1)
-    weights, as a matrix product: on the CPU its backward pass is several times faster than conv2d's."""
-    if w.dim() == 4:
-        return torch.addmm(b, h.reshape(-1, h.shape[-1]), w.reshape(w.shape[0], -1).t()).reshape(*h.shape[:-1], w.shape[0])
-    return torch.baddbmm(b[:, None, :], h, w.reshape(*w.shape[:3]).transpose(1, 2))
 
 
 def synthesis(cfg: GridConfig, p: dict[str, torch.Tensor], latents: list[torch.Tensor]) -> torch.Tensor:
@@ -315,15 +294,6 @@ def latent_params(cfg: GridConfig, p: dict[str, torch.Tensor], latents: list[tor
     return mu, ls, mask
 
 
-def laplace_bits(z: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """-log2 P(bin of width 1 around z) under Laplace(mu, exp(log_scale)); z may carry uniform noise."""
-    b = log_scale.exp()
-    x = (z - mu).abs()
-    lower = torch.exp(-(x + 0.5) / b)
-    outside = 0.5 * (torch.exp(-(x - 0.5).clamp(min=0) / b) - lower)  # bin entirely on one side of the mean
-    straddle = 1.0 - 0.5 * torch.exp(-(0.5 - x).clamp(min=0) / b) - 0.5 * lower  # bin contains the mean
-    p = torch.where(x < 0.5, straddle, outside)
-    return -torch.log2(p.clamp(min=MIN_LIKELIHOOD))
 
 
 def rate_bits(cfg: GridConfig, p: dict[str, torch.Tensor], latents: list[torch.Tensor], lam: torch.Tensor,

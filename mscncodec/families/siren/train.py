@@ -9,29 +9,25 @@ Checkpoints are written often and ``--resume`` continues exactly where a run sto
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import MscnError
-from .fit import group_loss, inner_loop
-from .modalities.image import grid_coords
-from .models import Model, fresh_model
-from .siren import SirenConfig
+from mscncodec.families.siren.fit import group_loss, inner_loop
+from mscncodec.modalities.image import grid_coords
+from mscncodec.models import Model, fresh_model
+from mscncodec.families.siren.network import SirenConfig
+from mscncodec.modalities.image import PatchSampler, load_rgb, training_files
+from mscncodec.training import Run
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
 
 @dataclass
@@ -61,136 +57,20 @@ class TrainConfig:
     max_images: int = 0  # 0: all
 
 
-def list_images(root: Path) -> list[Path]:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise MscnError(f"no training images found under {root}")
-    return files
 
 
-def split(files: list[Path], root: Path, val_fraction: float) -> tuple[list[Path], list[Path]]:
-    """Deterministic split by a hash of the relative path (stable when files are added)."""
-    train, val = [], []
-    for f in files:
-        h = int(hashlib.sha1(str(f.relative_to(root)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (val if h < val_fraction else train).append(f)
-    return train, val
 
 
-def training_files(data: Path, val_fraction: float, max_images: int) -> tuple[list[Path], list[Path]]:
-    """(train, held-out) image files; the held-out split falls back to the last training file."""
-    train_files, val_files = split(list_images(data), data, val_fraction)
-    if max_images:
-        train_files = train_files[:max_images]
-    return train_files, val_files or train_files[-1:]
 
 
-def run_paths(out: Path) -> tuple[Path, Path]:
-    """(checkpoint, log) of a training run in OUT.run/, created only once the data is known to be usable."""
-    run_dir = out.parent / f"{out.name}.run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir / "checkpoint.pt", run_dir / "train.log"
 
 
-class Run:
-    """One training run's folder OUT.run/ — checkpoint (written atomically), resume, log, provenance —
-    shared by the trainers so that every family checkpoints, resumes and documents itself the same way.
-
-    `active` False (a torchrun rank other than 0) reads the checkpoint but never writes."""
-
-    def __init__(self, out: Path, active: bool = True) -> None:
-        self.ckpt, self.log_path = run_paths(out)
-        self.active = active
-        self.step, self.elapsed, self.history = 0, 0.0, []
-        self._log = open(self.log_path, "a") if active else None
-        self.t0 = time.time()
-
-    def resume(self, model, opt, load: Callable[[dict], object], mismatch: Callable[[object], str | None]) -> bool:
-        """Load the checkpoint (if any) into `model` and `opt`; `mismatch(loaded)` names an architecture
-        difference that makes resuming wrong (a one-line error), or None."""
-        if not self.ckpt.is_file():
-            return False
-        ck = torch.load(self.ckpt, map_location="cpu", weights_only=False)
-        loaded = load(ck["model"])
-        problem = mismatch(loaded)
-        if problem:
-            raise MscnError(f"{self.ckpt} was trained with {problem}: resume with the same architecture options")
-        mine = model.tensors()
-        for k, v in loaded.tensors().items():
-            mine[k].data.copy_(v)
-        opt.load_state_dict(ck["opt"])
-        self.step, self.elapsed, self.history = ck["step"], ck["elapsed"], ck["history"]
-        return True
-
-    def log(self, msg: str) -> None:
-        if self._log:
-            self._log.write(msg + "\n")
-            self._log.flush()
-
-    def start(self, cfg: dict, extra: str = "") -> None:
-        """Log the start (or resume) with the full config; the card reads these lines back."""
-        self.log(f"# start step={self.step}{extra} cfg={json.dumps(cfg)}")
-        self.t0 = time.time() - self.elapsed
-
-    def wall(self) -> float:
-        return time.time() - self.t0
-
-    def save(self, model, opt, cfg: dict) -> None:
-        if not self.active:
-            return
-        tmp = self.ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state(), "opt": opt.state_dict(), "step": self.step, "elapsed": self.wall(),
-                    "history": self.history, "cfg": cfg}, tmp)
-        tmp.replace(self.ckpt)
-
-    def provenance(self, data: Path, train_files: list[Path], val_files: list[Path], command: str, cfg: dict) -> dict:
-        """What a model card records of the run."""
-        return {"train_config": cfg, "data": str(data), "data_files": len(train_files), "val_files": len(val_files),
-                "data_sha256": data_hash(train_files, data), "steps": self.step, "wall_s": round(self.wall(), 1),
-                "command": command, "validation": self.history[-1] if self.history else {},
-                "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
 
 
-def data_hash(files: list[Path], root: Path) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
-        h.update(hashlib.sha256(f.read_bytes()).digest())
-    return h.hexdigest()
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise MscnError(f"cannot read training image {path}: {type(e).__name__}") from None
 
 
-class PatchSampler:
-    """Random P x P crops with random flips, as (B, P*P, 3) in [-1, 1]."""
-
-    def __init__(self, images: list[np.ndarray], patch: int, seed: int):
-        self.images = [im for im in images if im.shape[0] >= patch and im.shape[1] >= patch]
-        if not self.images:
-            raise MscnError(f"no image is at least {patch}x{patch} pixels (the patch size)")
-        self.p = patch
-        self.rng = np.random.default_rng(seed)
-
-    def sample(self, n: int) -> torch.Tensor:
-        p, out = self.p, np.empty((n, self.p, self.p, 3), np.uint8)
-        idx = self.rng.integers(0, len(self.images), n)
-        for i, j in enumerate(idx):
-            im = self.images[j]
-            y = self.rng.integers(0, im.shape[0] - p + 1)
-            x = self.rng.integers(0, im.shape[1] - p + 1)
-            crop = im[y : y + p, x : x + p]
-            if self.rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            if self.rng.random() < 0.5:
-                crop = crop[::-1]
-            out[i] = crop
-        return torch.from_numpy(out).float().div_(127.5).sub_(1.0).reshape(n, p * p, 3)
 
 
 def meta_parameters(model: Model) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -206,7 +86,7 @@ def evaluate(model: Model, coords: torch.Tensor, val: torch.Tensor) -> dict[str,
         state = inner_loop(model, coords, val)
     with torch.no_grad():
         eff = state.effective(model, stochastic=False)
-        from . import siren
+        from mscncodec.families.siren import network as siren
 
         pred = siren.forward(model.cfg, model.theta, eff, coords, val.shape[0]).clamp(-1, 1)
         mse = (pred - val).pow(2).mean().item() * (127.5**2)

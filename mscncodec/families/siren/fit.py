@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import siren
-from .models import Model
-from .optim import Adam
-from .sparsity import closed_threshold, deterministic_gate, prob_open, sample_gate
+from mscncodec.families.siren import network as siren
+from mscncodec.models import Model
+from mscncodec.optim import Adam
+from mscncodec.coding.sparsity import deterministic_gate, prob_open, sample_gate
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -62,21 +62,6 @@ def initial_state(model: Model, n_groups: int, differentiable: bool = False, gat
     return FitState(delta, la)
 
 
-def gate_shift_for(model: Model, open_per_group: float, margin: float = 1.0) -> float:
-    """A shift of all initial gate logits so at least open_per_group gates start open (deterministically).
-
-    A model is meta-trained at one L0 weight, i.e. one natural rate, and its gate
-    prior is sharp: a few entries far above the closing threshold, the rest far
-    below. To aim at a higher rate the encoder lifts the prior until the
-    open_per_group-th entry sits `margin` above the threshold, and lets fitting
-    (distortion + L0) decide which of them stay open. Never shifts down.
-    """
-    if not model.gated:
-        return 0.0
-    la = torch.cat([v.detach().reshape(-1) for v in model.log_alpha.values()])
-    k = int(min(max(open_per_group, 1), la.numel()))
-    kth = float(torch.topk(la, k).values[-1])
-    return max(0.0, closed_threshold() + margin - kth)
 
 
 def group_loss(

@@ -11,8 +11,12 @@ the prior the arithmetic coder uses for the mask.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # models imports this module
+    from mscncodec.models import Model
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1
@@ -40,3 +44,20 @@ def prob_open(log_alpha: torch.Tensor) -> torch.Tensor:
 def closed_threshold() -> float:
     """log_alpha at which the deterministic gate closes exactly."""
     return math.log(-GAMMA / ZETA)  # sigmoid(x)*(zeta-gamma)+gamma = 0
+
+
+def gate_shift_for(model: Model, open_per_group: float, margin: float = 1.0) -> float:
+    """A shift of all initial gate logits so at least open_per_group gates start open (deterministically).
+
+    A model is meta-trained at one L0 weight, i.e. one natural rate, and its gate
+    prior is sharp: a few entries far above the closing threshold, the rest far
+    below. To aim at a higher rate the encoder lifts the prior until the
+    open_per_group-th entry sits `margin` above the threshold, and lets fitting
+    (distortion + L0) decide which of them stay open. Never shifts down.
+    """
+    if not model.gated:
+        return 0.0
+    la = torch.cat([v.detach().reshape(-1) for v in model.log_alpha.values()])
+    k = int(min(max(open_per_group, 1), la.numel()))
+    kth = float(torch.topk(la, k).values[-1])
+    return max(0.0, closed_threshold() + margin - kth)

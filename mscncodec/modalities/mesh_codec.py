@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bitstream, siren
-from .codec import BITS_PER_ENTRY, OPEN_HEADROOM, dequantise_all, fit_and_pack, unpack_update
-from .errors import BitstreamError, MscnError, RateError
-from .models import Model, default_modality_model, find_by_id, load_model, model_modality
-from .modalities import mesh as mmod
+from mscncodec.container import bitstream
+from mscncodec.families.siren import network as siren
+from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
+from mscncodec.coding.update import dequantise_all, unpack_update
+from mscncodec.errors import BitstreamError, MscnError, RateError
+from mscncodec.models import Model, default_modality_model, find_by_id, load_model, model_modality
+from mscncodec.modalities import mesh as mmod
 
 MODALITY_CODE = 2
 ARCH_CODE = 1  # siren
@@ -100,7 +102,7 @@ def encode_mesh(
     t1 = time.perf_counter()
     rec = decode_mesh(data)
     t_dec = time.perf_counter() - t1
-    from .modalities.mesh_metrics import compare
+    from mscncodec.modalities.mesh_metrics import compare
 
     report = {"bytes": len(data), "faces_in": int(len(mesh.faces)), "faces_out": int(len(rec.faces)), "model": m.name,
               "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution,

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import BitstreamError
+from mscncodec.errors import BitstreamError
 
 MAGIC = b"MSCN"
 VERSION = 1

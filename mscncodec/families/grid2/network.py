@@ -26,7 +26,7 @@ exact. Training and refinement use the float twin (``arm_float``), which differs
 only by those roundings.
 
 Latents are coded in *symbol units*: integer symbols times a global step tied to
-lambda (``grid.step_for``), so one model covers every rate. All weights live in
+lambda (``coding.latents.step_for``), so one model covers every rate. All weights live in
 flat ``dict[str, Tensor]``s, as in ``grid.py``.
 """
 
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grid import _lin, lambda_feature, laplace_bits
+from mscncodec.coding.latents import _lin, lambda_feature, laplace_bits
 
 SYMBOL_RANGE = 255
 SCALE_MIN, SCALE_MAX, N_SCALES = 0.02, 64.0, 256  # Laplace scales in symbol units, log-spaced table

@@ -30,23 +30,24 @@ import sys
 import constriction
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import bitstream, grid
-from .errors import BitstreamError, RateError
-from .fit import gate_shift_for
-from .gridmeta import BITS_PER_ENTRY, inner_loop, quantised_latents, rd_loss
-from .models import GridModel
-from .optim import Adam
-from .quantize import dequantise, quantise, step_index
-from .sparsity import deterministic_gate, prob_open, sample_gate
+from mscncodec.coding import latents as lt
+from mscncodec.container import bitstream
+from mscncodec.families.grid import network as grid
+from mscncodec.errors import BitstreamError, RateError
+from mscncodec.coding.sparsity import gate_shift_for
+from mscncodec.families.grid.train import BITS_PER_ENTRY, inner_loop, quantised_latents, rd_loss
+from mscncodec.models import GridModel
+from mscncodec.optim import Adam
+from mscncodec.coding.quantize import dequantise, quantise, step_index
+from mscncodec.coding.sparsity import deterministic_gate, prob_open, sample_gate
+from mscncodec.coding.latents import MAX_DEADZONE, grid_header, latent_step, pad_image, step_index_for, tied_step
 
 EFFORT = {"fast": 40, "default": 150, "max": 600}  # full-image refinement steps
 LATENT_LR = {"gates": 0.2, "dense": 0.2, "scratch": 0.2}  # Adam on latents, in units of the latent step
 DELTA_LR = 5e-3
 GATE_LR = 3e-2
-STEP_BASE, STEP_PER_OCTAVE = 128, 32  # global latent step 2**((i - 128) / 32)
 UPDATE_REL_STEPS = (0.0625, 0.125, 0.25, 0.5)  # update quantisation steps tried, relative to the rms of the sent entries
 HARD_FRACTION = 0.2  # last fraction of refinement steps uses exact rounding for the rate too
 CONTROL_EVERY = 5
@@ -54,27 +55,12 @@ OPEN_FRACTION = 1.0  # share of the update entries whose gates start open at enc
 FINER_STEPS = 32  # the final size fit may refine the latent step by at most an octave
 
 
-def latent_step(idx: int) -> float:
-    return float(2.0 ** ((idx - STEP_BASE) / STEP_PER_OCTAVE))
 
 
-def step_index_for(lam: float) -> int:
-    """Index of the tabled latent step nearest the one tied to lambda (grid.step_for)."""
-    step = float(grid.step_for(torch.tensor(lam)))
-    return int(np.clip(np.round(STEP_PER_OCTAVE * math.log2(step) + STEP_BASE), 0, 255))
 
 
-def tied_step(lam_idx: int) -> float:
-    """The tabled latent step that goes with a tabled lambda."""
-    return latent_step(step_index_for(grid.lambda_value(lam_idx)))
 
 
-def pad_image(rgb: np.ndarray, align: int) -> torch.Tensor:
-    """H x W x 3 uint8 -> (1, 3, Hp, Wp) in [0, 1], edge-replicated to a multiple of align."""
-    h, w, _ = rgb.shape
-    x = torch.from_numpy(np.array(rgb, copy=True)).float().div_(255.0).permute(2, 0, 1)[None]
-    ph, pw = -h % align, -w % align
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
 
 
 def grid_shapes(cfg: grid.GridConfig, h: int, w: int) -> list[tuple[int, int]]:
@@ -97,7 +83,7 @@ def _level_params(cfg, params, decoded: list, level: int, lam_t: torch.Tensor, s
     coarse = grid.coarse_context(decoded, level)
     neigh = torch.zeros_like(decoded[level]) if anchors is None else anchors
     with torch.no_grad():
-        mu, ls = grid.context_pass(cfg, params, level, coarse, neigh, grid.lambda_feature(lam_t),
+        mu, ls = grid.context_pass(cfg, params, level, coarse, neigh, lt.lambda_feature(lam_t),
                                    keep=torch.from_numpy(sel))
     return grid.snap_params(mu.numpy().reshape(-1), ls.numpy().reshape(-1), step)
 
@@ -105,7 +91,7 @@ def _level_params(cfg, params, decoded: list, level: int, lam_t: torch.Tensor, s
 def encode_latents(cfg, params, symbols: list[np.ndarray], lam_idx: int, step_idx: int) -> bytes:
     """Coarsest grid first; per grid the anchors, then the rest (the decoder's order)."""
     step = latent_step(step_idx)
-    lam_t = torch.tensor([grid.lambda_value(lam_idx)])
+    lam_t = torch.tensor([lt.lambda_value(lam_idx)])
     decoded = [torch.from_numpy(s.astype(np.float32) * np.float32(step))[None, None] for s in symbols]
     enc = constriction.stream.queue.RangeEncoder()
     for l in range(cfg.levels - 1, -1, -1):
@@ -125,7 +111,7 @@ def decode_latents(cfg, params, data: bytes, shapes: list[tuple[int, int]], lam_
     if len(data) % 4:
         raise BitstreamError("corrupted .mscn file (latent section length is not a multiple of 4)")
     step = latent_step(step_idx)
-    lam_t = torch.tensor([grid.lambda_value(lam_idx)])
+    lam_t = torch.tensor([lt.lambda_value(lam_idx)])
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
     decoded: list[torch.Tensor] = [torch.zeros(1, 1, *s) for s in shapes]
     for l in range(cfg.levels - 1, -1, -1):
@@ -150,7 +136,7 @@ def _update_sections(model: GridModel, values: dict[str, torch.Tensor], sent: di
                      rel_step: float | None) -> tuple[list[tuple[str, bytes]], dict[str, torch.Tensor]]:
     """Quantise and code the update (rel_step None: send none of it); returns the sections and the
     dequantised update the decoder will see."""
-    from .codec import pack_update  # the SIREN family's update coding, shared
+    from mscncodec.coding.update import pack_update  # the SIREN family's update coding, shared
 
     symbols, steps = {}, {}
     for k, v in values.items():
@@ -165,8 +151,8 @@ def _update_sections(model: GridModel, values: dict[str, torch.Tensor], sent: di
 
 # ---------------------------------------------------------------- encode
 
-LAMBDA_SEARCH = (grid.lambda_index(2.0**-13), grid.lambda_index(2.0**-1))  # a little beyond the trained range
-SCRATCH_LAMBDA = grid.lambda_index(2.0**-9)
+LAMBDA_SEARCH = (lt.lambda_index(2.0**-13), lt.lambda_index(2.0**-1))  # a little beyond the trained range
+SCRATCH_LAMBDA = lt.lambda_index(2.0**-9)
 
 
 def _lambda_for(model: GridModel, x: torch.Tensor, target_bits: float) -> int:
@@ -174,7 +160,7 @@ def _lambda_for(model: GridModel, x: torch.Tensor, target_bits: float) -> int:
     lo, hi = LAMBDA_SEARCH  # index up = larger lambda = lower rate
 
     def bits(i: int) -> float:
-        lam = torch.tensor([grid.lambda_value(i)])
+        lam = torch.tensor([lt.lambda_value(i)])
         step = torch.tensor([tied_step(i)])
         with torch.no_grad():
             lat = grid.analysis(model.cfg, model.analysis, x, lam)
@@ -209,8 +195,8 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             print(f"[grid] amortised lambda index {lam_idx}", file=sys.stderr)
     else:
         q = 50 if quality is None else quality
-        lam_idx = grid.lambda_index(2.0 ** (-6.0 - 7.0 * q / 100))
-    lam = grid.lambda_value(lam_idx)
+        lam_idx = lt.lambda_index(2.0 ** (-6.0 - 7.0 * q / 100))
+    lam = lt.lambda_value(lam_idx)
     if model.analysis:
         with torch.no_grad():
             start = grid.analysis(cfg, model.analysis, x, torch.tensor([lam]))
@@ -223,7 +209,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
     lam_t = torch.tensor([lam])
     gated = model.gated
     if gated and model.inner_steps:
-        hard, _ = quantised_latents([z.detach() for z in latents], noisy=False, step=grid.step_for(lam_t))
+        hard, _ = quantised_latents([z.detach() for z in latents], noisy=False, step=lt.step_for(lam_t))
         delta, la = inner_loop(model, x, hard, hard, lam_t, l0_scale, model.inner_steps, False, stochastic=False)
     else:
         delta = {k: torch.zeros(1, *s, requires_grad=True) for k, s in cfg.update_shapes().items()}
@@ -247,8 +233,8 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
         frac = i / max(n_steps, 1)
         for g, b in zip(opt.groups, base_lr):
             g["lr"] = b * (0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1)
-        li = grid.lambda_index(2.0**log2_lam)
-        lam_t = torch.tensor([grid.lambda_value(li)])
+        li = lt.lambda_index(2.0**log2_lam)
+        lam_t = torch.tensor([lt.lambda_value(li)])
         step_t = torch.tensor([tied_step(li)])
         rate_lat, syn_lat = quantised_latents(latents, noisy=frac < 1 - HARD_FRACTION, step=step_t)
         params = _params(model, delta, la, stochastic=True)
@@ -267,9 +253,9 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
                       f"train_bpp={est_bpp.item():.3f} psnr={10 * math.log10(1 / max(mse.item(), 1e-12)):.2f}",
                       file=sys.stderr)
             log2_lam = float(np.clip(log2_lam + np.clip(0.7 * math.log2(max(ratio, 1e-3)), -0.3, 0.3),
-                                     grid.LOG2_LAMBDA_MIN, grid.LOG2_LAMBDA_MIN + 255 / grid.LOG2_LAMBDA_STEPS))
+                                     lt.LOG2_LAMBDA_MIN, lt.LOG2_LAMBDA_MIN + 255 / lt.LOG2_LAMBDA_STEPS))
         bar.set_postfix(bpp=f"{est_bpp.item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.item(), 1e-12)):.2f}")
-    lam_idx = grid.lambda_index(2.0**log2_lam)
+    lam_idx = lt.lambda_index(2.0**log2_lam)
 
     # 3. quantise the update, then fit the real size with the global latent step
     with torch.no_grad():
@@ -281,7 +267,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             values = {k: v.detach()[0] for k, v in delta.items()}
             sent = {k: torch.ones_like(v, dtype=torch.bool) for k, v in values.items()}
         # the update's quantisation step: the best rate + distortion / lambda over a few candidates
-        lam_t = torch.tensor([grid.lambda_value(lam_idx)])
+        lam_t = torch.tensor([lt.lambda_value(lam_idx)])
         step_t = torch.tensor([tied_step(lam_idx)])
         hard, _ = quantised_latents(latents, noisy=False, step=step_t)
         best_j = math.inf
@@ -315,7 +301,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
         r = np.abs(np.concatenate([v.reshape(-1) for v in y])) / latent_step(step_idx)
         return np.sort(r[(r >= 0.5) & (r < MAX_DEADZONE)])
 
-    base_idx = step_index_for(grid.lambda_value(lam_idx))
+    base_idx = step_index_for(lt.lambda_value(lam_idx))
     note = ""
     if target_bytes is None:
         data = pack(base_idx)
@@ -332,10 +318,9 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             note = (f"target {bpp} bpp not reached: {8 * len(data) / n_pix:.4f} bpp at the finest latent step "
                     f"this encode allows (effort '{effort}')")
     n_open = int(sum(int(v.sum()) for v in sent.values())) if gated else int(sum(v.numel() for v in values.values()))
-    return data, {"note": note, "open": n_open, "lambda": grid.lambda_value(lam_idx), "steps": n_steps}
+    return data, {"note": note, "open": n_open, "lambda": lt.lambda_value(lam_idx), "steps": n_steps}
 
 
-MAX_DEADZONE = 1.5  # latents below 1.5 steps may be zeroed to fit the size (a dead-zone quantiser)
 DEADZONE_ITERS = 12
 
 
@@ -402,22 +387,11 @@ def _open_count(model: GridModel, la) -> torch.Tensor:
 
 # ---------------------------------------------------------------- decode
 
-def grid_header(model, header: dict, sections: dict[str, bytes], tag: str) -> tuple[int, int]:
-    """Validate a latent-grid stream's alignment and sections; -> (lambda index, latent step index) from
-    the 2-byte section `tag` (GRID for grid, GRD2 for grid2)."""
-    if header["patch"] != model.cfg.align:
-        raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
-    for t in (tag, "LATS"):
-        if t not in sections:
-            raise BitstreamError(f"corrupted .mscn file (missing section {t})")
-    if len(sections[tag]) != 2:
-        raise BitstreamError(f"corrupted .mscn file ({tag} section must be 2 bytes)")
-    return struct.unpack("<BB", sections[tag])
 
 
 def decode(model: GridModel, header: dict, sections: dict[str, bytes]) -> np.ndarray:
     """-> H x W x 3 uint8."""
-    from .codec import unpack_update
+    from mscncodec.coding.update import unpack_update
 
     cfg = model.cfg
     lam_idx, step_idx = grid_header(model, header, sections, "GRID")

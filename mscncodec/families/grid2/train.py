@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import grid2
-from .errors import MscnError
-from .grid import step_for
-from .gridmeta import crops_to_images
-from .meta import PatchSampler, Run, load_rgb, training_files
-from .models import Grid2Model, fresh_grid2_model
+from mscncodec.families.grid2 import network as grid2
+from mscncodec.errors import MscnError
+from mscncodec.coding.latents import step_for
+from mscncodec.modalities.image import crops_to_images
+from mscncodec.modalities.image import PatchSampler, load_rgb, training_files
+from mscncodec.training import Run
+from mscncodec.models import Grid2Model, fresh_grid2_model
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import MscnError
-from .fit import group_loss, inner_loop
-from .meta import Run, meta_parameters, split
-from .models import Model, fresh_model
-from .modalities import mesh as mmod
-from .siren import SirenConfig
+from mscncodec.errors import MscnError
+from mscncodec.families.siren.fit import group_loss, inner_loop
+from mscncodec.training import Run, split
+from mscncodec.families.siren.train import meta_parameters
+from mscncodec.models import Model, fresh_model
+from mscncodec.modalities import mesh as mmod
+from mscncodec.families.siren.network import SirenConfig
 
 
 @dataclass
@@ -113,7 +113,7 @@ def evaluate(model: Model, coords: torch.Tensor, target: torch.Tensor) -> dict[s
     with torch.enable_grad():
         state = inner_loop(model, coords, target)
     with torch.no_grad():
-        from . import siren
+        from mscncodec.families.siren import network as siren
 
         eff = state.effective(model, stochastic=False)
         pred = siren.forward(model.cfg, model.theta, eff, coords, target.shape[0])

@@ -29,12 +29,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import grid
-from .errors import MscnError
-from .meta import PatchSampler, Run, load_rgb, training_files
-from .models import GridModel, fresh_grid_model
-from .quantize import ste_round
-from .sparsity import deterministic_gate, prob_open, sample_gate
+from mscncodec.coding import latents as lt
+from mscncodec.families.grid import network as grid
+from mscncodec.modalities.image import PatchSampler, load_rgb, training_files
+from mscncodec.training import Run
+from mscncodec.models import GridModel, fresh_grid_model
+from mscncodec.coding.quantize import ste_round
+from mscncodec.coding.sparsity import deterministic_gate, prob_open, sample_gate
+from mscncodec.modalities.image import crops_to_images
 
 BITS_PER_ENTRY = 10.0  # typical cost of one sent update entry (mask + value)
 
@@ -70,9 +72,6 @@ class GridTrainConfig:
                                analysis=self.analysis)
 
 
-def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
-    """PatchSampler's (B, P*P, 3) in [-1, 1] -> (B, 3, P, P) in [0, 1]."""
-    return batch.reshape(-1, p, p, 3).permute(0, 3, 1, 2).add(1).mul(0.5).contiguous()
 
 
 def quantised_latents(latents: list[torch.Tensor], noisy: bool, step: torch.Tensor
@@ -93,11 +92,11 @@ def rd_loss(cfg: grid.GridConfig, params: dict[str, torch.Tensor], x: torch.Tens
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample (rate + D / lambda, bpp, mse), rate in bits per pixel, D = MSE on [0, 1].
 
-    step: the latent step (default: the one tied to lambda, grid.step_for); n_pix: the pixels the
+    step: the latent step (default: the one tied to lambda, lt.step_for); n_pix: the pixels the
     rate is counted over (default: x's; the encoder counts the original, unpadded image).
     """
     n_pix = n_pix or x.shape[2] * x.shape[3]
-    bits = grid.rate_bits(cfg, params, rate_lat, lam, grid.step_for(lam) if step is None else step) + extra_bits
+    bits = grid.rate_bits(cfg, params, rate_lat, lam, lt.step_for(lam) if step is None else step) + extra_bits
     pred = grid.synthesis(cfg, params, syn_lat)
     mse = (pred - x).pow(2).mean(dim=(1, 2, 3))
     bpp = bits / n_pix
@@ -142,7 +141,7 @@ def evaluate(model: GridModel, x: torch.Tensor, l0_scale: float) -> dict[str, fl
         lam = torch.full((x.shape[0],), 2.0**l2)
         with torch.no_grad():
             lat = grid.analysis(model.cfg, model.analysis, x, lam)
-        hard, _ = quantised_latents(lat, noisy=False, step=grid.step_for(lam))
+        hard, _ = quantised_latents(lat, noisy=False, step=lt.step_for(lam))
         hard = [h.detach() for h in hard]
         with torch.enable_grad():
             delta, la = inner_loop(model, x, hard, hard, lam, l0_scale, model.inner_steps, False, stochastic=False)
@@ -191,7 +190,7 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
         x = crops_to_images(sampler.sample(cfg.batch), cfg.crop)
         lam = torch.from_numpy(2.0 ** np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, cfg.batch)).float()
         lat = grid.analysis(gcfg, model.analysis, x, lam)
-        rate_lat, syn_lat = quantised_latents(lat, noisy=True, step=grid.step_for(lam))
+        rate_lat, syn_lat = quantised_latents(lat, noisy=True, step=lt.step_for(lam))
         k = cfg.inner_steps if step % max(cfg.inner_every, 1) == 0 else 0
         delta, la = inner_loop(model, x, rate_lat, syn_lat, lam, l0_scale, k, create_graph=not cfg.first_order)
         loss, bpp, mse = post_loss(model, x, rate_lat, syn_lat, lam, delta, la, l0_scale, stochastic=True)

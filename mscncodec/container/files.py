@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, MscnError
+from mscncodec.errors import InputError, MscnError
 
 MAX_INPUT_BYTES = 1 << 30
 

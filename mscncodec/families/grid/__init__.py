@@ -1,0 +1,1 @@
+"""Latent grids + a small synthesis network, a checkerboard context model (the first grid family)."""

@@ -1,0 +1,99 @@
+"""What every trainer shares: the run folder (checkpoint, resume, log, provenance) and the
+deterministic train/validation split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mscncodec.errors import MscnError
+
+
+def run_paths(out: Path) -> tuple[Path, Path]:
+    """(checkpoint, log) of a training run in OUT.run/, created only once the data is known to be usable."""
+    run_dir = out.parent / f"{out.name}.run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir / "checkpoint.pt", run_dir / "train.log"
+
+
+class Run:
+    """One training run's folder OUT.run/ — checkpoint (written atomically), resume, log, provenance —
+    shared by the trainers so that every family checkpoints, resumes and documents itself the same way.
+
+    `active` False (a torchrun rank other than 0) reads the checkpoint but never writes."""
+
+    def __init__(self, out: Path, active: bool = True) -> None:
+        self.ckpt, self.log_path = run_paths(out)
+        self.active = active
+        self.step, self.elapsed, self.history = 0, 0.0, []
+        self._log = open(self.log_path, "a") if active else None
+        self.t0 = time.time()
+
+    def resume(self, model, opt, load: Callable[[dict], object], mismatch: Callable[[object], str | None]) -> bool:
+        """Load the checkpoint (if any) into `model` and `opt`; `mismatch(loaded)` names an architecture
+        difference that makes resuming wrong (a one-line error), or None."""
+        if not self.ckpt.is_file():
+            return False
+        ck = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        loaded = load(ck["model"])
+        problem = mismatch(loaded)
+        if problem:
+            raise MscnError(f"{self.ckpt} was trained with {problem}: resume with the same architecture options")
+        mine = model.tensors()
+        for k, v in loaded.tensors().items():
+            mine[k].data.copy_(v)
+        opt.load_state_dict(ck["opt"])
+        self.step, self.elapsed, self.history = ck["step"], ck["elapsed"], ck["history"]
+        return True
+
+    def log(self, msg: str) -> None:
+        if self._log:
+            self._log.write(msg + "\n")
+            self._log.flush()
+
+    def start(self, cfg: dict, extra: str = "") -> None:
+        """Log the start (or resume) with the full config; the card reads these lines back."""
+        self.log(f"# start step={self.step}{extra} cfg={json.dumps(cfg)}")
+        self.t0 = time.time() - self.elapsed
+
+    def wall(self) -> float:
+        return time.time() - self.t0
+
+    def save(self, model, opt, cfg: dict) -> None:
+        if not self.active:
+            return
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state(), "opt": opt.state_dict(), "step": self.step, "elapsed": self.wall(),
+                    "history": self.history, "cfg": cfg}, tmp)
+        tmp.replace(self.ckpt)
+
+    def provenance(self, data: Path, train_files: list[Path], val_files: list[Path], command: str, cfg: dict) -> dict:
+        """What a model card records of the run."""
+        return {"train_config": cfg, "data": str(data), "data_files": len(train_files), "val_files": len(val_files),
+                "data_sha256": data_hash(train_files, data), "steps": self.step, "wall_s": round(self.wall(), 1),
+                "command": command, "validation": self.history[-1] if self.history else {},
+                "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
+
+
+def data_hash(files: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def split(files: list[Path], root: Path, val_fraction: float) -> tuple[list[Path], list[Path]]:
+    """Deterministic split by a hash of the relative path (stable when files are added)."""
+    train, val = [], []
+    for f in files:
+        h = int(hashlib.sha1(str(f.relative_to(root)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (val if h < val_fraction else train).append(f)
+    return train, val
