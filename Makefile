@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= build
 BPP    ?= 0.5
 
-.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 train-mesh clean
+.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 train-mesh bench-meshes clean
 
 install: $(STAMP)
 
@@ -58,3 +58,11 @@ clean:
 MESH_STEPS ?= 20000
 train-mesh: install
 	MSCN_THREADS=1 $(BIN)/mscn train mesh --data ../shared/data/meshes-collection --out models/sdf-w32 --width 32 --batch 8 --steps $(MESH_STEPS) --lr 2e-4 --threads 1 --no-progress --resume
+
+# Mesh bench: the test meshes and the trainer's detailed held-out meshes, mscn against Draco and
+# quadric decimation + Draco at 2, 4 and 8 KB (results, plots and pictures in benchmarks/meshes/)
+MESH_CODECS ?= draco,simplify-draco,mscn
+bench-meshes: install
+	$(BIN)/python benchmarks/mesh_heldout.py ../shared/data/meshes-collection build/meshes-heldout --min-faces 1000
+	$(BIN)/mscn bench ../shared/data/meshes-test --out benchmarks/meshes/test --codecs $(MESH_CODECS) --sizes 2000,4000,8000
+	$(BIN)/mscn bench build/meshes-heldout --out benchmarks/meshes/heldout --codecs $(MESH_CODECS) --sizes 2000,4000,8000

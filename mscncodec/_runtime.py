@@ -38,3 +38,24 @@ def set_threads(n: int | None = None) -> None:
 
     n = n or int(os.environ.get("MSCN_THREADS", "0")) or os.cpu_count() or 1
     torch.set_num_threads(n)
+
+
+def show_progress(progress: bool = True) -> bool:
+    """Whether to draw a progress bar: asked for, and stderr is a terminal.
+
+    A tqdm bar redraws itself with carriage returns many times a second; in a log file
+    or a CI transcript (stderr not a terminal) that is thousands of lines of noise.
+    """
+    if not progress:
+        return False
+    try:
+        return bool(sys.stderr is not None and sys.stderr.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_bar(iterable=None, *, progress: bool = True, **kw):
+    """The one way mscn makes a tqdm bar: disabled unless show_progress(progress)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not show_progress(progress), **kw)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mscncodec._runtime import show_progress
 from mscncodec.container import bitstream
 from mscncodec.errors import BitstreamError, MscnError
 from mscncodec.modalities import Modality, by_code, by_name, for_input
@@ -44,6 +45,8 @@ def encode(src, *, modality: str | None = None, **kw):
     given = sorted(k for k, v in kw.items() if k in other and v is not None)
     if given:
         raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name}")
+    if kw.get("progress"):  # no bars when stderr is a log, whichever family draws them
+        kw["progress"] = show_progress(True)
     # options of another modality are dropped (they are None here); this modality's unset ones take its defaults
     return mod.encode(src, **{k: v for k, v in kw.items() if k not in other and not (k in mod.options and v is None)})
 

@@ -68,9 +68,10 @@ def encode(src: Path, out: Path, bpp, target_bytes, quality, model_name, arch, r
            quiet) -> None:
     """Encode an image or a mesh SRC (.obj .ply .stl .off .glb) into a .mscn file."""
     from mscncodec.api import encode as encode_any, input_modality
-    from mscncodec.container.files import check_output
+    from mscncodec.container.files import check_input, check_output
 
-    check_output(out, force)
+    check_input(src)
+    check_output(out, force, src=src)
     given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
     if len(given) > 1:
         raise MscnError(f"give only one of {' or '.join(given)} (a size or a quality target)")
@@ -105,7 +106,7 @@ def decode(src: Path, out: Path, resolution, force: bool, verbose: bool) -> None
     from mscncodec.api import decode as decode_any, stream_modality
     from mscncodec.container.files import check_output, read_input
 
-    check_output(out, force)
+    check_output(out, force, src=src)
     data = read_input(src)
     mod = stream_modality(data)
     if "*" not in mod.outputs and out.suffix.lower() not in mod.outputs:
@@ -294,8 +295,9 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
 @click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
 @click.option("--threads", type=int, default=0, help="torch threads (0: all cores).")
 @click.option("--no-progress", is_flag=True)
+@click.option("--export-only", is_flag=True, help="Freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
 def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, lr, first_order, val_every, max_meshes,
-               pool, seed, resume, threads, no_progress) -> None:
+               pool, seed, resume, threads, no_progress, export_only) -> None:
     """Meta-train a signed-distance SIREN on a folder of meshes (never on the test meshes)."""
     import torch
 
@@ -304,12 +306,12 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
     torch.set_num_threads(threads or (os.cpu_count() or 1))
     from mscncodec.families.siren.train_sdf import MeshTrainConfig, train as run_mesh
 
-    args = [a for a in sys.argv[1:] if a != "--resume"]
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--export-only")]
     cfg = MeshTrainConfig(width=width, depth=depth, inner_steps=inner_steps, lam=lam, batch=batch, points=points,
                           steps=steps, lr=lr, first_order=first_order, val_every=val_every, max_meshes=max_meshes,
                           pool=pool, seed=seed)
     path = run_mesh(data, out, cfg, resume=resume, command="mscn " + " ".join(shlex.quote(a) for a in args),
-                    progress=not no_progress)
+                    progress=not no_progress, export_only=export_only)
     click.echo(f"wrote {path}")
 
 

@@ -28,3 +28,14 @@ class RateError(MscnError):
     """The requested rate/quality cannot be reached."""
 
     exit_code = 4
+
+
+def below_minimum(bpp: float, target_bytes: int, width: int, height: int, floor_bytes: int, how: str) -> RateError:
+    """The RateError of an image target under the smallest stream the codec can write for it.
+
+    Every image family words it the same way and names the minimum rate, in bpp and in bytes;
+    `how` says what that minimum is (e.g. "at its coarsest setting").
+    """
+    return RateError(f"target {bpp:.4g} bpp ({target_bytes} bytes) is below this codec's minimum for a "
+                     f"{width}x{height} image: {8 * floor_bytes / (width * height):.4f} bpp ({floor_bytes} bytes) "
+                     f"{how}")

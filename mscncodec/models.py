@@ -364,8 +364,8 @@ def _provisional_sdf(width: int, depth: int) -> Model:
     return m
 
 
-PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5), "random-sdf-w64d5": lambda: _provisional_sdf(64, 5)}
-PROVISIONAL_FOR = {"image": "random-w32d5", "mesh": "random-sdf-w64d5"}
+PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5), "random-sdf-w32d5": lambda: _provisional_sdf(32, 5)}
+PROVISIONAL_FOR = {"image": "random-w32d5", "mesh": "random-sdf-w32d5+dense"}
 
 
 def list_models() -> list[Model | GridModel]:
@@ -471,6 +471,35 @@ def default_model(bpp: float | None = None, arch: str | None = None) -> Model | 
 def model_modality(m) -> str:
     """The modality a model codes (the grid families are image-only)."""
     return getattr(m, "modality", "image")
+
+
+_PLURAL = {"image": "images", "mesh": "meshes"}
+
+
+def require_modality(m, modality: str):
+    """m, if it codes `modality`; else the one-line error a user gets for --model NAME."""
+    if model_modality(m) != modality:
+        have, want = (_PLURAL.get(x, x + "s") for x in (model_modality(m), modality))
+        raise MscnError(f"model {m.name} codes {have}, not {want} (see `mscn models`)")
+    return m
+
+
+def stream_model(header: dict, modality: str):
+    """The model a stream names by id, checked against the stream's modality and architecture."""
+    from mscncodec.container import bitstream
+    from mscncodec.errors import BitstreamError
+
+    m = find_by_id(header["model_id"])
+    if m is None:
+        raise BitstreamError(f"stream was made with model {header['model_id'].hex()}, which this decoder does not have "
+                             "(see `mscn models`)")
+    arch = bitstream.ARCHS[header["arch"]]
+    if model_modality(m) != modality:
+        raise BitstreamError(f"corrupted .mscn file (model {m.name} codes {_PLURAL.get(model_modality(m))}, "
+                             f"the stream holds a {modality})")
+    if m.arch != arch:
+        raise BitstreamError(f"corrupted .mscn file (architecture {arch} does not match model {m.name})")
+    return m
 
 
 def default_modality_model(modality: str):

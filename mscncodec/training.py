@@ -62,6 +62,19 @@ class Run:
         """Log the start (or resume) with the full config; the card reads these lines back."""
         self.log(f"# start step={self.step}{extra} cfg={json.dumps(cfg)}")
         self.t0 = time.time() - self.elapsed
+        self._last_save = time.time()
+
+    def tick(self, step: int, total: int, val_every: int, ckpt_every_s: float,
+             evaluate: Callable[[], dict] | None, save: Callable[[], None]) -> None:
+        """After an outer step: validate every `val_every` steps and at the last one (evaluate() returns the
+        record to log; None on a rank that does not validate), and checkpoint every `ckpt_every_s` seconds."""
+        if evaluate is not None and (step % val_every == 0 or step == total):
+            ev = evaluate()
+            self.history.append(ev)
+            self.log(json.dumps(ev))
+        if time.time() - self._last_save > ckpt_every_s:
+            save()
+            self._last_save = time.time()
 
     def wall(self) -> float:
         return time.time() - self.t0
@@ -97,3 +110,53 @@ def split(files: list[Path], root: Path, val_fraction: float) -> tuple[list[Path
         h = int(hashlib.sha1(str(f.relative_to(root)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (val if h < val_fraction else train).append(f)
     return train, val
+
+
+def logged_runs(log_path: Path) -> list[tuple[int, dict]]:
+    """(start step, config) of every start or resume recorded in a run's log."""
+    runs = []
+    if log_path.is_file():
+        for ln in log_path.read_text().splitlines():
+            if ln.startswith("# start step="):
+                head, _, cfg_json = ln.partition(" cfg=")
+                try:
+                    cfg = json.loads(cfg_json) if cfg_json else {}
+                except ValueError:
+                    cfg = {}
+                runs.append((int(head.split()[2].split("=")[1]), cfg))
+    return runs
+
+
+def write_card(model, path: Path, history: list[dict], log_path: Path, *, architecture: str, data: str, validation: str,
+               history_title: str, columns: tuple[str, ...], row: Callable[[dict], tuple]) -> None:
+    """The model card every trainer writes: identity, architecture, data and its hash, steps and every
+    run (start or resume, with the options that differed from the last run), wall time, the exact
+    command, validation, the training config and a sampled validation history (`columns`, `row`)."""
+    m = model.meta
+    runs = [r for r in logged_runs(log_path) if r[0] < m["steps"]] or [(0, m["train_config"])]
+    last = m["train_config"]
+
+    def differences(c: dict) -> str:
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in c.items()
+                         if k != "steps" and json.dumps(last.get(k)) != json.dumps(v)) or "none"
+
+    lines = [
+        f"# Model card: {model.name}", "",
+        f"- **id**: `{model.model_id.hex()}`",
+        f"- **what**: {model.description}",
+        f"- **architecture**: {architecture}",
+        f"- **data**: `{m['data']}` {data}; sha256 of the training files: `{m['data_sha256']}`.",
+        f"- **steps**: {m['steps']} outer steps; runs started/resumed at steps {', '.join(str(r[0]) for r in runs)}",
+        f"- **wall time**: {m['wall_s']} s on {m['machine']} (torch {m['torch']})",
+        f"- **command**: `{m['command']}` (a resume repeats it, adding the resume flag)",
+        f"- **validation** ({validation}): {json.dumps(m['validation'])}",
+        "", "## Training config (of the last run)", "```json", json.dumps(last, indent=2), "```", "",
+        "## Runs (from the log)", "| from step | scheduled to | config differences from the last run |", "|---|---|---|",
+        *[f"| {st} | {c.get('steps')} | {differences(c)} |" for st, c in runs],
+        "", f"## Validation history ({history_title})",
+        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+    ]
+    stride = max(1, len(history) // 20)
+    for h in history[::stride] + ([history[-1]] if history and (len(history) - 1) % stride else []):
+        lines.append("| " + " | ".join(str(v) for v in row(h)) + " |")
+    path.write_text("\n".join(lines) + "\n")

@@ -280,3 +280,228 @@ def test_real_process_exit_code_and_stderr(dirs, stream, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("mscn: error:") and "truncated" in lines[0], p.stderr
     assert "Traceback" not in p.stderr and p.stdout == ""
     assert _listing(out) == {}
+
+
+# ------------------------------------------------------------------ unreachable rates: every architecture
+
+
+@pytest.fixture()
+def arch_models(env) -> Path:
+    """A models folder with one tiny untrained model of each image architecture (--arch picks it)."""
+    from mscncodec.families.grid import network as grid
+    from mscncodec.families.grid2 import network as grid2
+    from mscncodec.families.siren.network import SirenConfig
+    from mscncodec.models import fresh_grid2_model, fresh_grid_model, fresh_model
+
+    d = Path(env["MSCN_MODELS"])
+    d.mkdir()
+    fresh_model(SirenConfig(width=8, depth=3), name="tiny-siren", patch=16).save(d / "tiny-siren.pt")
+    fresh_grid_model(grid.GridConfig(levels=3, hidden=(8,), ctx_hidden=4, analysis=4), name="tiny-grid").save(
+        d / "tiny-grid.pt")
+    fresh_grid2_model(grid2.Grid2Config(levels=3, hidden=(8,), arm_hidden=6, analysis=4), name="tiny-grid2").save(
+        d / "tiny-grid2.pt")
+    return d
+
+
+@pytest.mark.parametrize("arch", ["siren", "grid", "grid2"])
+@pytest.mark.parametrize("target", [["--bpp", "0.001"], ["--bytes", "1"]])
+def test_unreachable_rate_is_a_rate_error_for_every_arch(runner, tmp_path, arch_models, monkeypatch, arch, target):
+    """0.001 bpp of a 32x32 image is 0 bytes (it was a ZeroDivisionError in the grid encoder): a RateError
+    naming the minimum in bpp and bytes, found before any fitting, and no file."""
+    from mscncodec.errors import RateError
+    from mscncodec.families.grid import encoder as genc
+    from mscncodec.families.grid2 import encoder as g2enc
+    from mscncodec.modalities import image_codec
+
+    def no_fitting(*a, **k):
+        raise AssertionError("the encoder fitted before refusing an unreachable size")
+
+    for mod, name in ((image_codec, "fit_and_pack"), (genc, "inner_loop"), (genc, "Adam"), (g2enc, "refine")):
+        monkeypatch.setattr(mod, name, no_fitting)
+    Image.fromarray(synthetic_image(32, 32, seed=2)).save(tmp_path / "small.png")
+    r = runner.invoke(main, ["encode", str(tmp_path / "small.png"), "-o", str(tmp_path / "x.mscn"), "--arch", arch,
+                             *target])
+    _one_line_error(r, RateError.exit_code, "below this codec's minimum for a 32x32 image")
+    line = r.stderr.strip()
+    want = "(0 bytes)" if target[0] == "--bpp" else "(1 bytes)"
+    assert want in line and " bpp (" in line.split("minimum")[1], line  # names the minimum: "N bpp (M bytes)"
+    floor = int(line.rsplit("bpp (", 1)[1].split(" bytes)")[0])
+    assert floor > 32  # at least the container's header
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "small.png"]  # no output, no temporary
+
+
+def test_siren_minimum_named_is_reachable(tmp_path, arch_models):
+    """The SIREN floor the error names is exact: a target of that many bytes encodes, one byte less does not."""
+    from mscncodec.errors import RateError
+    from mscncodec.modalities.image_codec import encode_image
+
+    img = synthetic_image(32, 32, seed=2)
+    with pytest.raises(RateError) as ei:
+        encode_image(img, target_bytes=1, arch="siren", effort="fast", steps=1)
+    floor = int(str(ei.value).rsplit("bpp (", 1)[1].split(" bytes)")[0])
+    assert len(encode_image(img, target_bytes=floor, arch="siren", effort="fast", steps=1)) == floor
+    with pytest.raises(RateError):
+        encode_image(img, target_bytes=floor - 1, arch="siren", effort="fast", steps=1)
+
+
+# ------------------------------------------------------------------ the output must never be the input
+
+
+def _same_file_as(kind: str, target: Path) -> Path:
+    """A path naming `target`: itself, a symlink, a hard link, or a detour through the parent folder."""
+    if kind == "same":
+        return target
+    if kind == "dotdot":
+        return target.parent / ".." / target.parent.name / target.name
+    link = target.with_name(f"link-{kind}{target.suffix}")
+    if kind == "symlink":
+        link.symlink_to(target.name)
+    else:
+        os.link(target, link)
+    return link
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+@pytest.mark.parametrize("kind", ["same", "symlink", "hardlink", "dotdot"])
+def test_encode_refuses_to_overwrite_its_input(runner, dirs, kind, force):
+    src, _ = dirs
+    photo = src / "a.png"
+    before = photo.read_bytes()
+    out = _same_file_as(kind, photo)
+    listing = _listing(src)
+    r = runner.invoke(main, ["encode", str(photo), "-o", str(out), *FAST, *force])
+    _one_line_error(r, 1, "is the input file")
+    assert photo.read_bytes() == before and _listing(src) == listing  # no .part temporary either
+    if kind == "symlink":
+        assert out.is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["same", "symlink", "hardlink"])
+def test_encode_refuses_an_input_link_to_its_output(runner, dirs, kind):
+    """The other way round: the input is a link to the (existing) output."""
+    src, _ = dirs
+    photo = src / "a.png"
+    before = photo.read_bytes()
+    link = _same_file_as(kind, photo)
+    r = runner.invoke(main, ["encode", str(link), "-o", str(photo), *FAST, "--force"])
+    _one_line_error(r, 1, "is the input file")
+    assert photo.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["same", "symlink", "hardlink", "dotdot"])
+def test_decode_refuses_to_overwrite_its_input(runner, stream, kind):
+    before = stream.read_bytes()
+    out = _same_file_as(kind, stream)
+    r = runner.invoke(main, ["decode", str(stream), "-o", str(out), "--force"])
+    _one_line_error(r, 1, "is the input file")
+    assert stream.read_bytes() == before
+
+
+def test_distinct_output_with_force_still_works(runner, dirs, stream):
+    """The check compares files, not names: another file (even one with the same content) is overwritten."""
+    src, out = dirs
+    twin = out / "twin.mscn"
+    twin.write_bytes(stream.read_bytes())
+    _ok(runner.invoke(main, ["encode", str(src / "a.png"), "-o", str(twin), *FAST, "--quality", "90", "--force"]))
+    assert twin.read_bytes() != stream.read_bytes()
+
+
+@pytest.mark.parametrize("cmd", ["encode", "decode"])
+def test_directory_input_is_named_as_such(runner, dirs, cmd):
+    src, out = dirs
+    folder = src / "folder.obj"  # a mesh suffix: the check does not depend on the modality
+    folder.mkdir()
+    for given in (src, folder):
+        r = runner.invoke(main, [cmd, str(given), "-o", str(out / ("x.mscn" if cmd == "encode" else "x.png"))])
+        _one_line_error(r, 2, "is a directory")
+        assert "no such file" not in r.stderr
+    assert _listing(out) == {}
+
+
+# ------------------------------------------------------------------ what the summary and stderr say
+
+
+def _psnr_printed(stdout: str) -> float:
+    return float(stdout.split("PSNR ")[1].split(" dB")[0])
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_reported_psnr_is_that_of_the_written_file(runner, tmp_path, channels):
+    """The PSNR `mscn encode` prints is measured on decode() of the exact bytes it wrote."""
+    import mscncodec
+    from mscncodec.modalities import image as imod
+
+    img = synthetic_image(24, 40, seed=5, channels=channels)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    r = runner.invoke(main, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.mscn"), *FAST[:-1]])
+    _ok(r)
+    decoded = mscncodec.decode((tmp_path / "a.mscn").read_bytes())
+    assert decoded.shape == img.shape
+    measured = imod.psnr(img, decoded)
+    assert _psnr_printed(r.stdout) == pytest.approx(measured, abs=0.005)  # printed with 2 decimals
+    # and the report itself, to full precision, from the Python API (deterministic: the same bytes)
+    from mscncodec.modalities.image_codec import encode_image
+
+    data, report = encode_image(tmp_path / "a.png", model=PROVISIONAL, effort="fast", steps=2, return_report=True)
+    assert data == (tmp_path / "a.mscn").read_bytes()
+    assert report["psnr"] == imod.psnr(img, mscncodec.decode(data)) and report["bytes"] == len(data)
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(runner, dirs):
+    """Without -q the encoder asks for bars, but CliRunner's stderr is no terminal: nothing on stderr."""
+    src, out = dirs
+    r = runner.invoke(main, ["encode", str(src / "a.png"), "-o", str(out / "a.mscn"), "--model", PROVISIONAL,
+                             "--effort", "fast", "--steps", "3"])
+    _ok(r)
+    assert r.stderr == "" and "PSNR" in r.stdout
+
+
+def test_progress_helper_follows_the_terminal(monkeypatch):
+    from mscncodec import _runtime
+
+    class Stream:
+        def __init__(self, tty: bool):
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+        def write(self, s):  # tqdm may write to it
+            return len(s)
+
+        def flush(self):
+            pass
+
+    for tty, asked, shown in ((True, True, True), (True, False, False), (False, True, False)):
+        monkeypatch.setattr(sys, "stderr", Stream(tty))
+        assert _runtime.show_progress(asked) is shown
+        bar = _runtime.progress_bar(range(3), progress=asked)
+        assert bar.disable is (not shown)
+        assert list(bar) == [0, 1, 2]
+    monkeypatch.setattr(sys, "stderr", None)
+    assert _runtime.show_progress(True) is False
+
+
+def test_16_bit_png_round_trip_keeps_its_brightness(runner, tmp_path):
+    """A 0..65535 ramp comes back with mean ~127 (it was clipped to 255 almost everywhere: mean 248)."""
+    ramp = np.tile(np.round(np.linspace(0, 65535, 64)).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    _ok(runner.invoke(main, ["encode", str(tmp_path / "ramp16.png"), "-o", str(tmp_path / "r.mscn"), "--model",
+                             PROVISIONAL, "--effort", "fast", "--steps", "40", "-q"]))
+    _ok(runner.invoke(main, ["decode", str(tmp_path / "r.mscn"), "-o", str(tmp_path / "r.png")]))
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.mode == "L" and im.size == (64, 32)
+        out = np.asarray(im).astype(float)
+    assert abs(out.mean() - 127.5) < 12, out.mean()
+
+
+def test_exif_rotated_jpeg_decodes_upright(runner, tmp_path):
+    stored = np.zeros((64, 96, 3), np.uint8)
+    stored[:32] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    _ok(runner.invoke(main, ["encode", str(tmp_path / "r.jpg"), "-o", str(tmp_path / "r.mscn"), *FAST]))
+    _ok(runner.invoke(main, ["decode", str(tmp_path / "r.mscn"), "-o", str(tmp_path / "r.png")]))
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.size == (64, 96)  # as every viewer shows the JPEG, not its stored 96x64

@@ -25,7 +25,7 @@ from mscncodec.modalities import mesh as mmod
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-PROVISIONAL = "random-sdf-w64d5"  # a plain SIREN init: the tests do not depend on a trained model
+PROVISIONAL = "random-sdf-w32d5+dense"  # a plain SIREN init, dense update: the tests do not depend on a trained model
 
 
 def _sphere(center=(5.0, -3.0, 2.0), radius=3.0) -> mmod.Mesh:
@@ -196,6 +196,19 @@ def test_decoding_at_a_finer_grid_gives_a_finer_surface(sphere_stream):
         decode_mesh(data, resolution=5000)
 
 
+def test_a_mesh_with_a_hole_still_encodes_a_closed_surface():
+    """Not watertight (one face missing): the winding number still knows inside from outside."""
+    box = trimesh.creation.box((2.0, 1.0, 1.0))
+    holed = mmod.Mesh(np.asarray(box.vertices), np.asarray(box.faces, np.int64)[1:])
+    assert not trimesh.Trimesh(holed.vertices, holed.faces).is_watertight
+    data = encode_mesh(holed, target_bytes=2500, model=PROVISIONAL, effort="fast", steps=150)
+    rec = decode_mesh(data, resolution=48)
+    from mscncodec.modalities.mesh_metrics import compare
+
+    m = compare(mmod.Mesh(np.asarray(box.vertices), np.asarray(box.faces, np.int64)), rec, n_samples=10_000, points=False)
+    assert m["iou"] > 0.8
+
+
 def test_mesh_encode_is_deterministic_and_respects_a_small_target():
     mesh = _sphere(radius=1.0)
     a = encode_mesh(mesh, target_bytes=1500, model=PROVISIONAL, effort="fast", steps=5)
@@ -258,3 +271,40 @@ def test_image_encodes_are_byte_identical_across_the_restructure(monkeypatch, na
     expected = (FIX / f"encode-{name}.mscn").read_bytes()
     assert hashlib.sha256(data).hexdigest() == hashlib.sha256(expected).hexdigest()
     assert np.array_equal(mscncodec.decode(data), mscncodec.decode(expected))
+
+
+# ---------------------------------------------------------------- training
+
+def test_train_mesh_writes_model_card_checkpoint_resumes_and_exports(tmp_path, monkeypatch):
+    data = tmp_path / "shapes"
+    data.mkdir()
+    for i, tm in enumerate([trimesh.creation.icosphere(2), trimesh.creation.box((1, 2, 3)),
+                            trimesh.creation.torus(1.0, 0.3), trimesh.creation.capsule(1.0, 0.4)]):
+        (data / f"s{i}.obj").write_bytes(mmod.encode_file(mmod.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces)), ".obj"))
+    out = tmp_path / "models" / "tinysdf"
+    monkeypatch.setenv("MSCN_MODELS", str(out.parent))
+    monkeypatch.setattr(models, "_cache", {})
+    args = ["train", "mesh", "--data", str(data), "--out", str(out), "--width", "8", "--depth", "3", "--batch", "2",
+            "--points", "256", "--pool", "2048", "--val-every", "1", "--threads", "1", "--no-progress"]
+    runner = CliRunner()
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["mscn", *args, "--steps", "2"])  # the card records the command line
+    r = runner.invoke(main, args + ["--steps", "2"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    card = out.with_suffix(".md").read_text()
+    assert "2 outer steps" in card and "sha256" in card and "mscn train mesh" in card and "meshes-test" in card
+    m = models.load_model("tinysdf")
+    assert m.modality == "mesh" and m.cfg.in_dim == 3 and m.model_id.hex() in card
+    r = runner.invoke(main, args + ["--steps", "3", "--resume"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    log = (out.parent / "tinysdf.run" / "train.log").read_text()
+    assert "# start step=0" in log and "# start step=2" in log
+    r = runner.invoke(main, args + ["--steps", "3", "--export-only"])
+    assert r.exit_code == 0 and "3 outer steps" in out.with_suffix(".md").read_text()
+    # the trained model codes a mesh end to end, and the image codec refuses it
+    monkeypatch.setattr(models, "_cache", {})
+    data_bytes = encode_mesh(_sphere(), target_bytes=1500, model="tinysdf+dense", effort="fast", steps=3)
+    assert len(data_bytes) <= 1500 and decode_mesh(data_bytes, resolution=16) is not None
+    r = runner.invoke(main, ["train", "mesh", "--data", str(data), "--out", str(tmp_path / "x"), "--export-only"])
+    assert r.exit_code != 0 and "checkpoint" in r.output

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mscncodec._runtime import progress_bar
 from mscncodec.bench.base import Availability
 from mscncodec.bench.runner import BenchError
 
@@ -482,10 +483,11 @@ class Mscn(MeshCodec):
     slow = True
     description = "mscn: meta-learned SDF INR, sparse update, marching cubes at decode"
 
-    def __init__(self, resolution: int = DEFAULT_RESOLUTION, effort: str = "default") -> None:
-        self.resolution, self.effort = int(resolution), effort
-        self.key = "mscn" if effort == "default" else f"mscn-{_safe(effort)}"
-        self.name = f"mscn ({'' if effort == 'default' else effort + ', '}res {self.resolution})"
+    def __init__(self, resolution: int = DEFAULT_RESOLUTION, effort: str = "default", model: str | None = None) -> None:
+        self.resolution, self.effort, self.model = int(resolution), effort, model
+        self.key = "mscn" + (f"-{_safe(model)}" if model else "") + ("" if effort == "default" else f"-{_safe(effort)}")
+        self.name = (f"mscn{' ' + model if model else ''} "
+                     f"({'' if effort == 'default' else effort + ', '}res {self.resolution})")
 
     @classmethod
     def available(cls) -> Availability:
@@ -511,7 +513,7 @@ class Mscn(MeshCodec):
                 h.update(p.read_bytes())
         mid = ""
         try:
-            m = mod.pick_model(None)
+            m = mod.pick_model(self.model)
             mid = m.model_id.hex()[:16] if isinstance(m.model_id, bytes) else str(m.model_id)
         except Exception:  # no model yet: the encode will fail and say so
             mid = "none"
@@ -526,16 +528,16 @@ class Mscn(MeshCodec):
 
             src = Mesh(np.array(mesh.vertices), np.array(mesh.faces))
         t0 = time.perf_counter()
-        data = mod.encode_mesh(src, target_bytes=int(target_bytes), effort=self.effort)
+        data = mod.encode_mesh(src, target_bytes=int(target_bytes), effort=self.effort, model=self.model)
         t = time.perf_counter() - t0
-        return Encoded(bytes(data), {"effort": self.effort, "resolution": self.resolution}, t, t)
+        return Encoded(bytes(data), {"effort": self.effort, "resolution": self.resolution, "model": self.model}, t, t)
 
     def decode(self, data: bytes) -> MeshData:
         return as_mesh(_core_mesh_api().decode_mesh(data, resolution=self.resolution))
 
 
 def resolve_mesh_codecs(spec: str, resolution: int = DEFAULT_RESOLUTION) -> tuple[list[MeshCodec], list[str]]:
-    """Parse ``"draco,draco:10,simplify-draco,mscn,mscn@fast"`` into codec instances plus skip notices.
+    """Parse ``"draco,draco:10,simplify-draco,mscn,mscn@fast,mscn:MODEL@max"`` into codec instances plus skip notices.
 
     ``draco:QP`` fixes the position bits (ignores the targets); ``mscn@EFFORT``
     picks an effort level.  An unknown id raises
@@ -558,14 +560,16 @@ def resolve_mesh_codecs(spec: str, resolution: int = DEFAULT_RESOLUTION) -> tupl
             codec = Draco(int(arg))
         elif cid == "simplify-draco":
             codec = SimplifyDraco()
-        elif cid.split("@")[0] == "mscn":
-            effort = cid.partition("@")[2] or "default"
+        elif base.split("@")[0] == "mscn":  # mscn, mscn@EFFORT, mscn:MODEL, mscn:MODEL@EFFORT
+            head, _, effort = cid.partition("@")
+            effort = effort or "default"
+            model = head.partition(":")[2] or None
             if effort not in ("fast", "default", "max"):
                 raise UnknownCodecError(f"unknown mscn effort {effort!r} (fast, default, max)")
-            codec = Mscn(resolution, effort)
+            codec = Mscn(resolution, effort, model)
         else:
             raise UnknownCodecError(
-                f"unknown mesh codec {cid!r}; choose from {', '.join(MESH_CODEC_IDS)} (draco:QP, mscn@EFFORT)")
+                f"unknown mesh codec {cid!r}; choose from {', '.join(MESH_CODEC_IDS)} (draco:QP, mscn@EFFORT, mscn:MODEL@EFFORT)")
         avail = codec.available()
         if avail:
             if all(c.key != codec.key for c in out):
@@ -734,7 +738,7 @@ def run_mesh_bench(
          f"({result.cached} cached, {len(pending)} to run" + (f", {slow} of them fitted per mesh (slow)" if slow else "")
          + ")")
 
-    bar = tqdm(total=len(tasks), initial=result.cached, desc="mesh bench", unit="pt", disable=not progress)
+    bar = progress_bar(total=len(tasks), initial=result.cached, desc="mesh bench", unit="pt", progress=progress)
     try:
         for c, r, s in pending:
             bar.set_postfix_str(f"{c.key} {r.name} {s}B", refresh=False)

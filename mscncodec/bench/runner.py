@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: messages that do not break a live bar
 
+from mscncodec._runtime import progress_bar
 from mscncodec.bench import metrics
 from mscncodec.bench.base import Codec
 
@@ -235,7 +236,7 @@ def run_bench(
     result = BenchResult(out, [], usable, sorted(set(points) | set(slow_pts)), refs,
                          cached=len(tasks) - len(pending) - n_skipped, notices=notices)
 
-    bar = tqdm(total=len(tasks) - n_skipped, initial=result.cached, desc="bench", unit="pt", disable=not progress)
+    bar = progress_bar(total=len(tasks) - n_skipped, initial=result.cached, desc="bench", unit="pt", progress=progress)
 
     def finish(rec: dict[str, Any]) -> None:
         bar.update(1)

@@ -14,8 +14,25 @@ from mscncodec.errors import InputError, MscnError
 MAX_INPUT_BYTES = 1 << 30
 
 
-def check_output(path: Path, force: bool) -> None:
-    """Fail before any work if OUTPUT exists (without --force) or its folder does not."""
+def same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name the same file: equal once resolved (symlinks, "..", relative paths), or,
+    both existing, the same inode (hard links, case-insensitive file systems)."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop: fall through to samefile
+        pass
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: Path, force: bool, src: Path | None = None) -> None:
+    """Fail before any work if OUTPUT is the input `src` (even with --force), exists (without --force),
+    or its folder does not."""
+    if src is not None and same_file(src, path):
+        raise MscnError(f"output {path} is the input file {src}: refusing to overwrite it (even with --force)")
     if path.exists() and not force:
         raise MscnError(f"{path} exists (use --force to overwrite)")
     if path.exists() and path.is_dir():
@@ -41,9 +58,16 @@ def atomic_write(path: Path, data: bytes, force: bool) -> None:
         raise
 
 
-def read_input(path: Path) -> bytes:
+def check_input(path: Path) -> None:
+    """Fail if INPUT is a directory or no file at all (one line, naming which)."""
+    if path.is_dir():
+        raise InputError(f"cannot read {path}: is a directory")
     if not path.is_file():
         raise InputError(f"cannot read {path}: no such file")
+
+
+def read_input(path: Path) -> bytes:
+    check_input(path)
     size = path.stat().st_size
     if size > MAX_INPUT_BYTES:
         raise InputError(f"{path} is too large ({size} bytes)")

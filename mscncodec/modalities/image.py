@@ -5,15 +5,32 @@ into P x P patches; every patch is one group of the batched SIREN, sampled at th
 same P x P grid of coordinates in [-1, 1]^2. Pixel values map to [-1, 1].
 Grayscale is coded as RGB and converted back; an opaque alpha channel is dropped
 and restored; a translucent one is refused (it would be silently lost).
+
+Files are read as a viewer shows them: the EXIF orientation is applied, 16-bit
+samples are scaled to 8 bits (value / 257, rounded: 65535 -> 255, not clipped), and
+an RGB image with an embedded ICC profile other than sRGB is converted to sRGB
+with ``PIL.ImageCms``. Where Pillow was built without LittleCMS (no ImageCms), or
+the profile cannot be read, the pixels are kept as stored, in the profile's colour
+space: the codec then codes those values, and the decoded PNG carries no profile.
+Grayscale and CMYK profiles are not applied (grayscale stays grayscale; CMYK goes
+through Pillow's plain conversion).
 """
 
 from __future__ import annotations
 
+import io
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:
+    from PIL import ImageCms
+except ImportError:  # Pillow without LittleCMS: ICC profiles are ignored (see the module docstring)
+    ImageCms = None
 
 from mscncodec.errors import InputError
 from mscncodec.errors import MscnError
@@ -29,19 +46,66 @@ def load(src: str | Path | np.ndarray) -> tuple[np.ndarray, int]:
         arr = src
     else:
         path = Path(src)
+        if path.is_dir():
+            raise InputError(f"cannot read {path}: is a directory")
         if not path.is_file():
             raise InputError(f"cannot read {path}: no such file")
         try:
-            with Image.open(path) as im:
-                im.load()
-                arr = _from_pil(im)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            with warnings.catch_warnings():
+                # Pillow warns about (and past twice its limit refuses) huge images; both are far above
+                # MAX_PIXELS, which is checked here, on the header, before anything is decoded.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    _check_size(*im.size)
+                    im.load()
+                    arr = _from_pil(_as_viewed(im))
+        except Image.DecompressionBombError:
+            raise InputError(f"image {path} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
             raise InputError(f"cannot read {path}: not an image Pillow can decode ({type(e).__name__})") from None
     return to_rgb(arr)
 
 
+def _check_size(w: int, h: int) -> None:
+    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+        raise InputError(f"image {w}x{h} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)")
+
+
+def _as_viewed(im: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: EXIF orientation applied, colours in sRGB."""
+    icc = im.info.get("icc_profile")
+    try:
+        im = ImageOps.exif_transpose(im)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError, struct.error):
+        pass  # unreadable EXIF: keep the stored orientation
+    return _to_srgb(im, icc) if icc else im
+
+
+def _is_srgb(profile) -> bool:
+    return "srgb" in ImageCms.getProfileDescription(profile).lower()
+
+
+def _to_srgb(im: Image.Image, icc: bytes) -> Image.Image:
+    """Convert an RGB(A) image with an embedded non-sRGB ICC profile to sRGB (unchanged otherwise)."""
+    if ImageCms is None or im.mode not in ("RGB", "RGBA"):
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if src.profile.xcolor_space.strip() != "RGB" or _is_srgb(src):
+            return im
+        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode=im.mode)
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return im  # a profile LittleCMS cannot read: keep the stored values, as viewers do
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def _from_pil(im: Image.Image) -> np.ndarray:
-    if im.mode in ("L", "I;16", "I", "F", "1"):
+    if im.mode in SIXTEEN_BIT:  # 0..65535 -> 0..255 by value / 257 (Pillow's convert would clip)
+        v = np.asarray(im).astype(np.float64)
+        return np.clip(np.round(v / 257.0), 0, 255).astype(np.uint8)
+    if im.mode in ("L", "F", "1"):
         return np.asarray(im.convert("L"))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         return np.asarray(im.convert("RGBA"))
@@ -61,8 +125,7 @@ def to_rgb(arr: np.ndarray) -> tuple[np.ndarray, int]:
     h, w, c = arr.shape
     if h < 1 or w < 1:
         raise InputError("image is empty")
-    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
-        raise InputError(f"image {w}x{h} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)")
+    _check_size(w, h)
     if c == 4:
         if (arr[:, :, 3] != 255).any():
             raise InputError("image has a translucent alpha channel, which mscn does not code; flatten it first")

@@ -1,12 +1,9 @@
-"""The image codec: modality -> fit -> quantise -> entropy code -> container, and back.
+"""The image codec: picks the model and family for a target, hands the image to that family's
+encoder (SIREN patches, or latent grids), and decodes any image stream back to pixels.
 
-Rate control aims at the real file size. After fitting, every update entry has a
-value and a *score* (its gate logit for gated models, its magnitude relative to
-the layer's spread for provisional ones). For a relative quantisation step s the
-encoder bisects a score threshold tau so the packed file is as large as possible
-without exceeding the target, tries a few s and keeps the lowest distortion, then
-runs quantisation-aware steps on the chosen entries and re-packs (raising tau
-again if those steps made the file grow).
+Image-specific here: the patch grid the SIREN family sees (one group per 32x32 patch), the rate
+target in bits per pixel, the quality knob, channel restoration, and the encode report (PSNR of the
+decoded file).
 """
 
 from __future__ import annotations
@@ -18,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mscncodec._runtime import show_progress
 from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
-from mscncodec.errors import BitstreamError, MscnError, RateError
+from mscncodec.errors import BitstreamError, MscnError, below_minimum
 from mscncodec.modalities import image as imod
-from mscncodec.models import Model, default_model, find_by_id, load_model, model_modality
-from mscncodec.coding.update import dequantise_all, unpack_update
+from mscncodec.models import Model, default_model, find_by_id, load_model, require_modality, stream_model
+from mscncodec.coding.update import dequantise_all, pack_update, unpack_update
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, EFFORT, OPEN_HEADROOM, fit_and_pack
 
 DECODE_CHUNK = 2048  # groups evaluated at once when rendering
@@ -93,8 +91,7 @@ def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None =
     if from_scratch:
         return load_model("random-w32d5")
     m = load_model(model) if model else default_model(bpp, arch)
-    if model_modality(m) != "image":
-        raise MscnError(f"model {m.name} codes {model_modality(m)}es, not images (see `mscn models`)")
+    require_modality(m, "image")
     if arch is not None and m.arch != arch:
         raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")
     return m
@@ -143,6 +140,7 @@ def encode_image(
 
 def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch=None):
     t0 = time.perf_counter()
+    progress = show_progress(progress)  # the SIREN fit's bars (families/siren) take the flag as given
     rgb, channels = imod.load(image)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
     m = _pick_model(model, rate, from_scratch, arch)
@@ -163,13 +161,16 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
 
     lam = encode_lambda(rate) if lam is None else lam
     target_bytes = int(np.floor(bpp * h * w / 8)) if bpp is not None else None
+    if target_bytes is not None:  # refuse an unreachable size before fitting, not after
+        floor = _empty_update_bytes(m, header, target.shape[0])
+        if target_bytes < floor:
+            raise below_minimum(bpp, target_bytes, w, h, floor, "at its coarsest setting (no update sent)")
     final, floor = fit_and_pack(m, coords, target, header, lam=lam, open_per_group=rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM,
                                 target_bytes=target_bytes, quality=quality, effort=effort, steps=steps,
                                 from_scratch=from_scratch, progress=progress)
     n_pix = h * w
     if final is None:
-        raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
-                        f"({8 * floor / n_pix:.4f} bpp at its coarsest setting)")
+        raise below_minimum(bpp, target_bytes, w, h, floor, "at its coarsest setting")
     note = ""
     if target_bytes is not None and final.size < 0.95 * target_bytes:
         note = (f"target {bpp} bpp not reached: this model tops out at {8 * final.size / n_pix:.4f} bpp "
@@ -178,6 +179,12 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
     if not return_report:
         return data
     return _finish(data, rgb, channels, m, t0, int(sum((s != 0).sum() for s in final.symbols.values())), note)
+
+
+def _empty_update_bytes(m: Model, header: dict, n_groups: int) -> int:
+    """Size of the stream that sends no update entry at all: the smallest a SIREN image stream can be."""
+    zeros = {k: np.zeros((n_groups, int(np.prod(s))), np.int32) for k, s in m.cfg.update_shapes().items()}
+    return len(bitstream.pack(header, pack_update(m, zeros, {k: 0 for k in zeros})))
 
 
 def _finish(data: bytes, rgb: np.ndarray, channels: int, m, t0: float, n_open: int, note: str) -> tuple[bytes, dict]:
@@ -196,10 +203,7 @@ def _finish(data: bytes, rgb: np.ndarray, channels: int, m, t0: float, n_open: i
 # ---------------------------------------------------------------- decode
 
 def _model_for(header: dict) -> Model:
-    m = find_by_id(header["model_id"])
-    if m is None:
-        raise BitstreamError(f"stream was made with model {header['model_id'].hex()}, which this decoder does not have "
-                             "(see `mscn models`)")
+    m = stream_model(header, "image")
     if m.patch != header["patch"]:
         what = "alignment" if m.arch in ("grid", "grid2") else "patch"
         raise BitstreamError(f"corrupted .mscn file ({what} {header['patch']} does not match model {m.name})")
@@ -215,11 +219,6 @@ def decode(data: bytes) -> np.ndarray:
         raise BitstreamError(f"not an image stream (modality {bitstream.MODALITIES[header['modality']]}): "
                              "use mscncodec.decode")
     m = _model_for(header)
-    if model_modality(m) != "image":
-        raise BitstreamError(f"corrupted .mscn file (model {m.name} does not code images)")
-    if m.arch != bitstream.ARCHS[header["arch"]]:
-        raise BitstreamError(f"corrupted .mscn file (architecture {bitstream.ARCHS[header['arch']]} does not match "
-                             f"model {m.name})")
     if m.arch in ("grid", "grid2"):
         from mscncodec.families.grid2 import encoder as grid2codec
         from mscncodec.families.grid import encoder as gridcodec

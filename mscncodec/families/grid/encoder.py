@@ -30,12 +30,12 @@ import sys
 import constriction
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
 from mscncodec.coding import latents as lt
 from mscncodec.container import bitstream
 from mscncodec.families.grid import network as grid
-from mscncodec.errors import BitstreamError, RateError
+from mscncodec.errors import BitstreamError, below_minimum
 from mscncodec.coding.sparsity import gate_shift_for
 from mscncodec.families.grid.train import BITS_PER_ENTRY, inner_loop, quantised_latents, rd_loss
 from mscncodec.models import GridModel
@@ -176,6 +176,16 @@ def _lambda_for(model: GridModel, x: torch.Tensor, target_bits: float) -> int:
     return hi
 
 
+def container_bytes(model: GridModel, header: dict) -> int:
+    """A lower bound on every grid stream of this header: the container, the GRID section, an update
+    that sends nothing and an empty latent section."""
+    from mscncodec.coding.update import pack_update
+
+    zeros = {k: np.zeros((1, int(np.prod(s))), np.int32) for k, s in model.cfg.update_shapes().items()}
+    secs = pack_update(model, zeros, {k: 0 for k in zeros})
+    return len(bitstream.pack(header, [("GRID", b"\0\0"), *secs, ("LATS", b"")]))
+
+
 def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | None, quality: int | None,
            steps: int | None, effort: str, progress: bool) -> tuple[bytes, dict]:
     cfg = model.cfg
@@ -186,6 +196,11 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
               "model_id": model.model_id, "height": h, "width": w, "channels": channels, "patch": cfg.align}
     n_steps = EFFORT[effort] if steps is None else steps
     target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
+
+    if target_bytes is not None:  # refuse a size no stream can have before any work
+        floor = container_bytes(model, header)
+        if target_bytes < floor:
+            raise below_minimum(bpp, target_bytes, w, h, floor, "for the container alone")
 
     # 1. start: amortised latents at the lambda that fits the target, or zeros (generic start)
     if target_bytes is not None:
@@ -228,7 +243,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
     opt = Adam(groups)
     base_lr = [g["lr"] for g in opt.groups]
     log2_lam = math.log2(lam)
-    bar = tqdm(range(n_steps), desc="refine", disable=not progress, leave=False, unit="step")
+    bar = progress_bar(range(n_steps), progress=progress, desc="refine", leave=False, unit="step")
     for i in bar:
         frac = i / max(n_steps, 1)
         for g, b in zip(opt.groups, base_lr):
@@ -247,7 +262,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             with torch.no_grad():
                 hard, _ = quantised_latents(latents, noisy=False, step=step_t)
                 est = float(grid.rate_bits(cfg, params, hard, lam_t, step_t)) + BITS_PER_ENTRY * float(opened)
-            ratio = est / (8 * target_bytes * 0.98)
+            ratio = est / (8 * max(target_bytes, 1) * 0.98)
             if os.environ.get("MSCN_DEBUG"):
                 print(f"[grid] step {i + 1} log2lam={log2_lam:.2f} est={est / 8:.0f}B target={target_bytes} "
                       f"train_bpp={est_bpp.item():.3f} psnr={10 * math.log10(1 / max(mse.item(), 1e-12)):.2f}",
@@ -311,9 +326,7 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
             chosen = None
             data, _ = _fit_size(pack, magnitudes, base_idx, target_bytes)
         if data is None:
-            d = pack(255, MAX_DEADZONE)
-            raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
-                            f"({8 * len(d) / n_pix:.4f} bpp at its coarsest setting)")
+            raise below_minimum(bpp, target_bytes, w, h, len(pack(255, MAX_DEADZONE)), "at its coarsest setting")
         if len(data) < 0.95 * target_bytes:
             note = (f"target {bpp} bpp not reached: {8 * len(data) / n_pix:.4f} bpp at the finest latent step "
                     f"this encode allows (effort '{effort}')")

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
+from mscncodec import training
 from mscncodec.coding import latents as lt
 from mscncodec.families.grid import network as grid
 from mscncodec.modalities.image import PatchSampler, load_rgb, training_files
@@ -180,9 +180,8 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
         run.save(model, opt, asdict(cfg))
 
     run.start(asdict(cfg))
-    last_ckpt = time.time()
     l0_scale = cfg.crop * cfg.crop / cfg.l0_pixels
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", desc="meta-train grid")
+    bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train grid")
     lo, hi = cfg.log2_lam
     while step < cfg.steps:
         for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_gate, cfg.lr_meta)):
@@ -206,14 +205,8 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
         step += 1
         bar.update(1)
         bar.set_postfix(bpp=f"{bpp.mean().item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.mean().item(), 1e-12)):.2f}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            ev = evaluate(model, val, l0_scale)
-            ev.update(step=step, wall_s=round(run.wall(), 1))
-            history.append(ev)
-            run.log(json.dumps(ev))
-        if time.time() - last_ckpt > cfg.ckpt_every_s:
-            checkpoint()
-            last_ckpt = time.time()
+        run.tick(step, cfg.steps, cfg.val_every, cfg.ckpt_every_s,
+                 lambda: {**evaluate(model, val, l0_scale), "step": step, "wall_s": round(run.wall(), 1)}, checkpoint)
     bar.close()
     checkpoint()
     model.meta = run.provenance(data, train_files, val_files, command, asdict(cfg))
@@ -228,43 +221,18 @@ def train(data: Path, out: Path, cfg: GridTrainConfig, *, resume: bool, command:
 
 def write_card(model: GridModel, path: Path, history: list[dict], log_path: Path) -> None:
     m = model.meta
-    runs = []  # (start step, config of that run) from the log: resumes may change schedule or rate range
-    for ln in log_path.read_text().splitlines():
-        if ln.startswith("# start step="):
-            head, _, cfg_json = ln.partition(" cfg=")
-            runs.append((int(head.split("=")[1]), json.loads(cfg_json)))
-    runs = [r for i, r in enumerate(runs) if r[0] < m["steps"] and (i + 1 == len(runs) or runs[i + 1][0] > r[0])]
-    starts = [str(r[0]) for r in runs]
     n_dec = sum(v.numel() for v in model.theta.values())
     n_ana = sum(v.numel() for v in model.analysis.values())
-    lines = [
-        f"# Model card: {model.name}", "",
-        f"- **id**: `{model.model_id.hex()}`",
-        f"- **what**: {model.description}",
-        f"- **architecture**: latent grids {json.dumps(model.cfg.to_dict())}; decoder-side parameters {n_dec} "
-        f"(each file may update them: gated, Meta-SGD, {model.inner_steps} inner step(s)); analysis network "
-        f"{n_ana} parameters (encoder only); {model.cfg.macs_per_pixel():.0f} decoder multiply-adds per pixel",
-        f"- **data**: `{m['data']}` ({m['data_files']} training images, {m['val_files']} held out for validation); "
-        f"sha256 of the training files: `{m['data_sha256']}`. No Kodak or other benchmark image was used.",
-        f"- **steps**: {m['steps']} outer steps" + (f"; started/resumed at steps {', '.join(starts)}" if len(starts) > 1 else ""),
-        f"- **wall time**: {m['wall_s']} s on {m['machine']} (torch {m['torch']})",
-        f"- **command**: `{m['command']}`",
-        f"- **validation** ({len(history) and 'held-out crops'}; after the inner loop, rounded latents, estimated "
-        f"rate): {json.dumps(m['validation'])}", "",
-        "## Training config (of the last run)", "```json", json.dumps(m["train_config"], indent=2), "```", "",
-        "## Runs (from the log; keys that differ from the last run's config)",
-        "| from step | differences |", "|---|---|",
-        *[f"| {st} | " + (", ".join(f"{k}={json.dumps(v)}" for k, v in c.items()
-                                     if k != "steps" and m["train_config"].get(k) != v and
-                                     not (isinstance(v, list) and list(m["train_config"].get(k, [])) == v))
-                           or "none") + f" (scheduled to {c.get('steps')} steps) |" for st, c in runs],
-        "",
-        f"## Validation history ({len(history) and m['train_config']['val_crops']} held-out "
-        f"{m['train_config']['crop']}x{m['train_config']['crop']} crops; rates are entropy-model estimates, not file sizes)",
-        "| step | wall s | bpp / PSNR at lambda 2^-7 | at 2^-9.5 | at 2^-12 |", "|---|---|---|---|---|",
-    ]
-    stride = max(1, len(history) // 20)
-    for h in history[::stride] + ([history[-1]] if history and (len(history) - 1) % stride else []):
-        lines.append(f"| {h['step']} | {h['wall_s']} | {h['bpp_lo']:.3f} / {h['psnr_lo']:.2f} | "
-                     f"{h['bpp_mid']:.3f} / {h['psnr_mid']:.2f} | {h['bpp_hi']:.3f} / {h['psnr_hi']:.2f} |")
-    path.write_text("\n".join(lines) + "\n")
+    training.write_card(
+        model, path, history, log_path,
+        architecture=f"latent grids {json.dumps(model.cfg.to_dict())}; decoder-side parameters {n_dec} (each file may "
+                     f"update them: gated, Meta-SGD, {model.inner_steps} inner step(s)); analysis network {n_ana} "
+                     f"parameters (encoder only); {model.cfg.macs_per_pixel():.0f} decoder multiply-adds per pixel",
+        data=f"({m['data_files']} training images, {m['val_files']} held out for validation). "
+             "No Kodak or other benchmark image was used",
+        validation="held-out crops; after the inner loop, rounded latents, estimated rate",
+        history_title=f"held-out {m['train_config']['crop']}x{m['train_config']['crop']} crops; rates are entropy-model "
+                      "estimates, not file sizes",
+        columns=("step", "wall s", "bpp / PSNR at lambda 2^-7", "at 2^-9.5", "at 2^-12"),
+        row=lambda h: (h["step"], h["wall_s"], f"{h['bpp_lo']:.3f} / {h['psnr_lo']:.2f}",
+                       f"{h['bpp_mid']:.3f} / {h['psnr_mid']:.2f}", f"{h['bpp_hi']:.3f} / {h['psnr_hi']:.2f}"))

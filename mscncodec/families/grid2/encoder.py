@@ -32,11 +32,11 @@ from pathlib import Path
 import constriction
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
 from mscncodec.container import bitstream
 from mscncodec.families.grid2 import network as grid2
-from mscncodec.errors import BitstreamError, RateError
+from mscncodec.errors import BitstreamError, below_minimum
 from mscncodec.coding.latents import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
 from mscncodec.families.grid2.train import ste, symbols_of
 from mscncodec.coding.latents import MAX_DEADZONE, grid_header, latent_step, pad_image, step_index_for, tied_step
@@ -247,7 +247,7 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
     base = [g["lr"] for g in opt.groups]
     n_soft = int(round(SOFT_FRACTION * n_steps))
     log = []
-    bar = tqdm(range(n_steps), desc="refine", disable=not progress, leave=False, unit="step")
+    bar = progress_bar(range(n_steps), progress=progress, desc="refine", leave=False, unit="step")
     for i in bar:
         soft = i < n_soft
         frac = i / max(n_soft, 1) if soft else (i - n_soft) / max(n_steps - n_soft, 1)
@@ -282,6 +282,18 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
     return [v.detach() for v in y], ({k: v.detach() for k, v in delta.items()} if delta else None), log
 
 
+def container_bytes(model: Grid2Model, header: dict) -> int:
+    """A lower bound on every grid2 stream of this header: the container, the GRD2 section, the decoder
+    update only where it must be sent (+scratch, here all zero) and an empty latent section."""
+    from mscncodec.coding.update import pack_update
+
+    secs = []
+    if model.sparsity == "scratch":
+        zeros = {k: np.zeros((1, int(np.prod(s))), np.int32) for k, s in model.cfg.update_shapes().items()}
+        secs = pack_update(model, zeros, {k: 0 for k in zeros})
+    return len(bitstream.pack(header, [("GRD2", b"\0\0"), *secs, ("LATS", b"")]))
+
+
 def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | None, quality: int | None,
            steps: int | None, effort: str, progress: bool) -> tuple[bytes, dict]:
     cfg = model.cfg
@@ -292,17 +304,19 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
               "model_id": model.model_id, "height": h, "width": w, "channels": channels, "patch": cfg.align}
     n_steps = EFFORT[effort] if steps is None else steps
     target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
-    overhead = bitstream.HEADER_SIZE + 8 * 5 + 8
-    if target_bytes is not None and target_bytes <= overhead:
-        raise RateError(f"target {bpp} bpp ({target_bytes} bytes) is below this codec's minimum for a {w}x{h} "
-                        f"image (the container alone takes {overhead} bytes)")
+    overhead = bitstream.HEADER_SIZE + 8 * 5 + 8  # typical container bytes, for aiming lambda
+    if target_bytes is not None:  # refuse a size no stream can have before any work
+        floor = container_bytes(model, header)
+        if target_bytes < floor:
+            raise below_minimum(bpp, target_bytes, w, h, floor, "for the container alone")
+        latent_bits = 8 * max(target_bytes - overhead, 1)  # what the latents may spend (aim, not a bound)
 
     # 1. lambda, fixed from here on
     if target_bytes is None:
         q = 50 if quality is None else quality
         lam_idx = lambda_index(2.0 ** (-3.0 - 10.0 * q / 100))
     elif model.analysis:
-        lam_idx = _lambda_for(model, x, 8 * (target_bytes - overhead) / rate_growth(model, n_steps), scratch_lambda(bpp))
+        lam_idx = _lambda_for(model, x, latent_bits / rate_growth(model, n_steps), scratch_lambda(bpp))
     else:
         lam_idx = scratch_lambda(bpp)
     lam, step = lambda_value(lam_idx), tied_step(lam_idx)
@@ -324,7 +338,7 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         n_steps -= n_w
         p = _effective(model, delta0)
         bits = _est_bits(model, p, y0, torch.tensor([lam])) + 6.0 * sum(v.numel() for v in delta0.values())
-        shift = int(round(2 * LAMBDA_STEPS_PER_OCTAVE * math.log2(max(bits, 1.0) / (8 * (target_bytes - overhead)))))
+        shift = int(round(2 * LAMBDA_STEPS_PER_OCTAVE * math.log2(max(bits, 1.0) / latent_bits)))
         new_idx = int(np.clip(lam_idx + shift, *LAMBDA_SEARCH))
         new_step = tied_step(new_idx)
         y0 = [v * (step / new_step) for v in y0]
@@ -388,9 +402,7 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
             chosen = None
             data, _ = fit_size(pack, magnitudes, base_idx, target_bytes)
         if data is None:
-            d = pack(255, MAX_DEADZONE)
-            raise RateError(f"target {bpp} bpp is below this codec's minimum for a {w}x{h} image "
-                            f"({8 * len(d) / n_pix:.4f} bpp at its coarsest setting)")
+            raise below_minimum(bpp, target_bytes, w, h, len(pack(255, MAX_DEADZONE)), "at its coarsest setting")
         if len(data) < 0.95 * target_bytes:
             note = (f"target {bpp} bpp not reached: {8 * len(data) / n_pix:.4f} bpp at the finest latent step "
                     f"this encode allows (effort '{effort}')")

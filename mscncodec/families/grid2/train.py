@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
+from mscncodec import training
 from mscncodec.families.grid2 import network as grid2
 from mscncodec.errors import MscnError
 from mscncodec.coding.latents import step_for
@@ -125,15 +126,14 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
                              lambda m: None if m.cfg == gcfg else f"{m.cfg.to_dict()}, not {gcfg.to_dict()}"):
         sampler.rng = np.random.default_rng(cfg.seed + run.step)
         torch.manual_seed(cfg.seed + run.step)
-    step, history = run.step, run.history
+    step = run.step
 
     def checkpoint() -> None:
         run.step = step
         run.save(model, opt, asdict(cfg))
 
     run.start(asdict(cfg))
-    last_ckpt = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", desc="meta-train grid2")
+    bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train grid2")
     lo, hi = cfg.log2_lam
     while step < cfg.steps:
         for g in opt.param_groups:
@@ -149,14 +149,9 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
         step += 1
         bar.update(1)
         bar.set_postfix(bpp=f"{bpp.mean().item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.mean().item(), 1e-12)):.2f}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            ev = evaluate(model, val)
-            ev.update(step=step, wall_s=round(run.wall(), 1), device=device)
-            history.append(ev)
-            run.log(json.dumps(ev))
-        if time.time() - last_ckpt > cfg.ckpt_every_s:
-            checkpoint()
-            last_ckpt = time.time()
+        run.tick(step, cfg.steps, cfg.val_every, cfg.ckpt_every_s,
+                 lambda: {**evaluate(model, val), "step": step, "wall_s": round(run.wall(), 1), "device": device},
+                 checkpoint)
     bar.close()
     checkpoint()
     return export(model, out, cfg, run, data, train_files, val_files, command)
@@ -195,35 +190,16 @@ def export(model: Grid2Model, out: Path, cfg: Grid2TrainConfig, run: Run, data: 
 
 def write_card(model: Grid2Model, path: Path, history: list[dict], log_path: Path) -> None:
     m = model.meta
-    runs = []
-    for ln in log_path.read_text().splitlines():
-        if ln.startswith("# start step="):
-            head, _, cfg_json = ln.partition(" cfg=")
-            runs.append((int(head.split("=")[1]), json.loads(cfg_json)))
     n_dec = sum(v.numel() for v in model.theta.values())
     n_ana = sum(v.numel() for v in model.analysis.values())
-    lines = [
-        f"# Model card: {model.name}", "",
-        f"- **id**: `{model.model_id.hex()}`",
-        f"- **what**: {model.description}",
-        f"- **architecture**: {json.dumps(model.cfg.to_dict())}; decoder parameters {n_dec}; analysis network "
-        f"{n_ana} parameters (encoder only); {model.cfg.macs_per_pixel():.0f} decoder multiply-adds per pixel",
-        f"- **data**: `{m['data']}` ({m['data_files']} training images, {m['val_files']} held out for validation); "
-        f"sha256 of the training files: `{m['data_sha256']}`. No Kodak or other benchmark image was used.",
-        f"- **steps**: {m['steps']} outer steps; runs started/resumed at steps {', '.join(str(r[0]) for r in runs)}",
-        f"- **wall time**: {m['wall_s']} s on {m['machine']} (torch {m['torch']})",
-        f"- **command**: `{m['command']}` (each resume: the same command with `--resume`)",
-        f"- **validation** (held-out crops, amortised latents rounded, estimated rate): {json.dumps(m['validation'])}",
-        "", "## Training config (of the last run)", "```json", json.dumps(m["train_config"], indent=2), "```", "",
-        "## Runs (from the log)", "| from step | scheduled to | config differences from the last run |", "|---|---|---|",
-        *[f"| {st} | {c.get('steps')} | " + (", ".join(f"{k}={json.dumps(v)}" for k, v in c.items()
-                                                       if k != "steps" and json.dumps(m["train_config"].get(k)) != json.dumps(v))
-                                             or "none") + " |" for st, c in runs],
-        "", f"## Validation history (held-out {m['train_config']['crop']}px crops; estimated rates, rounded latents)",
-        "| step | wall s | bpp / PSNR at lambda 2^-5 | at 2^-8 | at 2^-11 |", "|---|---|---|---|---|",
-    ]
-    stride = max(1, len(history) // 20)
-    for h in history[::stride] + ([history[-1]] if history and (len(history) - 1) % stride else []):
-        lines.append(f"| {h['step']} | {h['wall_s']} | {h['bpp_lo']:.3f} / {h['psnr_lo']:.2f} | "
-                     f"{h['bpp_mid']:.3f} / {h['psnr_mid']:.2f} | {h['bpp_hi']:.3f} / {h['psnr_hi']:.2f} |")
-    path.write_text("\n".join(lines) + "\n")
+    training.write_card(
+        model, path, history, log_path,
+        architecture=f"{json.dumps(model.cfg.to_dict())}; decoder parameters {n_dec}; analysis network {n_ana} "
+                     f"parameters (encoder only); {model.cfg.macs_per_pixel():.0f} decoder multiply-adds per pixel",
+        data=f"({m['data_files']} training images, {m['val_files']} held out for validation). "
+             "No Kodak or other benchmark image was used",
+        validation="held-out crops, amortised latents rounded, estimated rate",
+        history_title=f"held-out {m['train_config']['crop']}px crops; estimated rates, rounded latents",
+        columns=("step", "wall s", "bpp / PSNR at lambda 2^-5", "at 2^-8", "at 2^-11"),
+        row=lambda h: (h["step"], h["wall_s"], f"{h['bpp_lo']:.3f} / {h['psnr_lo']:.2f}",
+                       f"{h['bpp_mid']:.3f} / {h['psnr_mid']:.2f}", f"{h['bpp_hi']:.3f} / {h['psnr_hi']:.2f}"))

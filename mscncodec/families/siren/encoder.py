@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
 from mscncodec.coding.quantize import MAX_SYMBOL, quantise, step_index, step_size, ste_round
 from mscncodec.coding.sparsity import gate_shift_for
 from mscncodec.coding.update import dequantise_all, pack_update
@@ -132,7 +132,7 @@ def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | No
     if steps <= 0:
         return {k: v.detach() for k, v in vals.items()}
     opt = Adam([{"params": list(vals.values()), "lr": lr or QAT_LR}])
-    for _ in tqdm(range(steps), desc="refine sent entries", disable=not progress, leave=False, unit="step"):
+    for _ in progress_bar(range(steps), desc="refine sent entries", progress=progress, leave=False, unit="step"):
         opt.zero_grad()
         eff = {k: masks[k] * ste_round(v, step_size(trial.steps[k])) for k, v in vals.items()}
         pred = siren.forward(model.cfg, model.theta, eff, coords, target.shape[0])

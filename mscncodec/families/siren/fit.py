@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
 from mscncodec.families.siren import network as siren
 from mscncodec.models import Model
 from mscncodec.optim import Adam
@@ -127,7 +127,7 @@ def refine(
     if model.gated:
         params.append({"params": list(state.log_alpha.values()), "lr": lr_alpha})
     opt = Adam(params)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step")
+    bar = progress_bar(range(steps), desc=desc, progress=progress, leave=False, unit="step")
     for _ in bar:
         opt.zero_grad()
         loss, dist = group_loss(model, state, coords, target, lam)

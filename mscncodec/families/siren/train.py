@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
+from mscncodec import training
 from mscncodec.families.siren.fit import group_loss, inner_loop
 from mscncodec.modalities.image import grid_coords
 from mscncodec.models import Model, fresh_model
@@ -129,8 +129,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         torch.manual_seed(cfg.seed + rank + run.step)
     step, history = run.step, run.history
     run.start(asdict(cfg), f" world={world}")
-    last_ckpt = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", desc="meta-train")
+    bar = progress_bar(total=cfg.steps, initial=step, progress=progress and rank == 0, unit="step", desc="meta-train")
 
     def checkpoint() -> None:
         run.step = step
@@ -160,15 +159,9 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
         bar.update(1)
         train_psnr = 10 * math.log10(4.0 / max(d.mean().item(), 1e-12))
         bar.set_postfix(psnr=f"{train_psnr:.2f}", open=f"{state.expected_open(model).mean().item():.0f}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            if rank == 0:
-                ev = evaluate(model, coords, val)
-                ev.update(step=step, wall_s=round(run.wall(), 1), train_psnr=round(train_psnr, 3))
-                history.append(ev)
-                run.log(json.dumps(ev))
-        if time.time() - last_ckpt > cfg.ckpt_every_s:
-            checkpoint()
-            last_ckpt = time.time()
+        run.tick(step, cfg.steps, cfg.val_every, cfg.ckpt_every_s,
+                 (lambda: {**evaluate(model, coords, val), "step": step, "wall_s": round(run.wall(), 1),
+                           "train_psnr": round(train_psnr, 3)}) if rank == 0 else None, checkpoint)
     bar.close()
     checkpoint()
     if rank == 0:
@@ -186,37 +179,13 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
 
 def write_card(model: Model, path: Path, history: list[dict], log_path: Path | None = None) -> None:
     m = model.meta
-    starts = []
-    if log_path is not None and log_path.is_file():
-        starts = [ln.split()[2].split("=")[1] for ln in log_path.read_text().splitlines() if ln.startswith("# start step=")]
-        starts = [s for s in starts if int(s) < m["steps"]]  # a resume that only writes the model adds no step
-    lines = [
-        f"# Model card: {model.name}",
-        "",
-        f"- **id**: `{model.model_id.hex()}`",
-        f"- **what**: {model.description}",
-        f"- **architecture**: SIREN {json.dumps(model.cfg.to_dict())}, patch {model.patch}x{model.patch}, "
-        f"gated={model.gated}, inner steps {model.inner_steps}, L0 weight {model.lam}",
-        f"- **data**: `{m['data']}` ({m['data_files']} training images, {m['val_files']} held out for validation); "
-        f"sha256 of the training files: `{m['data_sha256']}`. No Kodak or other benchmark image was used.",
-        f"- **steps**: {m['steps']} outer steps, world size {m['world_size']}"
-        + (f"; the run was started/resumed at steps {', '.join(starts)} (`--resume` reseeds the crop sampler)"
-           if len(starts) > 1 else ""),
-        f"- **wall time**: {m['wall_s']} s on {m['machine']} (torch {m['torch']})",
-        f"- **command**: `{m['command']}`",
-        f"- **validation** (held-out patches, after the inner loop, deterministic gates, unquantised): "
-        f"{json.dumps(m['validation'])}",
-        "",
-        "## Training config",
-        "```json",
-        json.dumps(m["train_config"], indent=2),
-        "```",
-        "",
-        "## Validation history (every few hundred steps)",
-        "| step | wall s | val PSNR dB | open entries / patch | train PSNR dB |",
-        "|---|---|---|---|---|",
-    ]
-    stride = max(1, len(history) // 20)
-    for h in history[::stride] + ([history[-1]] if history and (len(history) - 1) % stride else []):
-        lines.append(f"| {h['step']} | {h['wall_s']} | {h['val_psnr']:.2f} | {h['open_per_patch']:.1f} | {h['train_psnr']:.2f} |")
-    path.write_text("\n".join(lines) + "\n")
+    training.write_card(
+        model, path, history, log_path or Path("/nonexistent"),
+        architecture=f"SIREN {json.dumps(model.cfg.to_dict())}, patch {model.patch}x{model.patch}, gated={model.gated}, "
+                     f"inner steps {model.inner_steps}, L0 weight {model.lam}; world size {m.get('world_size', 1)}",
+        data=f"({m['data_files']} training images, {m['val_files']} held out for validation). "
+             "No Kodak or other benchmark image was used",
+        validation="held-out patches, after the inner loop, deterministic gates, unquantised",
+        history_title="every few hundred steps",
+        columns=("step", "wall s", "val PSNR dB", "open entries / patch", "train PSNR dB"),
+        row=lambda h: (h["step"], h["wall_s"], f"{h['val_psnr']:.2f}", f"{h['open_per_patch']:.1f}", f"{h['train_psnr']:.2f}"))

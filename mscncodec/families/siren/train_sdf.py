@@ -14,14 +14,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from mscncodec._runtime import progress_bar
+from mscncodec import training
 from mscncodec.errors import MscnError
 from mscncodec.families.siren.fit import group_loss, inner_loop
 from mscncodec.training import Run, split
@@ -124,7 +124,9 @@ def evaluate(model: Model, coords: torch.Tensor, target: torch.Tensor) -> dict[s
     return {"val_mse_e6": round(mse * 1e6, 3), "val_sign_near": round(sign_ok, 4), "open_per_mesh": round(opened, 1)}
 
 
-def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command: str, progress: bool = True) -> Path:
+def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command: str, progress: bool = True,
+          export_only: bool = False) -> Path:
+    """Run (or resume) meta-training and write OUT.pt + card; export_only: freeze the checkpoint as it is."""
     files = list_meshes(data, cfg.min_faces)
     train_files, val_files = split(files, data, cfg.val_fraction)
     if cfg.max_meshes:
@@ -133,7 +135,7 @@ def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command:
     run = Run(out)
     cache = run.ckpt.parent / "sdf-cache"
     cache.mkdir(exist_ok=True)
-    pools = [_pool(f, cfg.pool, cache) for f in tqdm(train_files, desc="signed distances", disable=not progress)]
+    pools = [_pool(f, cfg.pool, cache) for f in progress_bar(train_files, desc="signed distances", progress=progress)]
     val_pools = [_pool(f, cfg.pool, cache) for f in val_files]
     sampler = SdfSampler(pools, cfg.points, cfg.seed)
     val = SdfSampler(val_pools, 8192, 12345)
@@ -149,13 +151,17 @@ def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command:
         t.requires_grad_(True)
     opt = torch.optim.Adam([{"params": theta_p, "lr": cfg.lr}, {"params": gate_p, "lr": cfg.lr_gate},
                             {"params": lr_p, "lr": cfg.lr_meta}])
-    if resume and run.resume(model, opt, Model.from_state, lambda m: None if m.cfg == scfg else f"{m.cfg.to_dict()}"):
+    if (resume or export_only) and run.resume(model, opt, Model.from_state,
+                                              lambda m: None if m.cfg == scfg else f"{m.cfg.to_dict()}"):
         sampler.rng = np.random.default_rng(cfg.seed + run.step)  # a resume reseeds the sampler
         torch.manual_seed(cfg.seed + run.step)
-    step, history = run.step, run.history
+    elif export_only:
+        raise MscnError(f"--export-only needs a checkpoint at {run.ckpt}")
+    if export_only:
+        return export(model, run, data, out, train_files, val_files, command, cfg)
+    step = run.step
     run.start(asdict(cfg), f" meshes={len(train_files)} val={len(val_files)}")
-    last_ckpt = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", desc="meta-train mesh")
+    bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train mesh")
 
     def checkpoint() -> None:
         run.step = step
@@ -177,14 +183,9 @@ def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command:
         step += 1
         bar.update(1)
         bar.set_postfix(mse_e6=f"{d.mean().item() * 1e6:.1f}", open=f"{state.expected_open(model).mean().item():.0f}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            ev = evaluate(model, val_q, val_s)
-            ev.update(step=step, wall_s=round(run.wall(), 1), train_mse_e6=round(d.mean().item() * 1e6, 3))
-            history.append(ev)
-            run.log(json.dumps(ev))
-        if time.time() - last_ckpt > cfg.ckpt_every_s:
-            checkpoint()
-            last_ckpt = time.time()
+        run.tick(step, cfg.steps, cfg.val_every, cfg.ckpt_every_s,
+                 lambda: {**evaluate(model, val_q, val_s), "step": step, "wall_s": round(run.wall(), 1),
+                          "train_mse_e6": round(d.mean().item() * 1e6, 3)}, checkpoint)
     bar.close()
     checkpoint()
     return export(model, run, data, out, train_files, val_files, command, cfg)
@@ -204,37 +205,16 @@ def export(model: Model, run: Run, data: Path, out: Path, train_files, val_files
 
 def write_card(model: Model, path: Path, history: list[dict], log_path: Path, train_files, data: Path) -> None:
     m = model.meta
-    starts = [ln.split()[2].split("=")[1] for ln in log_path.read_text().splitlines() if ln.startswith("# start step=")]
-    lines = [
-        f"# Model card: {model.name}",
-        "",
-        f"- **id**: `{model.model_id.hex()}`",
-        f"- **what**: {model.description}; codes meshes (`mscn encode shape.obj`)",
-        f"- **architecture**: SIREN R^3 -> signed distance {json.dumps(model.cfg.to_dict())}, gated={model.gated}, "
-        f"inner steps {model.inner_steps}, L0 weight {model.lam}; SDF truncated at +-{mmod.TRUNCATION} of the unit cube",
-        f"- **data**: `{m['data']}`: {m['data_files']} training meshes (watertight per MESHES.tsv), {m['val_files']} held out "
-        f"for validation; sha256 of the training files: `{m['data_sha256']}`. The test meshes "
-        "(`meshes-test`: bunny, spot) were never used.",
-        f"- **steps**: {m['steps']} outer steps; started/resumed at steps {', '.join(starts) or '0'}",
-        f"- **wall time**: {m['wall_s']} s on {m['machine']} (torch {m['torch']})",
-        f"- **command**: `{m['command']}`",
-        f"- **validation** (held-out meshes, after the inner loop, deterministic gates, unquantised): "
-        f"{json.dumps(m['validation'])}",
-        "",
-        "## Training config",
-        "```json",
-        json.dumps(m["train_config"], indent=2),
-        "```",
-        "",
-        "## Training meshes",
-        ", ".join(str(f.relative_to(data)) for f in train_files),
-        "",
-        "## Validation history",
-        "| step | wall s | val MSE x1e6 | near-surface sign ok | open entries / mesh | train MSE x1e6 |",
-        "|---|---|---|---|---|---|",
-    ]
-    stride = max(1, len(history) // 20)
-    for h in history[::stride] + ([history[-1]] if history and (len(history) - 1) % stride else []):
-        lines.append(f"| {h['step']} | {h['wall_s']} | {h['val_mse_e6']} | {h['val_sign_near']} | {h['open_per_mesh']} "
-                     f"| {h['train_mse_e6']} |")
-    path.write_text("\n".join(lines) + "\n")
+    training.write_card(
+        model, path, history, log_path,
+        architecture=f"SIREN R^3 -> signed distance {json.dumps(model.cfg.to_dict())}, gated={model.gated}, inner steps "
+                     f"{model.inner_steps}, L0 weight {model.lam}; signed distances truncated at +-{mmod.TRUNCATION} of "
+                     f"the unit cube; codes meshes (`mscn encode shape.obj`)",
+        data=f"({m['data_files']} training meshes, the watertight ones of MESHES.tsv with >= "
+             f"{m['train_config']['min_faces']} faces, {m['val_files']} held out for validation: "
+             f"{', '.join(str(f.relative_to(data)) for f in train_files)}). The test meshes (`meshes-test`: bunny, "
+             "spot) were never used",
+        validation="held-out meshes, after the inner loop, deterministic gates, unquantised",
+        history_title="held-out meshes, 8192 samples each",
+        columns=("step", "wall s", "val MSE x1e6", "near-surface sign ok", "open entries / mesh", "train MSE x1e6"),
+        row=lambda h: (h["step"], h["wall_s"], h["val_mse_e6"], h["val_sign_near"], h["open_per_mesh"], h["train_mse_e6"]))
