@@ -21,6 +21,9 @@ demo: install
 	$(BIN)/mscn encode examples/example.png -o $(OUT)/example.mscn --bpp $(BPP) --force
 	$(BIN)/mscn info $(OUT)/example.mscn
 	$(BIN)/mscn decode $(OUT)/example.mscn -o $(OUT)/example.decoded.png --force --verbose
+	$(BIN)/mscn encode examples/shape.obj -o $(OUT)/shape.mscn --bytes 4000 --force
+	$(BIN)/mscn info $(OUT)/shape.mscn
+	$(BIN)/mscn decode $(OUT)/shape.mscn -o $(OUT)/shape.decoded.ply --force --verbose
 
 test: install
 	$(BIN)/python -m pytest -q

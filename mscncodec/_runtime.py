@@ -32,12 +32,37 @@ def tune_allocator() -> bool:
     return _applied
 
 
-def set_threads(n: int | None = None) -> None:
-    """Use all cores for intra-op parallelism unless MSCN_THREADS says otherwise."""
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (taskset, cpusets,
+    `docker --cpuset-cpus`), which os.cpu_count() ignores, else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """torch threads when none are asked for: MSCN_THREADS if set (and not 0), else available_cpus()."""
+    from mscncodec.errors import MscnError
+
+    raw = os.environ.get("MSCN_THREADS", "").strip() or "0"
+    try:
+        n = int(raw)
+    except ValueError:
+        raise MscnError(f"MSCN_THREADS must be a whole number of threads, got {raw!r}") from None
+    if n < 0:
+        raise MscnError(f"MSCN_THREADS must be a whole number of threads, got {raw!r}")
+    return n or available_cpus()
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads: n, else default_threads() (MSCN_THREADS, else every CPU this process
+    may use). Returns the number set."""
     import torch
 
-    n = n or int(os.environ.get("MSCN_THREADS", "0")) or os.cpu_count() or 1
+    n = n or default_threads()
     torch.set_num_threads(n)
+    return n
 
 
 def show_progress(progress: bool = True) -> bool:

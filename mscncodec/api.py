@@ -12,8 +12,11 @@ import numpy as np
 
 from mscncodec._runtime import show_progress
 from mscncodec.container import bitstream
-from mscncodec.errors import BitstreamError, MscnError
+from mscncodec.errors import BitstreamError, LimitError, MscnError
 from mscncodec.modalities import Modality, by_code, by_name, for_input
+
+MAX_PIXELS = bitstream.MAX_PIXELS  # default max_pixels: the format's own bound (2**25)
+MAX_VOXELS = bitstream.MAX_VOXELS  # default max_voxels (512**3): a mesh decode samples resolution**3 points
 
 
 def input_modality(src) -> Modality:
@@ -30,17 +33,62 @@ def input_modality(src) -> Modality:
 
 
 def stream_modality(data: bytes) -> Modality:
+    return by_code(_header(data)["modality"])
+
+
+def _header(data: bytes) -> dict:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MscnError("decode expects bytes")
     header, _ = bitstream.unpack(bytes(data))
-    return by_code(header["modality"])
+    return header
 
 
-def encode(src, *, modality: str | None = None, **kw):
+def _limit(value, name: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise MscnError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _resolution(res) -> int:
+    """A mesh decoding grid, range-checked as the mesh codec does (before the voxel limit sees it)."""
+    lo, hi = bitstream.MIN_RESOLUTION, bitstream.MAX_RESOLUTION
+    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or not lo <= res <= hi:
+        raise MscnError(f"resolution must be in [{lo}, {hi}], got {res}")
+    return int(res)
+
+
+def check_voxels(resolution: int, max_voxels: int | None) -> None:
+    """A LimitError if a mesh decode at this grid (resolution**3 samples) exceeds max_voxels (default 512**3).
+
+    The mesh codec (modalities/mesh_codec.py) evaluates the SDF on the whole grid and runs marching cubes
+    on it: time and memory grow with resolution**3 whatever the stream's size, so the bound is the caller's."""
+    limit = _limit(max_voxels, "max_voxels", MAX_VOXELS)
+    if resolution**3 > limit:
+        raise LimitError(f"decoding grid {resolution}^3 = {resolution**3} samples exceeds the limit of {limit} "
+                         f"(about {round(limit ** (1 / 3))}^3): give a smaller --resolution or raise --max-voxels")
+
+
+def encode(src, *, modality: str | None = None, max_pixels: int | None = None, max_voxels: int | None = None, **kw):
     """Encode a file, an image array or a Mesh. Targets: ``target_bytes`` (any modality; the real file
     lands at or just under it), ``bpp`` (images), or ``quality`` 0-100. See codec.encode_image and
-    meshcodec.encode_mesh for the options of each modality."""
+    meshcodec.encode_mesh for the options of each modality.
+
+    Limits, checked before any work (a LimitError): ``max_pixels`` (images; default the format's 2**25,
+    read from the file's header before its pixels are decoded) and ``max_voxels`` (meshes: the decoding
+    grid ``resolution**3`` the stream will default to; default 512**3). A limit of the other modality
+    is ignored."""
     mod = by_name(modality) if modality else input_modality(src)
+    pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
+    if mod.name == "image":
+        kw["max_pixels"] = pixels
+    elif mod.name == "mesh" and kw.get("resolution") is None:
+        from mscncodec.modalities.mesh import DEFAULT_RESOLUTION
+
+        check_voxels(DEFAULT_RESOLUTION, voxels)
+    elif mod.name == "mesh":
+        check_voxels(_resolution(kw["resolution"]), voxels)
     other = {o for m in _all() if m is not mod for o in m.options} - set(mod.options)
     given = sorted(k for k, v in kw.items() if k in other and v is not None)
     if given:
@@ -51,13 +99,25 @@ def encode(src, *, modality: str | None = None, **kw):
     return mod.encode(src, **{k: v for k, v in kw.items() if k not in other and not (k in mod.options and v is None)})
 
 
-def decode(data: bytes, **kw):
-    """Decode .mscn bytes into the modality's signal (an H x W x C uint8 array, or a Mesh)."""
-    mod = stream_modality(data)
+def decode(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None = None, **kw):
+    """Decode .mscn bytes into the modality's signal (an H x W x C uint8 array, or a Mesh).
+
+    The work is bounded before anything is allocated for it: an image stream is refused when it is too
+    short for the pixels it claims (bitstream.MIN_BPP) or holds more than ``max_pixels`` pixels (default
+    the format's 2**25); a mesh decode when its grid (``resolution``, else the header's) has more than
+    ``max_voxels`` samples (default 512**3). A limit of the other modality is ignored."""
+    header = _header(data)
+    mod = by_code(header["modality"])
     given = sorted(k for k, v in kw.items() if v is not None and k not in mod.options)
     if given:
         raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name} stream")
-    return mod.decode(bytes(data), **{k: v for k, v in kw.items() if v is not None})
+    kw = {k: v for k, v in kw.items() if v is not None}
+    pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
+    if mod.name == "image":
+        kw["max_pixels"] = pixels
+    elif mod.name == "mesh":
+        check_voxels(_resolution(kw.get("resolution", header["resolution"])), voxels)
+    return mod.decode(bytes(data), **kw)
 
 
 def describe(data: bytes) -> dict:

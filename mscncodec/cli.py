@@ -34,11 +34,26 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mscncodec")
-def main() -> None:
+@click.option("--threads", type=click.IntRange(1, None), default=None,
+              help="torch threads (with --jobs: in all, shared by the worker processes) "
+                   "[MSCN_THREADS, else every CPU this process may run on].")
+def main(threads: int | None) -> None:
     """mscn: compress images into small .mscn files with meta-learned sparse neural networks."""
     from mscncodec._runtime import set_threads
 
-    set_threads()
+    set_threads(threads)
+
+
+def _root_threads() -> int | None:
+    """`mscn --threads N`, if given (the train commands' own --threads wins over it)."""
+    return click.get_current_context().find_root().params.get("threads")
+
+
+def _threads() -> int:
+    """The torch threads the command runs with (what --threads, MSCN_THREADS or the default set)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def write_atomic(path: Path, data: bytes, force: bool) -> None:
@@ -48,9 +63,50 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
     atomic_write(path, data, force)
 
 
+def _outputs(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, one: str) -> None:
+    """Single-file mode (-o, one SRC) or batch mode (--out-dir, any number of SRC), never both."""
+    if out is not None and out_dir is not None:
+        raise MscnError("give either -o OUTPUT or --out-dir DIR, not both")
+    if out is None and out_dir is None:
+        raise MscnError(f"give -o OUTPUT ({one}) or --out-dir DIR (any number of inputs)")
+    if out is not None and len(srcs) > 1:
+        raise MscnError(f"-o names one output but {len(srcs)} inputs were given: use --out-dir DIR")
+
+
+def _finish_batch(failures) -> None:
+    from mscncodec.batch import exit_code
+
+    if failures:
+        sys.exit(exit_code(failures))
+
+
+from mscncodec.container.bitstream import MAX_PIXELS, MAX_VOXELS  # noqa: E402  (stdlib only: `mscn` starts light)
+
+_max_pixels = click.option("--max-pixels", type=click.IntRange(1, None), default=MAX_PIXELS, show_default=True,
+                           help=f"Images: refuse one with more pixels, before any large allocation (the format "
+                                f"holds at most {MAX_PIXELS}).")
+_max_voxels = click.option("--max-voxels", type=click.IntRange(1, None), default=MAX_VOXELS, show_default=True,
+                           help="Meshes: refuse a decoding grid of more than this many samples (resolution^3; "
+                                "the default allows 512^3).")
+_jobs = click.option("-j", "--jobs", type=click.IntRange(1, None), default=1, show_default=True,
+                     help="With --out-dir: worker processes (each gets --threads / JOBS torch threads).")
+
+
+def _encode_summary(out: Path, data: bytes, report: dict, mod_name: str, seconds: float) -> str:
+    if mod_name == "image":
+        return (f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
+                f"(model {report['model']}, arch {report['arch']}, {seconds:.1f} s)")
+    return (f"{out}: {len(data)} bytes, Chamfer-L1 {report['chamfer_l1']:.5f} of the diagonal, "
+            f"IoU {report['iou']:.3f} at {report['resolution']}^3 (model {report['model']}, {seconds:.1f} s)")
+
+
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output .mscn file.")
+@click.argument("srcs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="SRC...")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="Output .mscn file (one SRC).")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Batch: write DIR/<stem>.mscn for every SRC (DIR is created if missing); a file that fails is "
+                   "reported and skipped.")
 @click.option("--bpp", type=float, default=None, help="Images: target rate in bits per pixel (real file size).")
 @click.option("--bytes", "target_bytes", type=click.IntRange(1, None), default=None,
               help="Target file size in bytes (at or just under), for any modality.")
@@ -62,67 +118,178 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
               help="Meshes: default decoding grid stored in the file [128].")
 @click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
 @click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
+@_max_pixels
+@_max_voxels
+@_jobs
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def encode(src: Path, out: Path, bpp, target_bytes, quality, model_name, arch, resolution, steps, effort, force,
-           quiet) -> None:
-    """Encode an image or a mesh SRC (.obj .ply .stl .off .glb) into a .mscn file."""
+def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, target_bytes, quality, model_name,
+           arch, resolution, steps, effort, max_pixels, max_voxels, jobs, force, quiet) -> None:
+    """Encode images or meshes SRC (.obj .ply .stl .off .glb) into .mscn files: one with -o OUTPUT, any number
+    with --out-dir DIR."""
+    _outputs(srcs, out, out_dir, "one SRC")
+    given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
+    if out_dir is not None:
+        if len(given) > 1:
+            raise MscnError(f"give only one of {' or '.join(given)} (a size or a quality target)")
+        _encode_batch(list(srcs), out_dir, force, quiet, jobs,
+                      dict(target_bytes=target_bytes, quality=quality, model=model_name, steps=steps, effort=effort,
+                           max_pixels=max_pixels, max_voxels=max_voxels),
+                      {"bpp": bpp, "arch": arch, "resolution": resolution})
+        return
     from mscncodec.api import encode as encode_any, input_modality
     from mscncodec.container.files import check_input, check_output
 
+    src = srcs[0]
     check_input(src)
     check_output(out, force, src=src)
-    given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
     if len(given) > 1:
         raise MscnError(f"give only one of {' or '.join(given)} (a size or a quality target)")
     mod = input_modality(src)
     t = time.perf_counter()
     data, report = encode_any(src, bpp=bpp, target_bytes=target_bytes, quality=quality, model=model_name, arch=arch,
                               resolution=resolution, steps=steps, effort=effort, progress=not quiet,
-                              return_report=True)
+                              return_report=True, max_pixels=max_pixels, max_voxels=max_voxels)
     write_atomic(out, data, force)
     if not quiet:
-        if mod.name == "image":
-            click.echo(f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
-                       f"(model {report['model']}, arch {report['arch']}, {time.perf_counter() - t:.1f} s)")
-        else:
-            click.echo(f"{out}: {len(data)} bytes, Chamfer-L1 {report['chamfer_l1']:.5f} of the diagonal, "
-                       f"IoU {report['iou']:.3f} at {report['resolution']}^3 (model {report['model']}, "
-                       f"{time.perf_counter() - t:.1f} s)")
+        click.echo(_encode_summary(out, data, report, mod.name, time.perf_counter() - t))
         if report.get("note"):
             click.echo(f"note: {report['note']}")
 
 
+def _modal_options(mods, modal: dict) -> None:
+    """In batch mode an option of one modality (--bpp, --arch, --resolution) applies to the inputs of that
+    modality; one that applies to none of them is a mistake."""
+    for k, v in modal.items():
+        if v is not None and not any(k in m.options for m in mods):
+            raise MscnError(f"--{k} applies to none of the inputs ({', '.join(sorted({m.name for m in mods}))})")
+
+
+def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, jobs: int, common: dict,
+                  modal: dict) -> None:
+    from mscncodec import batch
+    from mscncodec.api import input_modality
+
+    _modal_options({input_modality(s) for s in srcs}, modal)
+
+    def name(src: Path) -> tuple[str, dict]:
+        mod = input_modality(src)
+        return ".mscn", dict(common, **{k: v for k, v in modal.items() if v is not None and k in mod.options})
+
+    jobs_, failures = batch.plan(srcs, out_dir, name, force)
+    for f in failures:
+        click.echo(f"mscn: error: {f.line()}", err=True)
+    if jobs_:
+        batch.prepare_out_dir(out_dir)
+
+    def done(job, result, say) -> None:
+        data, report = result
+        write_atomic(job.out, data, force)
+        if not quiet:
+            mod = "image" if "psnr" in report else "mesh"
+            say(_encode_summary(job.out, data, report, mod, report.get("encode_s", 0) + report.get("decode_s", 0)))
+            if report.get("note"):
+                say(f"note: {report['note']}")
+
+    failures += batch.run(jobs_, batch.encode_one, lambda j: (str(j.src), j.options), n_jobs=jobs,
+                          threads=_threads(), progress=not quiet, desc="encode", done=done)
+    _finish_batch(failures)
+
+
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
-              help="Output image (.png, ...) or mesh (.ply .obj .stl .off .glb).")
+@click.argument("srcs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="SRC...")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="Output image (.png, ...) or mesh (.ply .obj .stl .off .glb), for one SRC.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Batch: write DIR/<stem>.<format> for every SRC (DIR is created if missing); a file that fails "
+                   "is reported and skipped.")
+@click.option("--format", "fmt", default=None,
+              help="With --out-dir: output format, e.g. png or ply [png for images, ply for meshes].")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=None,
               help="Meshes: decoding grid (samples per side) [the file's, 128 by default]; 256 or 512 give finer surfaces.")
+@_max_pixels
+@_max_voxels
+@_jobs
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size and decode time.")
-def decode(src: Path, out: Path, resolution, force: bool, verbose: bool) -> None:
-    """Decode a .mscn file SRC into an image or a mesh (whichever it holds)."""
+@click.option("-q", "--quiet", is_flag=True, help="With --out-dir: no progress bar.")
+def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: str | None, resolution, max_pixels,
+           max_voxels, jobs, force: bool, verbose: bool, quiet: bool) -> None:
+    """Decode .mscn files SRC into images or meshes (whichever each holds): one with -o OUTPUT, any number
+    with --out-dir DIR."""
+    _outputs(srcs, out, out_dir, "one SRC")
+    if out_dir is not None:
+        _decode_batch(list(srcs), out_dir, fmt, force, verbose, quiet, jobs,
+                      dict(max_pixels=max_pixels, max_voxels=max_voxels), {"resolution": resolution})
+        return
+    if fmt is not None:
+        raise MscnError("--format is for --out-dir (with -o the output's extension names the format)")
     from mscncodec.api import decode as decode_any, stream_modality
+    from mscncodec.batch import check_format
     from mscncodec.container.files import check_output, read_input
 
+    src = srcs[0]
     check_output(out, force, src=src)
     data = read_input(src)
     mod = stream_modality(data)
-    if "*" not in mod.outputs and out.suffix.lower() not in mod.outputs:
-        raise MscnError(f"unknown output format {out.suffix or '(none)'!r} for the {mod.name} in {src} "
-                        f"(use {', '.join(mod.outputs)})")
+    check_format(mod, out.suffix, src)
     t = time.perf_counter()
-    signal = decode_any(data, resolution=resolution)
+    signal = decode_any(data, resolution=resolution, max_pixels=max_pixels, max_voxels=max_voxels)
     dt = time.perf_counter() - t
     write_atomic(out, mod.write(signal, out.suffix), force)
     if verbose:
         if mod.name == "image":
             h, w = signal.shape[:2]
-            click.echo(f"{out}: {w}x{h}, decoded {len(data)} bytes ({8 * len(data) / (h * w):.4f} bpp) in {dt:.2f} s")
+            click.echo(_decode_summary(out, {"modality": "image", "height": h, "width": w, "bytes": len(data),
+                                             "seconds": dt}))
         else:
-            click.echo(f"{out}: {len(signal.vertices)} vertices, {len(signal.faces)} faces, decoded {len(data)} bytes "
-                       f"in {dt:.2f} s")
+            click.echo(_decode_summary(out, {"modality": "mesh", "vertices": len(signal.vertices),
+                                             "faces": len(signal.faces), "bytes": len(data), "seconds": dt}))
+
+
+def _decode_summary(out: Path, info: dict) -> str:
+    if info["modality"] == "image":
+        h, w, n = info["height"], info["width"], info["bytes"]
+        return f"{out}: {w}x{h}, decoded {n} bytes ({8 * n / (h * w):.4f} bpp) in {info['seconds']:.2f} s"
+    return (f"{out}: {info['vertices']} vertices, {info['faces']} faces, decoded {info['bytes']} bytes "
+            f"in {info['seconds']:.2f} s")
+
+
+def _decode_batch(srcs: list[Path], out_dir: Path, fmt: str | None, force: bool, verbose: bool, quiet: bool,
+                  jobs: int, common: dict, modal: dict) -> None:
+    from mscncodec import batch
+    from mscncodec.api import stream_modality
+    from mscncodec.container.files import read_input
+
+    suffix = None if fmt is None else "." + fmt.strip().lstrip(".").lower()
+    if suffix == ".":
+        raise MscnError("--format must name a format, e.g. png or ply")
+    seen = set()
+
+    def name(src: Path) -> tuple[str, dict]:
+        mod = stream_modality(read_input(src))
+        seen.add(mod)
+        ext = suffix or mod.default_output
+        batch.check_format(mod, ext, src)
+        return ext, dict(common, **{k: v for k, v in modal.items() if v is not None and k in mod.options})
+
+    jobs_, failures = batch.plan(srcs, out_dir, name, force)
+    if seen:
+        _modal_options(seen, modal)
+    for f in failures:
+        click.echo(f"mscn: error: {f.line()}", err=True)
+    if jobs_:
+        batch.prepare_out_dir(out_dir)
+
+    def done(job, result, say) -> None:
+        blob, info = result
+        write_atomic(job.out, blob, force)
+        if verbose:
+            say(_decode_summary(job.out, info))
+
+    failures += batch.run(jobs_, batch.decode_one, lambda j: (str(j.src), j.out.suffix, j.options), n_jobs=jobs,
+                          threads=_threads(), progress=not quiet, desc="decode", done=done)
+    _finish_batch(failures)
 
 
 @main.command()
@@ -150,7 +317,13 @@ def models_cmd() -> None:
     """List the available initialisations."""
     from mscncodec.models import default_arch, list_models
 
-    click.echo(f"default architecture: {default_arch()}")
+    from .models import default_modality_model
+
+    click.echo(f"default architecture (images): {default_arch()}")
+    try:
+        click.echo(f"default mesh model: {default_modality_model('mesh').name}")
+    except MscnError as e:
+        click.echo(f"default mesh model: none ({e})")
     for m in list_models():
         val = m.meta.get("validation", {}).get("val_psnr")
         extra = f", val {val:.2f} dB" if val else ""
@@ -190,7 +363,8 @@ def train() -> None:
 @click.option("--val-patches", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
-@click.option("--threads", type=int, default=0, help="torch threads (0: all cores / one per torchrun process).")
+@click.option("--threads", type=int, default=0,
+              help="torch threads (0: `mscn --threads`, else all cores / one share per torchrun process).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--device", default="cpu", show_default=True, help="grid2: torch device (cuda where a GPU is lent).")
 @click.option("--export-only", is_flag=True, help="grid2: freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
@@ -203,7 +377,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     if "kodak" in str(data).lower():
         raise MscnError("refusing to train on Kodak: it is a benchmark set")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(threads or _root_threads() or max(1, (os.cpu_count() or 1) // world))
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
     if arch != "grid2" and (export_only or device != "cpu"):
@@ -293,7 +467,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
 @click.option("--pool", type=int, default=65536, show_default=True, help="Samples computed once per mesh.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
-@click.option("--threads", type=int, default=0, help="torch threads (0: all cores).")
+@click.option("--threads", type=int, default=0, help="torch threads (0: `mscn --threads`, else all cores).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--export-only", is_flag=True, help="Freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
 def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, lr, first_order, val_every, max_meshes,
@@ -303,7 +477,7 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
 
     if "meshes-test" in str(data):
         raise MscnError("refusing to train on meshes-test: it is a benchmark set")
-    torch.set_num_threads(threads or (os.cpu_count() or 1))
+    torch.set_num_threads(threads or _root_threads() or (os.cpu_count() or 1))
     from mscncodec.families.siren.train_sdf import MeshTrainConfig, train as run_mesh
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--export-only")]

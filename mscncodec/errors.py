@@ -30,6 +30,13 @@ class RateError(MscnError):
     exit_code = 4
 
 
+class LimitError(MscnError):
+    """The work asked for exceeds a limit the caller set (--max-pixels, --max-voxels): refused before any
+    large allocation. The signal itself may be fine; raise the limit to accept it."""
+
+    exit_code = 5
+
+
 def below_minimum(bpp: float, target_bytes: int, width: int, height: int, floor_bytes: int, how: str) -> RateError:
     """The RateError of an image target under the smallest stream the codec can write for it.
 

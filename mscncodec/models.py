@@ -89,7 +89,8 @@ class Model:
     arch = "siren"
 
     def summary(self) -> str:
-        return f"siren {self.cfg.mode:<5} w{self.cfg.width} d{self.cfg.depth}"
+        kind = "siren" if self.modality == "image" else f"siren-{self.modality}"
+        return f"{kind} {self.cfg.mode:<5} w{self.cfg.width} d{self.cfg.depth}"
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return _flatten(self, ("theta", "log_alpha", "lr_delta", "lr_alpha"))
@@ -502,12 +503,21 @@ def stream_model(header: dict, modality: str):
     return m
 
 
-def default_modality_model(modality: str):
-    """The shipped model for a non-image modality: ``modality_routes`` in models/routing.json, else the
-    first trained model of that modality, else a provisional one (PROVISIONAL_FOR)."""
-    name = _routing_file().get("modality_routes", {}).get(modality)
-    if isinstance(name, str):
-        return load_model(name)
+def default_modality_model(modality: str, target_bytes: float | None = None):
+    """The shipped model for a non-image modality: ``modality_routes`` in models/routing.json (a name, or
+    [{"max_bytes": N, "model": NAME}, ...]: the first route whose max_bytes is at least the target; the
+    last one without a target), else the first trained model of that modality, else a provisional one."""
+    route = _routing_file().get("modality_routes", {}).get(modality)
+    if isinstance(route, str):
+        return load_model(route)
+    if isinstance(route, list) and route:
+        try:
+            rows = sorted((float(r["max_bytes"]), str(r["model"])) for r in route)
+        except (KeyError, TypeError, ValueError) as e:
+            raise MscnError(f"{models_dir() / 'routing.json'} is malformed ({type(e).__name__})") from None
+        if target_bytes is None:
+            return load_model(rows[-1][1])
+        return load_model(next((name for mb, name in rows if target_bytes <= mb), rows[-1][1]))
     trained = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
     same = [m for m in trained if model_modality(m) == modality]
     if same:

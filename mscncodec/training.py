@@ -51,6 +51,7 @@ class Run:
             mine[k].data.copy_(v)
         opt.load_state_dict(ck["opt"])
         self.step, self.elapsed, self.history = ck["step"], ck["elapsed"], ck["history"]
+        self.t0 = time.time() - self.elapsed  # wall() counts the training time so far, also without start()
         return True
 
     def log(self, msg: str) -> None:

@@ -91,7 +91,7 @@ def test_value_round_trip_edge_cases(symbols):
     raw = vm.to_bytes()
     vm2, end = ValueModel.from_bytes(memoryview(raw), 0)
     assert end == len(raw)
-    assert vm2.r == vm.r
+    assert vm2.r == vm.r and vm2.scale_idx == vm.scale_idx
     np.testing.assert_array_equal(vm2.codes, vm.codes)
     enc = Encoder()
     enc.values(symbols, vm)
@@ -108,11 +108,44 @@ def test_value_round_trip_random(scale):
     sym = sym[sym != 0]
     vm = ValueModel.fit(sym)
     assert vm.r == np.abs(sym).max()
-    assert len(vm.codes) == 2 * vm.r and vm.codes.max() == 15 and vm.codes.dtype == np.uint8
+    if vm.scale_idx < 0:
+        assert len(vm.codes) == 2 * vm.r and vm.codes.max() == 15 and vm.codes.dtype == np.uint8
     enc = Encoder()
     enc.values(sym, vm)
-    out = Decoder(enc.finish()).values(sym.size, vm)
+    data = enc.finish()
+    vm2, _ = ValueModel.from_bytes(memoryview(vm.to_bytes()), 0)
+    out = Decoder(data).values(sym.size, vm2)
     np.testing.assert_array_equal(out, sym)
+    # the chosen model is never dearer than the categorical one, table included, and the real
+    # coded length follows the estimate
+    counts = np.bincount(to_index(sym, vm.r), minlength=2 * vm.r).astype(np.float64)
+    codes_only = ValueModel(vm.r, vm.codes) if vm.scale_idx < 0 else None
+    if codes_only is None:
+        q = 15 + np.round(2 * np.log2(np.where(counts > 0, counts, 1) / counts.max()))
+        codes_only = ValueModel(vm.r, np.where(counts > 0, np.clip(q, 1, 15), 0).astype(np.uint8))
+    assert vm.cost_bits(counts) <= codes_only.cost_bits(counts) + 1e-6
+    assert abs(8 * (len(data) + len(vm.to_bytes())) - vm.cost_bits(counts)) < 0.02 * vm.cost_bits(counts) + 64
+
+
+def test_wide_alphabets_take_the_laplace_model_and_it_is_much_smaller():
+    """A wide alphabet (a dense update at a fine step): the categorical table alone would be R bytes."""
+    rng = np.random.default_rng(7)
+    sym = np.round(rng.laplace(0, 60, 2000)).astype(np.int32)
+    sym = sym[sym != 0]
+    vm = ValueModel.fit(sym)
+    assert vm.scale_idx >= 0 and len(vm.to_bytes()) == 3
+    raw = b"xy" + vm.to_bytes()
+    vm2, end = ValueModel.from_bytes(memoryview(raw), 2)
+    assert end == len(raw) and vm2.r == vm.r and vm2.scale_idx == vm.scale_idx
+    enc = Encoder()
+    enc.values(sym, vm)
+    np.testing.assert_array_equal(Decoder(enc.finish()).values(sym.size, vm2), sym)
+
+
+@pytest.mark.parametrize("raw", [b"\x05\x80", b"\x05\x80\xff", b"\x00\x80\x03", b"\xff\xff\x01"])
+def test_bad_laplace_value_models_are_bitstream_errors(raw):
+    with pytest.raises(BitstreamError):
+        ValueModel.from_bytes(memoryview(raw), 0)
 
 
 def test_value_model_rejects_zero_and_huge_symbols():

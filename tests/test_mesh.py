@@ -185,7 +185,7 @@ def test_round_trip_size_surface_and_transform(sphere_stream):
     from mscncodec.modalities.mesh_metrics import compare
 
     m = compare(mesh, rec, n_samples=20_000, points=False)
-    assert m["chamfer_l1"] < 0.02 and m["iou"] > 0.8
+    assert m["chamfer_l1"] < 0.03 and m["iou"] > 0.85  # a plain init after 250 steps: rough, but in place
 
 
 def test_decoding_at_a_finer_grid_gives_a_finer_surface(sphere_stream):
@@ -261,8 +261,10 @@ def test_cli_encode_info_decode_a_mesh(tmp_path, sphere_stream, monkeypatch):
 # ---------------------------------------------------------------- images unchanged
 
 @pytest.mark.parametrize("name", ["siren-full-w32-l05", "grid2-l7"])
-def test_image_encodes_are_byte_identical_across_the_restructure(monkeypatch, name):
-    """encode-*.mscn were written by the code before meshes and the modality registry existed."""
+def test_image_encodes_match_the_committed_streams(monkeypatch, name):
+    """encode-*.mscn pin the image encoder's bytes: the restructure into families/coding/container left
+    them identical (checked against the code before it); the Laplace value model changed them once, on
+    purpose. Any other change to them must be deliberate (re-make them with the same call)."""
     monkeypatch.setenv("MSCN_MODELS", str(REPO_MODELS))
     monkeypatch.setattr(models, "_cache", {})
     torch.set_num_threads(1)

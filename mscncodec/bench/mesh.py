@@ -507,14 +507,17 @@ class Mscn(MeshCodec):
 
         mod = _core_mesh_api()
         h = hashlib.sha1()
-        for name in ("modalities/mesh_codec.py", "modalities/mesh.py", "families/siren/encoder.py"):
+        for name in ("modalities/mesh_codec.py", "modalities/mesh.py", "families/siren/encoder.py", "families/siren/fit.py",
+                     "coding/entropy.py", "coding/quantize.py", "coding/update.py"):
             p = Path(mscncodec.__file__).parent / name
             if p.is_file():
                 h.update(p.read_bytes())
         mid = ""
         try:
-            m = mod.pick_model(self.model)
-            mid = m.model_id.hex()[:16] if isinstance(m.model_id, bytes) else str(m.model_id)
+            # the default model is routed by size: key on every model a route can pick
+            ids = sorted({mod.pick_model(self.model, t).model_id.hex()[:16] for t in (500, 1000, 2000, 3000, 4000,
+                                                                                      6000, 8000, 16000, 64000)})
+            mid = "+".join(ids)
         except Exception:  # no model yet: the encode will fail and say so
             mid = "none"
         return f"{getattr(mscncodec, '__version__', '?')}|model-{mid}|src-{h.hexdigest()[:12]}|{self.effort}|r{self.resolution}"

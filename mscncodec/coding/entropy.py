@@ -7,10 +7,15 @@ encoder and decoder build bit-identical probability tables:
   gate open-probability (a prior the decoder ships with), shifted by one per-layer
   logit offset the encoder picks and sends. Probabilities are snapped to a 1/4096
   grid in float64 so both ends agree to the bit.
-* ``ValueModel`` - a categorical model over the non-zero quantised symbols of one
-  layer, described by 4-bit log-frequency codes (half-bit resolution) that are
-  sent in the stream. A parametric (Laplace) model cost up to 2x the entropy on
-  the very peaked update tensors; this costs 2 bits per alphabet symbol once.
+* ``ValueModel`` - a model over the non-zero quantised symbols of one layer,
+  whichever codes that layer in fewer bits, table included: a categorical model
+  described by 4-bit log-frequency codes (half-bit resolution; 4 bits per alphabet
+  symbol once, best on very peaked tensors, where a Laplace cost up to 2x the
+  entropy), or a two-sided Laplace over the same alphabet with one tabled scale
+  (3 bytes; best on wide alphabets, e.g. the dense updates of small mesh files,
+  where the table was a quarter of the file). The first two bytes hold R, the
+  high bit says which model follows; streams written before the Laplace option
+  never set it.
 
 The rate is always the length of what these coders write, never an estimate.
 """
@@ -28,6 +33,21 @@ from mscncodec.errors import BitstreamError
 _P_RES = 4096
 OFFSET_UNIT = 0.25  # mask logit offsets are sent as int8 multiples of this
 MAX_ALPHABET_R = 4096
+PARAMETRIC_FLAG = 0x8000  # in the alphabet-size field: a Laplace model with a scale index follows
+N_LAPLACE_SCALES = 128
+
+
+def laplace_scale(k: int) -> float:
+    """The tabled Laplace scales, in symbol units: 2**(k/8 - 3), 0.125 ... ~7000."""
+    return float(2.0 ** (k / 8 - 3))
+
+
+def laplace_probs(r: int, k: int) -> np.ndarray:
+    """P(symbol) over -R..-1, 1..R (to_index order) for a Laplace of scale laplace_scale(k) around +-1."""
+    mag = np.concatenate([np.arange(r, 0, -1), np.arange(1, r + 1)]).astype(np.float64)
+    w = np.exp(-(mag - 1.0) / laplace_scale(k))
+    w = np.maximum(w / w.sum(), 1e-9)  # every symbol in the alphabet stays codable
+    return w / w.sum()
 
 
 def snap_prob(p: np.ndarray) -> np.ndarray:
@@ -76,13 +96,16 @@ class MaskModel:
 
 @dataclass
 class ValueModel:
-    """Categorical model over symbols -R..-1, 1..R (zero is never sent: a zero closes the mask)."""
+    """Model over symbols -R..-1, 1..R (zero is never sent: a zero closes the mask): categorical
+    (``codes``) or, when ``scale_idx`` >= 0, a Laplace of scale laplace_scale(scale_idx)."""
 
     r: int
-    codes: np.ndarray  # uint8 in 0..15, length 2R; 0 = symbol absent
+    codes: np.ndarray  # uint8 in 0..15, length 2R; 0 = symbol absent (categorical only)
+    scale_idx: int = -1
 
     @classmethod
     def fit(cls, symbols: np.ndarray) -> "ValueModel":
+        """The cheaper of the two models for these symbols, counting the bytes that describe it."""
         if symbols.size == 0:
             return cls(0, np.zeros(0, np.uint8))
         if (symbols == 0).any():
@@ -94,14 +117,30 @@ class ValueModel:
         cmax = counts.max()
         with np.errstate(divide="ignore"):
             q = 15 + np.round(2 * np.log2(counts / cmax))
-        codes = np.where(counts > 0, np.clip(q, 1, 15), 0).astype(np.uint8)
-        return cls(r, codes)
+        cat = cls(r, np.where(counts > 0, np.clip(q, 1, 15), 0).astype(np.uint8))
+        best, best_bits = cat, cat.cost_bits(counts)
+        for k in range(N_LAPLACE_SCALES):
+            lap = cls(r, np.zeros(0, np.uint8), k)
+            bits = lap.cost_bits(counts)
+            if bits < best_bits:
+                best, best_bits = lap, bits
+        return best
+
+    def cost_bits(self, counts: np.ndarray) -> float:
+        """Description + ideal code length of symbols with these counts (to_index order)."""
+        p = self.probs()
+        used = counts > 0
+        return 8.0 * len(self.to_bytes()) - float((counts[used] * np.log2(p[used])).sum())
 
     def probs(self) -> np.ndarray:
+        if self.scale_idx >= 0:
+            return laplace_probs(self.r, self.scale_idx)
         p = np.where(self.codes > 0, np.exp2((self.codes.astype(np.float64) - 15) / 2), 0.0)
         return p / p.sum()
 
     def to_bytes(self) -> bytes:
+        if self.scale_idx >= 0:
+            return struct.pack("<HB", self.r | PARAMETRIC_FLAG, self.scale_idx)
         nib = np.concatenate([self.codes, np.zeros(len(self.codes) % 2, np.uint8)])
         packed = (nib[0::2] << 4 | nib[1::2]).astype(np.uint8) if len(nib) else np.zeros(0, np.uint8)
         return struct.pack("<H", self.r) + packed.tobytes()
@@ -112,6 +151,14 @@ class ValueModel:
             raise BitstreamError("truncated value model")
         (r,) = struct.unpack_from("<H", buf, pos)
         pos += 2
+        if r & PARAMETRIC_FLAG:
+            r &= ~PARAMETRIC_FLAG
+            if not 1 <= r <= MAX_ALPHABET_R or pos + 1 > len(buf):
+                raise BitstreamError("corrupted value model (Laplace alphabet or scale)")
+            k = buf[pos]
+            if k >= N_LAPLACE_SCALES:
+                raise BitstreamError(f"corrupted value model (Laplace scale index {k})")
+            return cls(r, np.zeros(0, np.uint8), int(k)), pos + 1
         if r > MAX_ALPHABET_R:
             raise BitstreamError(f"value alphabet {r} out of range")
         nbytes = r  # 2R nibbles

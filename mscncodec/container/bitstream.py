@@ -31,6 +31,31 @@ MAX_PIXELS = 1 << 25
 MAX_SECTIONS = 16
 MAX_SECTION_BYTES = 1 << 30
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024  # mesh decoding grid
+MAX_VOXELS = 512**3  # default bound on a mesh decode's grid (resolution**3 samples), raised by --max-voxels
+
+# The least coded bits per decoded pixel an image stream may have: a decoder refuses to render more than
+# len(stream) * 8 / MIN_BPP pixels (check_image_density), before it allocates anything sized by the header.
+# Decoding costs time and memory in proportion to the pixels (the SIREN family evaluates every pixel and
+# decodes a mask entry per update entry and patch; the latent-grid families decode ~1.3 latents and run
+# the synthesis per pixel), so without this rule the 267-byte stream that claims 1024x1024 pixels cost
+# 1.6 GB to decode, and a 5.5 KB one claiming 16384x2048 23 s and 3.4 GB. Both are SIREN streams that send
+# no update at all: the smallest stream the SIREN encoder could write for that size.
+#
+# Chosen from real streams of the shipped models on 768x512 images (kodim01, kodim23, a flat grey and a
+# gradient image; effort fast, one thread):
+#   lowest quality (--quality 0):       siren 0.048-0.062 bpp, grid 0.23-0.33 bpp, grid2 0.053-0.131 bpp
+#   coarsest stream a byte target gets: grid 0.033-0.045 bpp, grid2 0.059-0.066 bpp (0.0585 on a flat
+#   (the RateError minimum)             2048x2048); siren: the stream with no update, 0.0032 bpp (159 bytes)
+#                                       here, tending to 0.0013 bpp for large images (0.00012 bpp with
+#                                       siren-shift-w64-l2). Such streams code (almost) nothing but the
+#                                       size: kodim01 at 0.0032 / 0.0039 / 0.0049 bpp decodes to 15.96 /
+#                                       15.99 / 16.07 dB, at 0.02 bpp 17.4 dB.
+# 0.005 bpp is 6.6x below the coarsest grid stream, 11.7x below the coarsest grid2 one and ~10x below the
+# lowest SIREN quality setting: it refuses only streams that are (nearly) empty updates. The encoders never
+# write such a stream: a target under the rule is a RateError naming this minimum (min_image_bytes), and
+# an encode that lands under it is refused rather than written (image_codec._check_density).
+MIN_BPP = 0.005
+DENSITY_NOTE = f"(the format's minimum, {MIN_BPP} bpp: a shorter stream cannot justify decoding that many pixels)"
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,19 @@ def validate(header: dict) -> None:
             raise BitstreamError(problem)
     if header["modality"] == 1 and header["height"] * header["width"] > MAX_PIXELS:
         raise BitstreamError(f"image {header['width']}x{header['height']} exceeds {MAX_PIXELS} pixels")
+
+
+def min_image_bytes(height: int, width: int) -> int:
+    """The smallest stream (bytes) the decoder accepts for a height x width image (MIN_BPP)."""
+    return math.ceil(height * width * MIN_BPP / 8)
+
+
+def check_image_density(header: dict, n_bytes: int) -> None:
+    """Refuse an image stream too short for the pixels its header claims (MIN_BPP), before any decoding."""
+    h, w = header["height"], header["width"]
+    if n_bytes < min_image_bytes(h, w):
+        raise BitstreamError(f"a {n_bytes}-byte stream cannot code a {w}x{h} image ({8 * n_bytes / (h * w):.4g} bpp, "
+                             f"the format's minimum is {MIN_BPP} bpp: {min_image_bytes(h, w)} bytes): corrupted or crafted")
 
 
 def unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:

@@ -33,6 +33,7 @@ class Modality:
     write_fn: str
     describe_fn: str
     options: tuple[str, ...] = ()  # encode/decode options only this modality understands
+    default_output: str = ""  # the extension batch decoding writes when no --format is given
 
     def _fn(self, ref: str) -> Callable:
         module, name = ref.split(":")
@@ -87,8 +88,8 @@ def for_input(path: str | Path) -> Modality:
 register(Modality("image", 1, ("*",), ("*",),
                   "mscncodec.modalities.image_codec:encode_image", "mscncodec.modalities.image_codec:decode",
                   "mscncodec.container.files:image_file_bytes",
-                  "mscncodec.modalities.image_codec:describe", options=("bpp", "arch")))
+                  "mscncodec.modalities.image_codec:describe", options=("bpp", "arch"), default_output=".png"))
 register(Modality("mesh", 2, (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", ".ply", ".stl", ".off", ".glb"),
                   "mscncodec.modalities.mesh_codec:encode_mesh", "mscncodec.modalities.mesh_codec:decode_mesh",
                   "mscncodec.modalities.mesh:encode_file",
-                  "mscncodec.modalities.mesh_codec:describe", options=("resolution",)))
+                  "mscncodec.modalities.mesh_codec:describe", options=("resolution",), default_output=".ply"))

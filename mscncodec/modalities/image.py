@@ -32,7 +32,7 @@ try:
 except ImportError:  # Pillow without LittleCMS: ICC profiles are ignored (see the module docstring)
     ImageCms = None
 
-from mscncodec.errors import InputError
+from mscncodec.errors import InputError, LimitError
 from mscncodec.errors import MscnError
 from mscncodec.training import split
 
@@ -40,9 +40,12 @@ MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25  # 33.5M pixels: beyond this a 2-core machine is the wrong tool
 
 
-def load(src: str | Path | np.ndarray) -> tuple[np.ndarray, int]:
-    """Return (H x W x 3 uint8 RGB array, original channel count 1/3/4)."""
+def load(src: str | Path | np.ndarray, max_pixels: int | None = None) -> tuple[np.ndarray, int]:
+    """Return (H x W x 3 uint8 RGB array, original channel count 1/3/4). `max_pixels`: refuse a larger image
+    (a LimitError) from its header, before its pixels are decoded."""
     if isinstance(src, np.ndarray):
+        if src.ndim >= 2:
+            check_limit(src.shape[1], src.shape[0], max_pixels)
         arr = src
     else:
         path = Path(src)
@@ -57,6 +60,7 @@ def load(src: str | Path | np.ndarray) -> tuple[np.ndarray, int]:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as im:
                     _check_size(*im.size)
+                    check_limit(*im.size, max_pixels)
                     im.load()
                     arr = _from_pil(_as_viewed(im))
         except Image.DecompressionBombError:
@@ -69,6 +73,13 @@ def load(src: str | Path | np.ndarray) -> tuple[np.ndarray, int]:
 def _check_size(w: int, h: int) -> None:
     if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
         raise InputError(f"image {w}x{h} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)")
+
+
+def check_limit(w: int, h: int, max_pixels: int | None) -> None:
+    """A LimitError if a w x h image has more pixels than the caller allows (None: no limit but the format's)."""
+    if max_pixels is not None and w * h > max_pixels:
+        raise LimitError(f"image {w}x{h} has {w * h} pixels, more than the limit of {max_pixels} "
+                         "(raise --max-pixels / max_pixels to allow it)")
 
 
 def _as_viewed(im: Image.Image) -> Image.Image:

@@ -45,8 +45,9 @@ def quality_bytes(quality: int) -> float:
     return QUALITY_BYTES * 2.0 ** ((quality - 50) / 25)
 
 
-def pick_model(model: str | Model | None) -> Model:
-    m = model if isinstance(model, Model) else (load_model(model) if model else default_modality_model("mesh"))
+def pick_model(model: str | Model | None, target_bytes: float | None = None) -> Model:
+    """--model, else the shipped mesh model routed for this size (models/routing.json)."""
+    m = model if isinstance(model, Model) else (load_model(model) if model else default_modality_model("mesh", target_bytes))
     return require_modality(m, "mesh")
 
 
@@ -74,7 +75,8 @@ def encode_mesh(
         raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {resolution}")
     t0 = time.perf_counter()
     mesh = mmod.load(src)
-    m = pick_model(model)
+    aim = float(target_bytes) if target_bytes is not None else quality_bytes(50 if quality is None else quality)
+    m = pick_model(model, aim)
     frame = mmod.frame_for(mesh)
     unit = mmod.Mesh(frame.to_unit(mesh.vertices), mesh.faces)
     q, sdf = mmod.sdf_samples(unit, SAMPLES[effort], seed=0)
@@ -83,7 +85,6 @@ def encode_mesh(
     header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": ARCH_CODE,
               "model_id": m.model_id, "resolution": resolution, "center_x": frame.center[0],
               "center_y": frame.center[1], "center_z": frame.center[2], "scale": frame.scale}
-    aim = float(target_bytes) if target_bytes is not None else quality_bytes(50 if quality is None else quality)
     lam = LAMBDA_AT_4K * (4000.0 / aim) * len(q)  # group_loss divides by the samples per group
     with torch.random.fork_rng():  # deterministic: the same input and options give the same bytes
         torch.manual_seed(0)

@@ -198,9 +198,10 @@ def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | Non
     target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
 
     if target_bytes is not None:  # refuse a size no stream can have before any work
-        floor = container_bytes(model, header)
-        if target_bytes < floor:
-            raise below_minimum(bpp, target_bytes, w, h, floor, "for the container alone")
+        floor, dense = container_bytes(model, header), bitstream.min_image_bytes(h, w)
+        if target_bytes < max(floor, dense):
+            raise below_minimum(bpp, target_bytes, w, h, max(floor, dense),
+                                "for the container alone" if floor >= dense else bitstream.DENSITY_NOTE)
 
     # 1. start: amortised latents at the lambda that fits the target, or zeros (generic start)
     if target_bytes is not None:

@@ -306,9 +306,10 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
     target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
     overhead = bitstream.HEADER_SIZE + 8 * 5 + 8  # typical container bytes, for aiming lambda
     if target_bytes is not None:  # refuse a size no stream can have before any work
-        floor = container_bytes(model, header)
-        if target_bytes < floor:
-            raise below_minimum(bpp, target_bytes, w, h, floor, "for the container alone")
+        floor, dense = container_bytes(model, header), bitstream.min_image_bytes(h, w)
+        if target_bytes < max(floor, dense):
+            raise below_minimum(bpp, target_bytes, w, h, max(floor, dense),
+                                "for the container alone" if floor >= dense else bitstream.DENSITY_NOTE)
         latent_bits = 8 * max(target_bytes - overhead, 1)  # what the latents may spend (aim, not a bound)
 
     # 1. lambda, fixed from here on

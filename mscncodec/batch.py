@@ -1,0 +1,212 @@
+"""Batch mode of ``mscn encode`` / ``mscn decode``: many inputs into one folder, one progress bar, and
+optionally several worker processes (``--jobs``).
+
+Every input is one job. A job that fails (any MscnError: unreadable input, corrupted stream, a limit,
+an existing output) is reported on one stderr line and skipped; the others are written. Outputs are
+named ``DIR/<stem>.mscn`` (encode) or ``DIR/<stem>.<format>`` (decode; by default the modality's
+``default_output``: .png for images, .ply for meshes). The parent process plans (checks every input and
+output before any work), hands the coding to the workers, and writes each result atomically with the
+single-file rules: never over an existing file without --force, never over an input, even with --force.
+
+Workers are started with ``spawn`` (forking a process whose torch/OpenMP threads are running can
+deadlock the children) and get ``threads // jobs`` torch threads each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mscncodec.errors import MscnError
+
+
+@dataclass
+class Job:
+    src: Path
+    out: Path
+    options: dict = field(default_factory=dict)  # what the worker passes to the API for this input
+
+
+@dataclass
+class Failure:
+    src: Path
+    error: MscnError
+
+    def line(self) -> str:
+        """The one stderr line: the message, naming the input if it does not already."""
+        msg = str(self.error)
+        return msg if str(self.src) in msg else f"{self.src}: {msg}"
+
+
+# ---------------------------------------------------------------- work done in a worker (or in-process)
+
+def encode_one(src: str, options: dict) -> tuple[bytes, dict]:
+    """Encode one input: (stream, report)."""
+    from mscncodec.api import encode
+
+    return encode(Path(src), return_report=True, progress=False, **options)
+
+
+def decode_one(src: str, suffix: str, options: dict) -> tuple[bytes, dict]:
+    """Decode one stream into the bytes of its output file; (file bytes, summary for --verbose)."""
+    import time
+
+    from mscncodec.api import decode, stream_modality
+    from mscncodec.container.files import read_input
+
+    data = read_input(Path(src))
+    mod = stream_modality(data)
+    check_format(mod, suffix, src)
+    t = time.perf_counter()
+    signal = decode(data, **options)
+    info = {"modality": mod.name, "bytes": len(data), "seconds": time.perf_counter() - t}
+    if mod.name == "image":
+        info["height"], info["width"] = signal.shape[:2]
+    else:
+        info["vertices"], info["faces"] = len(signal.vertices), len(signal.faces)
+    return mod.write(signal, suffix), info
+
+
+def check_format(mod, suffix: str, src) -> None:
+    if "*" not in mod.outputs and suffix.lower() not in mod.outputs:
+        raise MscnError(f"unknown output format {suffix or '(none)'!r} for the {mod.name} in {src} "
+                        f"(use {', '.join(mod.outputs)})")
+
+
+def _in_worker(threads: int, work: Callable, *args):
+    """Run one job in a worker process with its share of the torch threads (set per job: importing the
+    job's function may have changed them)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return work(*args)
+
+
+# ---------------------------------------------------------------- planning (parent, before any work)
+
+class _Inputs:
+    """The inputs of a batch, to tell whether an output path names one of them (links included)."""
+
+    def __init__(self, paths: list[Path]):
+        self.resolved, self.ids = set(), set()
+        for p in paths:
+            try:
+                self.resolved.add(p.resolve())
+                st = p.stat()
+                self.ids.add((st.st_dev, st.st_ino))
+            except (OSError, RuntimeError):
+                pass
+
+    def holds(self, out: Path) -> bool:
+        try:
+            if out.resolve() in self.resolved:
+                return True
+            st = out.stat()
+        except (OSError, RuntimeError):
+            return False
+        return (st.st_dev, st.st_ino) in self.ids
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """The output folder exists (created, with its parents, if missing) and is a folder."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MscnError(f"--out-dir {out_dir} is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MscnError(f"cannot create --out-dir {out_dir}: {e.strerror or e}") from None
+
+
+def plan(srcs: list[Path], out_dir: Path, name: Callable[[Path], tuple[str, dict]], force: bool
+         ) -> tuple[list[Job], list[Failure]]:
+    """One job per input, in order, or a Failure: the input is unreadable, `name(src)` (-> output suffix
+    and per-input options) raises, the output is an input, exists without --force, or is already another
+    input's output."""
+    from mscncodec.container.files import check_input
+
+    inputs = _Inputs(srcs)
+    jobs: list[Job] = []
+    failures: list[Failure] = []
+    taken: dict[Path, Path] = {}
+    for src in srcs:
+        try:
+            check_input(src)
+            suffix, options = name(src)
+            out = out_dir / f"{src.stem}{suffix}"
+            if inputs.holds(out):
+                raise MscnError(f"output {out} is an input file: refusing to overwrite it (even with --force)")
+            key = Path(os.path.normcase(os.path.abspath(out)))
+            if key in taken:
+                raise MscnError(f"output {out} is also the output of {taken[key]} (inputs with the same name)")
+            if out.is_dir():
+                raise MscnError(f"{out} is a directory")
+            if out.exists() and not force:
+                raise MscnError(f"{out} exists (use --force to overwrite)")
+            taken[key] = src
+            jobs.append(Job(src, out, options))
+        except MscnError as e:
+            failures.append(Failure(src, e))
+    return jobs, failures
+
+
+# ---------------------------------------------------------------- running
+
+def run(jobs: list[Job], work: Callable, args: Callable[[Job], tuple], *, n_jobs: int, threads: int,
+        progress: bool, desc: str, done: Callable[[Job, object, Callable[[str, bool], None]], None]
+        ) -> list[Failure]:
+    """Run `work(*args(job))` for every job (in this process when n_jobs is 1, else in n_jobs spawned
+    workers), with one progress bar; `done(job, result, say)` gets each result as it comes (it writes the
+    output). Returns the jobs that raised an MscnError (in `work` or in `done`)."""
+    from mscncodec._runtime import progress_bar
+
+    failures: list[Failure] = []
+    bar = progress_bar(total=len(jobs), progress=progress, desc=desc, unit="file", leave=False)
+
+    def say(msg: str, err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        if bar.disable:
+            print(msg, file=stream, flush=True)
+        else:
+            bar.write(msg, file=stream)
+
+    def finish(job: Job, get: Callable[[], object]) -> None:
+        try:
+            done(job, get(), say)
+        except MscnError as e:
+            failures.append(Failure(job.src, e))
+            say(f"mscn: error: {failures[-1].line()}", err=True)
+        bar.update(1)
+
+    try:
+        workers = min(n_jobs, len(jobs))
+        if workers <= 1:
+            for job in jobs:
+                finish(job, lambda job=job: work(*args(job)))
+        else:
+            per = max(1, threads // workers)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_in_worker, per, work, *args(job)): job for job in jobs}
+                try:
+                    for f in as_completed(futures):
+                        finish(futures[f], f.result)
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    return failures
+
+
+def exit_code(failures: list[Failure]) -> int:
+    """0 if nothing failed; else the failures' common exit code, or 1 when they differ."""
+    codes = {f.error.exit_code for f in failures}
+    return 0 if not codes else codes.pop() if len(codes) == 1 else 1
+
+
+__all__ = ["Job", "Failure", "plan", "run", "exit_code", "encode_one", "decode_one", "prepare_out_dir"]

@@ -1,0 +1,231 @@
+"""The stream fuzzer shared by tests/test_fuzz.py (hypothesis drives it) and benchmarks/fuzz.py (a seeded
+random generator drives it): real small streams, mutated, truncated and spliced, with or without a
+recomputed CRC, decoded under a time and memory watch.
+
+A case must either decode or raise an MscnError; anything else propagates (a bug). Mesh streams are
+decoded with ``max_voxels=MAX_VOXELS`` (64**3): a mesh decode costs resolution**3 whatever the stream
+says, and the default bound (512**3) allows minutes of legitimate work, so the fuzzer states its own.
+Image streams are decoded with the defaults: their cost is bounded by the stream's own length
+(container.bitstream.MIN_BPP) and the format's MAX_PIXELS.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+TIME_LIMIT_S = 5.0  # per case: a robustness bound, not a performance target
+MEMORY_LIMIT = 500 * 1024 * 1024  # per case: tracemalloc peak, and growth of the peak RSS where Linux reports it
+MAX_VOXELS = 64**3
+
+
+class Chooser(Protocol):
+    def int(self, lo: int, hi: int, label: str = "") -> int: ...
+
+    def bytes(self, n: int, label: str = "") -> bytes: ...
+
+
+class RandomChooser:
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+
+    def int(self, lo: int, hi: int, label: str = "") -> int:
+        return self.rng.randint(lo, hi)
+
+    def bytes(self, n: int, label: str = "") -> bytes:
+        return bytes(self.rng.getrandbits(8) for _ in range(n))
+
+
+class HypothesisChooser:
+    def __init__(self, data):
+        self.data = data
+
+    def int(self, lo: int, hi: int, label: str = "") -> int:
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.integers(lo, hi), label=label or None)
+
+    def bytes(self, n: int, label: str = "") -> bytes:
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.binary(min_size=n, max_size=n), label=label or None)
+
+
+# ---------------------------------------------------------------- seeds
+
+def make_seeds() -> dict[str, bytes]:
+    """Three small valid streams: a 24x32 image with --arch siren and --arch grid2 (effort fast, shipped
+    models), and an icosphere through the mesh codec (plain SIREN init, 3 steps, stored grid 32)."""
+    import trimesh
+
+    import mscncodec
+    from mscncodec.modalities import mesh as mmod
+    from mscncodec.modalities.mesh_codec import encode_mesh
+
+    from conftest import synthetic_image
+
+    img = synthetic_image(24, 32, seed=21)
+    tm = trimesh.creation.icosphere(subdivisions=2, radius=1.5)
+    mesh = mmod.Mesh(np.asarray(tm.vertices) + np.array([0.5, -1.0, 2.0]), np.asarray(tm.faces, np.int64))
+    return {
+        "siren": mscncodec.encode(img, arch="siren", effort="fast"),
+        "grid2": mscncodec.encode(img, arch="grid2", effort="fast"),
+        "mesh": encode_mesh(mesh, target_bytes=1500, model="random-sdf-w32d5+dense", effort="fast", steps=3,
+                            resolution=32),
+    }
+
+
+# ---------------------------------------------------------------- mutations
+
+def _header_layout(data: bytes) -> tuple[int, list[tuple[str, str, int]]] | None:
+    """(header size, [(field, struct code, offset)]) of a stream whose modality byte is known, else None."""
+    from mscncodec.container import bitstream
+
+    if len(data) < 6 or data[5] not in bitstream.BODIES:
+        return None
+    fields, pos = [], 0
+    for f in bitstream.header_fields(data[5]):
+        fields.append((f.name, f.fmt, pos))
+        pos += struct.calcsize("<" + f.fmt)
+    return pos, fields
+
+
+def fix_crc(data: bytes) -> bytes:
+    """Rewrite the CRC field so that it matches (a crafted file), where the header can be located."""
+    from mscncodec.container.bitstream import stream_crc
+
+    layout = _header_layout(data)
+    if layout is None or len(data) < layout[0]:
+        return data
+    size = layout[0]
+    b = bytearray(data)
+    struct.pack_into("<I", b, size - 4, 0)
+    struct.pack_into("<I", b, size - 4, stream_crc(bytes(b[:size]), bytes(b[size:])))
+    return bytes(b)
+
+
+_INTERESTING = {
+    "I": [0, 1, 2, 7, 31, 32, 33, 64, 255, 256, 1023, 1024, 2048, 4096, 16384, 16385, 1 << 20, 1 << 31, (1 << 32) - 1],
+    "H": [0, 1, 4, 7, 8, 16, 32, 64, 128, 256, 512, 1024, 1025, 65535],
+    "B": [0, 1, 2, 3, 4, 5, 16, 255],
+    "f": [0.0, -0.0, 1e-30, 1e30, 1e38, -1.0, float("nan"), float("inf"), float("-inf")],
+}
+
+
+def _field_value(fmt: str, choose: Chooser) -> bytes:
+    size = struct.calcsize("<" + fmt)
+    pool = _INTERESTING.get(fmt)
+    if pool is None or choose.int(0, 3, "random field bytes") == 0:
+        return choose.bytes(size, "field bytes")
+    return struct.pack("<" + fmt, pool[choose.int(0, len(pool) - 1, "interesting value")])
+
+
+def mutate(seeds: list[bytes], choose: Chooser) -> tuple[bytes, str]:
+    """One case from the seeds: (bytes, what was done). Every operation keeps the result small."""
+    base = seeds[choose.int(0, len(seeds) - 1, "seed")]
+    b = bytearray(base)
+    op = choose.int(0, 6, "operation")
+    if op == 0:  # flip a few bytes
+        n = choose.int(1, 8, "flips")
+        for _ in range(n):
+            b[choose.int(0, len(b) - 1, "pos")] ^= choose.int(1, 255, "xor")
+        what = f"flip {n}"
+    elif op == 1:  # overwrite a run
+        pos, n = choose.int(0, len(b) - 1, "pos"), choose.int(1, 16, "run")
+        b[pos : pos + n] = choose.bytes(min(n, len(b) - pos), "run bytes")
+        what = f"overwrite {n} at {pos}"
+    elif op == 2:  # truncate, or cut a piece out of the middle
+        a = choose.int(0, len(b) - 1, "cut")
+        z = choose.int(a, len(b), "cut end") if choose.int(0, 1, "middle") else len(b)
+        del b[a:z]
+        what = f"cut [{a}:{z}]"
+    elif op == 3:  # splice two streams (possibly the same one)
+        other = seeds[choose.int(0, len(seeds) - 1, "other seed")]
+        a, z = choose.int(0, len(b), "head"), choose.int(0, len(other), "tail")
+        b = bytearray(bytes(b[:a]) + other[z:])
+        what = f"splice [:{a}] + other[{z}:]"
+    elif op == 4:  # insert random bytes
+        pos, n = choose.int(0, len(b), "pos"), choose.int(1, 16, "insert")
+        b[pos:pos] = choose.bytes(n, "inserted")
+        what = f"insert {n} at {pos}"
+    else:  # a header or section-table field set to an interesting value
+        layout = _header_layout(bytes(b))
+        size, fields = layout
+        n_sections = b[size - 5] if len(b) >= size else 0
+        table = [(f"tag{i}", "4s", size + 8 * i) for i in range(n_sections)]
+        table += [(f"len{i}", "I", size + 8 * i + 4) for i in range(n_sections)]
+        name, fmt, off = (fields + table)[choose.int(0, len(fields) + len(table) - 1, "field")]
+        value = _field_value(fmt, choose)
+        b[off : off + len(value)] = value
+        what = f"field {name} = {value.hex()}"
+    data = bytes(b)
+    if choose.int(0, 1, "recompute crc"):
+        data, what = fix_crc(data), what + ", CRC recomputed"
+    return data, what
+
+
+# ---------------------------------------------------------------- one case under watch
+
+def _status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); -> the RSS now in bytes, or None if unavailable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    rss = _status_kb("VmRSS")
+    return None if rss is None else rss * 1024
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    traced_peak: int  # bytes, tracemalloc (Python and numpy allocations)
+    rss_growth: int | None  # bytes, peak RSS over the RSS at the start (torch's allocations too), None if unknown
+    result: str  # "decoded" or the MscnError's class name
+
+
+def run_case(data: bytes, max_voxels: int = MAX_VOXELS) -> Outcome:
+    """Decode one case; an exception that is not an MscnError propagates."""
+    import mscncodec
+    from mscncodec.errors import MscnError
+
+    rss0 = _reset_peak_rss()
+    tracemalloc.start()
+    t = time.perf_counter()
+    result = "decoded"
+    try:
+        mscncodec.decode(data, max_voxels=max_voxels)
+    except MscnError as e:
+        result = type(e).__name__
+    finally:
+        seconds = time.perf_counter() - t
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    hwm = _status_kb("VmHWM")
+    growth = None if rss0 is None or hwm is None else max(0, hwm * 1024 - rss0)
+    return Outcome(seconds, peak, growth, result)
+
+
+def check(o: Outcome, what: str) -> None:
+    assert o.seconds < TIME_LIMIT_S, f"{what}: {o.seconds:.2f} s ({o.result})"
+    assert o.traced_peak < MEMORY_LIMIT, f"{what}: tracemalloc peak {o.traced_peak / 2**20:.0f} MB ({o.result})"
+    assert o.rss_growth is None or o.rss_growth < MEMORY_LIMIT, \
+        f"{what}: peak RSS grew by {o.rss_growth / 2**20:.0f} MB ({o.result})"
