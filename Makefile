@@ -64,7 +64,7 @@ train-mesh: install
 
 # Mesh bench: the test meshes and the trainer's detailed held-out meshes, mscn against Draco and
 # quadric decimation + Draco at 2, 4 and 8 KB (results, plots and pictures in benchmarks/meshes/)
-MESH_CODECS ?= draco,simplify-draco,mscn
+MESH_CODECS ?= draco,simplify-draco,mscn,mscn:sdf-w32,mscn:sdf-w32+dense,mscn:random-sdf-w32d5+dense
 bench-meshes: install
 	$(BIN)/python benchmarks/mesh_heldout.py ../shared/data/meshes-collection build/meshes-heldout --min-faces 1000
 	$(BIN)/mscn bench ../shared/data/meshes-test --out benchmarks/meshes/test --codecs $(MESH_CODECS) --sizes 2000,4000,8000
