@@ -310,3 +310,13 @@ def test_train_mesh_writes_model_card_checkpoint_resumes_and_exports(tmp_path, m
     assert len(data_bytes) <= 1500 and decode_mesh(data_bytes, resolution=16) is not None
     r = runner.invoke(main, ["train", "mesh", "--data", str(data), "--out", str(tmp_path / "x"), "--export-only"])
     assert r.exit_code != 0 and "checkpoint" in r.output
+
+
+def test_mesh_quality_names_a_size_and_grows_with_it():
+    from mscncodec.modalities.mesh_codec import quality_bytes
+
+    mesh = _sphere(radius=1.0)
+    lo = encode_mesh(mesh, quality=10, model=PROVISIONAL, effort="fast", steps=5)
+    hi = encode_mesh(mesh, quality=40, model=PROVISIONAL, effort="fast", steps=5)
+    assert len(lo) <= round(quality_bytes(10)) and len(hi) <= round(quality_bytes(40))
+    assert len(hi) > len(lo)
