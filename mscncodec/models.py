@@ -461,7 +461,7 @@ def default_model(bpp: float | None = None, arch: str | None = None) -> Model | 
             name = next((routed for max_bpp, routed in routes if bpp <= max_bpp), name)
     if not name:
         trained = [load_model(p.stem) for p in sorted(models_dir().glob("*.pt"))]
-        trained = [m for m in trained if getattr(m, "modality", "image") == "image"]
+        trained = [m for m in trained if model_modality(m) == "image"]
         same = [m for m in trained if arch is None or m.arch == arch]
         if arch is not None and not same:
             raise MscnError(f"no trained {arch} model in {models_dir()} (see `mscn models`)")

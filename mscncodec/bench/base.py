@@ -116,3 +116,15 @@ class Codec:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}>"
+
+
+def available_codecs(codecs) -> tuple[list, list[str]]:
+    """(the codecs that can run here, one "skipping ..." notice for each that cannot)."""
+    usable, notices = [], []
+    for c in codecs:
+        avail = c.available()
+        if avail:
+            usable.append(c)
+        else:
+            notices.append(f"skipping {c.key}: {avail.reason}")
+    return usable, notices

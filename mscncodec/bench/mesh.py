@@ -44,8 +44,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mscncodec._runtime import progress_bar
-from mscncodec.bench.base import Availability
-from mscncodec.bench.runner import BenchError
+from mscncodec.bench.base import Availability, available_codecs
+from mscncodec.bench.runner import BenchError, append_cache, load_cache  # one cache format for both benches
 
 MESH_EXTS = (".obj", ".ply", ".stl", ".off", ".glb")
 DEFAULT_SIZES: tuple[int, ...] = (2000, 4000, 8000)
@@ -641,28 +641,6 @@ def run_mesh_point(codec: MeshCodec, ref: MeshRef, target: int, n_samples: int =
     return rec
 
 
-# --------------------------------------------------------------------------- cache
-
-
-def load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished points; a torn last line (killed mid-write) is ignored."""
-    cache: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "key" in rec and "error" not in rec:
-                cache[rec["key"]] = rec
-    return cache
-
-
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -717,14 +695,7 @@ def run_mesh_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     refs = prepare_meshes(paths)
-    notices: list[str] = []
-    usable = []
-    for c in codecs:
-        avail = c.available()
-        if avail:
-            usable.append(c)
-        else:
-            notices.append(f"skipping {c.key}: {avail.reason}")
+    usable, notices = available_codecs(codecs)
     for n in notices:
         echo(n)
 
@@ -752,7 +723,7 @@ def run_mesh_bench(
                 echo(f"failed {rec['codec']} {rec['mesh']} @ {s} bytes: {rec['error']}")
             else:
                 result.encoded += 1
-                _append(cache_path, rec)
+                append_cache(cache_path, rec)
             done[rec["key"]] = rec
     finally:
         bar.close()

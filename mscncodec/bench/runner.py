@@ -29,7 +29,7 @@ from tqdm import tqdm  # tqdm.write: messages that do not break a live bar
 
 from mscncodec._runtime import progress_bar
 from mscncodec.bench import metrics
-from mscncodec.bench.base import Codec
+from mscncodec.bench.base import Codec, available_codecs
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 DEFAULT_POINTS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
@@ -175,7 +175,7 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
     return cache
 
 
-def _append(path: Path, rec: dict[str, Any]) -> None:
+def append_cache(path: Path, rec: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
 
@@ -213,14 +213,7 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     refs = prepare_images(images)
-    notices: list[str] = []
-    usable = []
-    for c in codecs:
-        avail = c.available()
-        if avail:
-            usable.append(c)
-        else:
-            notices.append(f"skipping {c.key}: {avail.reason}")
+    usable, notices = available_codecs(codecs)
     for n in notices:
         echo(n)
 
@@ -245,7 +238,7 @@ def run_bench(
             echo(f"failed {rec['codec']} {rec['image']} @ {rec['target_bpp']:g} bpp: {rec['error']}")
         else:
             result.encoded += 1
-            _append(cache_path, rec)
+            append_cache(cache_path, rec)
         done[rec["key"]] = rec
 
     try:

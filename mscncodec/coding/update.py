@@ -38,6 +38,12 @@ def pack_update(model: Model, symbols: dict[str, np.ndarray], steps: dict[str, i
     return [("QPRM", bytes(qprm)), ("MASK", enc_mask.finish()), ("VALS", enc_vals.finish())]
 
 
+def empty_update(model: Model, n_groups: int = 1) -> list[tuple[str, bytes]]:
+    """The sections of an update that sends nothing: what the smallest stream of a model carries."""
+    zeros = {k: np.zeros((n_groups, int(np.prod(s))), np.int32) for k, s in model.cfg.update_shapes().items()}
+    return pack_update(model, zeros, {k: 0 for k in zeros})
+
+
 def unpack_update(model: Model, sections: dict[str, bytes], n_groups: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     for tag in ("QPRM", "MASK", "VALS"):
         if tag not in sections:

@@ -150,13 +150,15 @@ def stream_crc(header_bytes: bytes, body: bytes) -> int:
     return zlib.crc32(body, zlib.crc32(header_bytes[:-4] + b"\0\0\0\0"))
 
 
+def _check(fields: tuple[Field, ...], header: dict) -> None:
+    for f in fields:
+        if f.check is not None and (problem := f.check(header[f.name])):
+            raise BitstreamError(problem)
+
+
 def validate(header: dict) -> None:
-    for f in HEAD:  # the head first: it says which body to check
-        if f.check is not None and (problem := f.check(header[f.name])):
-            raise BitstreamError(problem)
-    for f in header_fields(header["modality"])[len(HEAD):]:
-        if f.check is not None and (problem := f.check(header[f.name])):
-            raise BitstreamError(problem)
+    _check(HEAD, header)  # the head first: it says which body to check
+    _check(header_fields(header["modality"])[len(HEAD):], header)
     if header["modality"] == 1 and header["height"] * header["width"] > MAX_PIXELS:
         raise BitstreamError(f"image {header['width']}x{header['height']} exceeds {MAX_PIXELS} pixels")
 
@@ -182,9 +184,7 @@ def unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
     if len(data) < head_size:
         raise BitstreamError(f"truncated .mscn file ({len(data)} bytes, header needs {HEADER_SIZE})")
     head = dict(zip((f.name for f in HEAD), struct.unpack_from(_HEAD_FMT, data, 0)))
-    for f in HEAD:
-        if f.check is not None and (problem := f.check(head[f.name])):
-            raise BitstreamError(problem)
+    _check(HEAD, head)
     size = header_size(head["modality"])
     if len(data) < size:
         raise BitstreamError(f"truncated .mscn file ({len(data)} bytes, header needs {size})")

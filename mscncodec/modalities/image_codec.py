@@ -21,7 +21,7 @@ from mscncodec.families.siren import network as siren
 from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError, below_minimum
 from mscncodec.modalities import image as imod
 from mscncodec.models import Model, default_model, find_by_id, load_model, require_modality, stream_model
-from mscncodec.coding.update import dequantise_all, pack_update, unpack_update
+from mscncodec.coding.update import dequantise_all, empty_update, unpack_update
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, EFFORT, OPEN_HEADROOM, fit_and_pack
 
 # Patches evaluated at once when rendering (32 patches of 32x32 = 32K pixels). With 2048, a 1024x1024
@@ -201,8 +201,7 @@ def _check_density(data: bytes, h: int, w: int) -> None:
 
 def _empty_update_bytes(m: Model, header: dict, n_groups: int) -> int:
     """Size of the stream that sends no update entry at all: the smallest a SIREN image stream can be."""
-    zeros = {k: np.zeros((n_groups, int(np.prod(s))), np.int32) for k, s in m.cfg.update_shapes().items()}
-    return len(bitstream.pack(header, pack_update(m, zeros, {k: 0 for k in zeros})))
+    return len(bitstream.pack(header, empty_update(m, n_groups)))
 
 
 def _finish(data: bytes, rgb: np.ndarray, channels: int, m, t0: float, n_open: int, note: str) -> tuple[bytes, dict]:

@@ -19,7 +19,6 @@ a 128^3 or a 512^3 surface) and extracts the zero level set by marching cubes.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,21 +142,31 @@ def frame_for(mesh: Mesh) -> Frame:
     return Frame(center, scale)  # type: ignore[arg-type]
 
 
-def winding_inside(v: np.ndarray, f: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Points inside by the generalised winding number (>= 0.5)."""
+def winding_numbers(v: np.ndarray, f: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Generalised winding number of each point (libigl's fast approximation): ~1 inside, ~0 outside."""
     import igl
 
     return igl.fast_winding_number(np.ascontiguousarray(v, np.float64), np.ascontiguousarray(f, np.int64),
-                                   np.ascontiguousarray(q, np.float64)) >= 0.5
+                                   np.ascontiguousarray(q, np.float64))
+
+
+def surface_distance(q: np.ndarray, v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distance from each point to the closest triangle (libigl's AABB tree), and that triangle."""
+    import igl
+
+    d2, face, _ = igl.point_mesh_squared_distance(np.ascontiguousarray(q, np.float64), np.ascontiguousarray(v, np.float64),
+                                                  np.ascontiguousarray(f, np.int64))
+    return np.sqrt(np.maximum(d2, 0.0)), np.asarray(face, np.int64)
+
+
+def winding_inside(v: np.ndarray, f: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Points inside by the generalised winding number (>= 0.5)."""
+    return winding_numbers(v, f, q) >= 0.5
 
 
 def signed_distance(v: np.ndarray, f: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Exact unsigned distance, signed by the winding number (negative inside)."""
-    import igl
-
-    d2 = igl.point_mesh_squared_distance(np.ascontiguousarray(q, np.float64), np.ascontiguousarray(v, np.float64),
-                                         np.ascontiguousarray(f, np.int64))[0]
-    d = np.sqrt(np.maximum(d2, 0.0))
+    d = surface_distance(q, v, f)[0]
     return np.where(winding_inside(v, f, q), -d, d)
 
 
@@ -219,11 +228,6 @@ def extract_surface(sdf: Callable[[np.ndarray], np.ndarray], resolution: int, ch
     verts, faces, _, _ = marching_cubes(vol, level=0.0, spacing=(2.0 / (resolution - 1),) * 3)
     # skimage's default winding makes the normals point towards increasing values: outward for an SDF
     return Mesh(verts.astype(np.float64) - 1.0, faces.astype(np.int64))
-
-
-def diagonal(mesh: Mesh) -> float:
-    used = mesh.vertices[np.unique(mesh.faces)] if len(mesh.faces) else mesh.vertices
-    return float(np.linalg.norm(used.max(0) - used.min(0))) if len(used) else math.nan
 
 
 def mesh_from_trimesh(tm) -> Mesh:  # noqa: ANN001 - trimesh is imported lazily

@@ -39,6 +39,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mscncodec.modalities.mesh import surface_distance, winding_numbers
+
 #: Bumped whenever a definition below changes, so cached benchmark points are recomputed.
 METRICS_VERSION = "1"
 
@@ -145,8 +147,8 @@ def distance_to_mesh(points: np.ndarray, V: np.ndarray, F: np.ndarray) -> tuple[
     """
     if len(points) == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
-    sq, idx, _ = _igl().point_mesh_squared_distance(np.ascontiguousarray(points, dtype=np.float64), V, F)
-    return np.sqrt(np.maximum(sq, 0.0)), np.asarray(idx, dtype=np.int64)
+    _igl()
+    return surface_distance(points, V, F)
 
 
 def winding_inside(V: np.ndarray, F: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -162,8 +164,8 @@ def winding_inside(V: np.ndarray, F: np.ndarray, points: np.ndarray) -> np.ndarr
     """
     if len(F) == 0 or len(points) == 0:
         return np.zeros(len(points), dtype=bool)
-    w = _igl().fast_winding_number(V, F, np.ascontiguousarray(points, dtype=np.float64))
-    return np.abs(w) > 0.5
+    _igl()
+    return np.abs(winding_numbers(V, F, points)) > 0.5
 
 
 def volume_iou(ref: MeshArg, rec: MeshArg, n: int = 100_000, seed: int = 0) -> float:

@@ -179,11 +179,9 @@ def _lambda_for(model: GridModel, x: torch.Tensor, target_bits: float) -> int:
 def container_bytes(model: GridModel, header: dict) -> int:
     """A lower bound on every grid stream of this header: the container, the GRID section, an update
     that sends nothing and an empty latent section."""
-    from mscncodec.coding.update import pack_update
+    from mscncodec.coding.update import empty_update
 
-    zeros = {k: np.zeros((1, int(np.prod(s))), np.int32) for k, s in model.cfg.update_shapes().items()}
-    secs = pack_update(model, zeros, {k: 0 for k in zeros})
-    return len(bitstream.pack(header, [("GRID", b"\0\0"), *secs, ("LATS", b"")]))
+    return len(bitstream.pack(header, [("GRID", b"\0\0"), *empty_update(model), ("LATS", b"")]))
 
 
 def encode(model: GridModel, rgb: np.ndarray, channels: int, *, bpp: float | None, quality: int | None,

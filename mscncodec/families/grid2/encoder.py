@@ -285,12 +285,9 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
 def container_bytes(model: Grid2Model, header: dict) -> int:
     """A lower bound on every grid2 stream of this header: the container, the GRD2 section, the decoder
     update only where it must be sent (+scratch, here all zero) and an empty latent section."""
-    from mscncodec.coding.update import pack_update
+    from mscncodec.coding.update import empty_update
 
-    secs = []
-    if model.sparsity == "scratch":
-        zeros = {k: np.zeros((1, int(np.prod(s))), np.int32) for k, s in model.cfg.update_shapes().items()}
-        secs = pack_update(model, zeros, {k: 0 for k in zeros})
+    secs = empty_update(model) if model.sparsity == "scratch" else []
     return len(bitstream.pack(header, [("GRD2", b"\0\0"), *secs, ("LATS", b"")]))
 
 
