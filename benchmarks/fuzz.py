@@ -35,7 +35,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     seeds = fuzzing.make_seeds()
-    print(f"seeds: " + ", ".join(f"{k} {len(v)} bytes" for k, v in seeds.items()) +
+    print("seeds: " + ", ".join(f"{k} {len(v)} bytes" for k, v in seeds.items()) +
           f" (made in {time.perf_counter() - t0:.1f} s)")
     chooser = fuzzing.RandomChooser(args.seed)
     results: Counter[str] = Counter()

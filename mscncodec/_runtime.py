@@ -10,6 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -41,8 +44,60 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads() -> int:
-    """torch threads when none are asked for: MSCN_THREADS if set (and not 0), else available_cpus()."""
+IDLE_WINDOW = 0.1  # seconds over which idle_cpus reads /proc/stat (torch's import usually covers it)
+BUSY_SHARE = 0.3  # a CPU counts as taken when other processes use this share of it or more
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Jiffies of the CPUs this process may run on, and our own CPU seconds, at one moment."""
+
+    when: float
+    busy: float
+    total: float
+    own: float
+
+
+def cpu_sample() -> CpuSample | None:
+    """Busy and total jiffies of our CPUs from /proc/stat (None where there is none: not Linux)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        lines = Path("/proc/stat").read_text().splitlines()
+    except (AttributeError, OSError):
+        return None
+    busy = total = 0.0
+    for line in lines:
+        name, *vals = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(vals) >= 5:
+            v = [float(x) for x in vals[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(v)
+            busy += sum(v) - v[3] - v[4]
+    return CpuSample(time.monotonic(), busy, total, time.process_time()) if total else None
+
+
+def idle_cpus(before: CpuSample | None = None) -> int:
+    """Our CPUs that other processes leave idle, read over IDLE_WINDOW seconds from `before` (our own CPU
+    time in the window is not counted). Why: torch's threads wait for each other at every operation, so one
+    thread on a CPU another job holds stalls them all -- a default-effort grid2 encode took 118 s with 2
+    threads against 17 s with 1 while the other core trained (benchmarks/threads/). At least 1."""
+    n = available_cpus()
+    before = before or cpu_sample()
+    if before is None or n == 1:
+        return n
+    time.sleep(max(0.0, IDLE_WINDOW - (time.monotonic() - before.when)))
+    after = cpu_sample()
+    if after is None or after.total <= before.total:
+        return n
+    busy = n * (after.busy - before.busy) / (after.total - before.total)
+    own = (after.own - before.own) / max(after.when - before.when, 1e-6)
+    others = max(busy - own, 0.0)
+    return max(1, n - int(others + 1.0 - BUSY_SHARE))
+
+
+def default_threads(before: CpuSample | None = None) -> int:
+    """torch threads when none are asked for: MSCN_THREADS if set (and not 0), else idle_cpus() (every CPU
+    this process may run on that no other process is using; `before`: a cpu_sample taken earlier, so the
+    window overlaps work already being done)."""
     from mscncodec.errors import MscnError
 
     raw = os.environ.get("MSCN_THREADS", "").strip() or "0"
@@ -52,15 +107,16 @@ def default_threads() -> int:
         raise MscnError(f"MSCN_THREADS must be a whole number of threads, got {raw!r}") from None
     if n < 0:
         raise MscnError(f"MSCN_THREADS must be a whole number of threads, got {raw!r}")
-    return n or available_cpus()
+    return n or idle_cpus(before)
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads: n, else default_threads() (MSCN_THREADS, else every CPU this process
-    may use). Returns the number set."""
+    """Set torch's intra-op threads: n, else default_threads() (MSCN_THREADS, else the CPUs this process may
+    use that are idle; measured across torch's import). Returns the number set."""
+    before = cpu_sample() if not n else None
     import torch
 
-    n = n or default_threads()
+    n = n or default_threads(before)
     torch.set_num_threads(n)
     return n
 

@@ -254,3 +254,88 @@ def test_effort_suffix_selects_an_effort_level():
     assert codec.key == "mscn-random-w32d5_fast"
     assert codec.model == "random-w32d5" and codec.effort == "fast"
     assert "effort fast" in codec.description
+
+
+# --------------------------------------------------------------------------- defaults, estimate, crops
+
+
+def test_cli_prints_the_estimate_first_and_refines_it(dataset: Path, tmp_path: Path):
+    r = CliRunner().invoke(bench, [str(dataset), "--out", str(tmp_path / "o"), "--codecs", "jpeg,webp",
+                                   "--points", "0.5,1.0", "--no-plot"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("estimated time: about"))
+    assert "8 points on 2 images" in lines[first] and "refined after the first image" in lines[first]
+    refined = [i for i, line in enumerate(lines) if line.startswith("first image done in")]
+    assert len(refined) == 1 and refined[0] > first and "left" in lines[refined[0]]
+    assert first < next(i for i, line in enumerate(lines) if "BD-rate" in line)
+
+
+def test_cli_writes_crops_png_beside_rd_png(dataset: Path, tmp_path: Path):
+    out = tmp_path / "o"
+    r = CliRunner().invoke(bench, [str(dataset), "--out", str(out), "--codecs", "jpeg,webp",
+                                   "--points", "0.25,1.0", "--no-anchors"])
+    assert r.exit_code == 0, r.output
+    assert (out / "rd.png").is_file() and (out / "crops.png").is_file()
+    with Image.open(out / "crops.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 200
+    assert not (tmp_path / "p").exists()
+    r = CliRunner().invoke(bench, [str(dataset), "--out", str(tmp_path / "p"), "--codecs", "jpeg",
+                                   "--points", "1.0", "--no-plot"])
+    assert r.exit_code == 0 and not (tmp_path / "p" / "crops.png").exists()
+
+
+def test_crops_pick_each_codecs_point_closest_to_the_crop_rate():
+    from mscncodec.bench.crops import CROP_BPP, closest_targets, detail_box
+
+    recs = [{"codec": "jpeg", "image": "a.png", "target_bpp": t, "bpp": b}
+            for t, b in ((0.1, 0.19), (0.25, 0.239), (0.5, 0.47))]
+    recs += [{"codec": "webp", "image": "a.png", "target_bpp": 1.0, "bpp": 0.97},
+             {"codec": "webp", "image": "b.png", "target_bpp": 0.25, "bpp": 0.25}]
+    picked = closest_targets(recs, "a.png", [JpegCodec(), WebPCodec()], CROP_BPP)
+    assert [(c.key, t) for c, t in picked] == [("jpeg", 0.25), ("webp", 1.0)]
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[192:256, 256:320] = np.random.default_rng(0).integers(0, 256, (64, 64, 3))  # the only detail
+    top, left, side = detail_box(img)
+    assert side == 128 and top <= 192 and top + side >= 256 and left <= 256 and left + side >= 320
+    assert detail_box(img[:50, :70])[2] == 50
+
+
+def test_default_codecs_and_points_are_the_documented_ones(dataset: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    from mscncodec.bench import cli as bench_cli
+
+    assert bench_cli.DEFAULT_CODECS == "jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,mscn:auto@fast"
+    assert bench_cli.DEFAULT_INR_POINTS == (0.1, 0.25, 0.5, 0.75, 1.0)
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert bench_cli.DEFAULT_CODECS in readme and "0.1, 0.25, 0.5, 0.75 and 1.0 bpp" in readme
+    seen: list[dict] = []
+
+    def fake_run_bench(images, codecs, out, points, **kw):
+        seen.append({"codecs": [c.key for c in codecs], "points": points, "slow": kw["slow_points"]})
+        raise bench_cli.BenchError("stop here")
+
+    monkeypatch.setattr(bench_cli, "run_bench", fake_run_bench)
+    CliRunner().invoke(bench, [str(dataset), "--out", str(tmp_path / "o")])
+    CliRunner().invoke(bench, [str(dataset), "--out", str(tmp_path / "o"), "--full", "--codecs", "jpeg"])
+    plain, full = seen
+    assert plain["codecs"] == ["jpeg", "jpeg444", "webp", "jpeg2000", "avif", "heic", "jxl", "mscn-auto_fast"]
+    assert plain["points"] == list(bench_cli.DEFAULT_POINTS) and plain["slow"] == [0.1, 0.25, 0.5, 0.75, 1.0]
+    assert full["codecs"] == ["jpeg"] and full["slow"] is None  # --full: mscn gets every --points target
+
+
+def test_estimate_sums_the_table_and_refines_once_after_the_first_image():
+    from mscncodec.bench.estimate import format_duration, make_estimate, point_seconds, seconds_per_mp
+
+    jpeg, webp = JpegCodec(), WebPCodec()
+    tasks = [(c, name, 1000, 1000) for name in ("a", "b") for c in (jpeg, webp)]
+    est = make_estimate(tasks, workers=1)
+    assert est.total() == pytest.approx(2 * (seconds_per_mp(jpeg) + seconds_per_mp(webp)))
+    assert point_seconds(jpeg, 500, 500) == pytest.approx(seconds_per_mp(jpeg) / 4)
+    (fast,) = resolve_codecs("mscn:random-w32d5@fast")[0]
+    (slow,) = resolve_codecs("mscn:random-w32d5")[0]
+    assert seconds_per_mp(fast) < seconds_per_mp(slow)
+    assert est.done(0) is None and est.done(2) is None  # the second image's point does not finish the first
+    line = est.done(1)
+    assert line and line.startswith("first image done in") and est.done(3) is None
+    assert format_duration(30) == "30 s" and format_duration(600) == "10 min" and format_duration(7500) == "2 h 05 min"

@@ -196,3 +196,29 @@ def test_too_large_image_is_our_one_line_error(tmp_path, monkeypatch, pillow_lim
 def test_directory_input_says_so(tmp_path):
     with pytest.raises(InputError, match="is a directory"):
         imod.load(tmp_path)
+
+
+def test_training_loader_reads_files_like_the_encoder(tmp_path):
+    """load_rgb (every trainer's loader) applies EXIF orientation, 16-bit scaling and ICC to sRGB exactly as
+    the encode path's load does: a model trains on the pixels it will later be asked to code."""
+    stored = np.zeros((64, 96, 3), np.uint8)
+    stored[:32] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(_ramp16()).save(tmp_path / "ramp16.png")
+    Image.fromarray(PATCHES).save(tmp_path / "wide.png", icc_profile=ADOBE_LIKE)
+    for name in ("rotated.jpg", "ramp16.png", "wide.png"):
+        got = imod.load_rgb(tmp_path / name)
+        assert got.dtype == np.uint8 and got.ndim == 3 and got.shape[2] == 3, name
+        np.testing.assert_array_equal(got, imod.load(tmp_path / name)[0], err_msg=name)
+    assert imod.load_rgb(tmp_path / "rotated.jpg").shape == (96, 64, 3)
+
+
+def test_training_loader_drops_alpha_and_names_a_bad_file(tmp_path):
+    rgba = np.concatenate([PATCHES, np.full(PATCHES.shape[:2] + (1,), 7, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "translucent.png")
+    np.testing.assert_array_equal(imod.load_rgb(tmp_path / "translucent.png"), PATCHES)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(imod.MscnError, match="cannot read training image .*broken.png"):
+        imod.load_rgb(tmp_path / "broken.png")

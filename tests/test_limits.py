@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 import mscncodec
-from mscncodec import api
 from mscncodec.cli import main
 from mscncodec.coding.update import pack_update
 from mscncodec.container import bitstream

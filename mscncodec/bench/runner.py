@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm  # tqdm.write: messages that do not break a live bar
 
-from mscncodec._runtime import progress_bar
+from mscncodec._runtime import available_cpus, progress_bar
 from mscncodec.bench import metrics
 from mscncodec.bench.base import Codec, available_codecs
+from mscncodec.bench.estimate import make_estimate
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 DEFAULT_POINTS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
@@ -203,7 +204,9 @@ def run_bench(
     already initialised torch/OpenMP threads can deadlock the children.
     ``report_only``: codec keys whose missing points are not computed (their
     cached points are still reported): keeps an expensive old codec's rows in a
-    report whose point list has grown.
+    report whose point list has grown.  The estimated time is echoed before any
+    work and again, corrected, once the first image is done; with ``plot``,
+    ``crops.png`` (:mod:`.crops`) is written beside ``rd.png``.
     """
     from mscncodec.bench import report  # late: keeps `import runner` light for the CLI's --help
 
@@ -226,13 +229,21 @@ def run_bench(
     skip = set(report_only)
     pending = [t for t, k in zip(tasks, keys) if done[k] is None and t[0].key not in skip]
     n_skipped = sum(1 for (c, _, _), k in zip(tasks, keys) if done[k] is None and c.key in skip)
-    result = BenchResult(out, [], usable, sorted(set(points) | set(slow_pts)), refs,
+    all_points = set(points) | (set(slow_pts) if any(c.slow for c in usable) else set())
+    result = BenchResult(out, [], usable, sorted(all_points), refs,
                          cached=len(tasks) - len(pending) - n_skipped, notices=notices)
 
+    crop_codecs = [c for c in usable if c.key not in skip] if plot else []
+    est = make_estimate([(c, im.name, im.height, im.width) for c, im, _ in pending],
+                        min(jobs, available_cpus(), max(len(pending), 1)), crop_codecs, (refs[0].height, refs[0].width))
+    echo(est.start_line(len(refs), result.cached))
     bar = progress_bar(total=len(tasks) - n_skipped, initial=result.cached, desc="bench", unit="pt", progress=progress)
 
-    def finish(rec: dict[str, Any]) -> None:
+    def finish(rec: dict[str, Any], index: int) -> None:
         bar.update(1)
+        refined = est.done(index)
+        if refined:
+            echo(refined)
         if "error" in rec:
             result.failed += 1
             echo(f"failed {rec['codec']} {rec['image']} @ {rec['target_bpp']:g} bpp: {rec['error']}")
@@ -243,16 +254,16 @@ def run_bench(
 
     try:
         if jobs <= 1:
-            for c, im, p in pending:
+            for i, (c, im, p) in enumerate(pending):
                 bar.set_postfix_str(f"{c.key} {im.name} {p:g}", refresh=False)
-                finish(run_point(c, im, p))
+                finish(run_point(c, im, p), i)
         elif pending:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker) as pool:
-                futs: list[Future] = [pool.submit(run_point, *t) for t in pending]
+                futs: dict[Future, int] = {pool.submit(run_point, *t): i for i, t in enumerate(pending)}
                 try:
                     for fut in as_completed(futs):
-                        finish(fut.result())
+                        finish(fut.result(), futs[fut])
                 except KeyboardInterrupt:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
@@ -264,5 +275,10 @@ def run_bench(
     names = {k: im.name for (_, im, _), k in zip(tasks, keys)}  # cached rows may predate a rename
     result.records = [{**r, "image": names[k]} for k, r in done.items() if r and "error" not in r]
     result.bd = report.write_reports(result, plot=plot, anchors=anchors)
+    if crop_codecs:
+        from mscncodec.bench.crops import write_crops
+
+        write_crops(load_image(str(refs[0].path)), refs[0].name, result.records, crop_codecs,
+                    out / "crops.png", echo)
     result.seconds = time.perf_counter() - t_start
     return result

@@ -48,26 +48,32 @@ def load(src: str | Path | np.ndarray, max_pixels: int | None = None) -> tuple[n
             check_limit(src.shape[1], src.shape[0], max_pixels)
         arr = src
     else:
-        path = Path(src)
-        if path.is_dir():
-            raise InputError(f"cannot read {path}: is a directory")
-        if not path.is_file():
-            raise InputError(f"cannot read {path}: no such file")
-        try:
-            with warnings.catch_warnings():
-                # Pillow warns about (and past twice its limit refuses) huge images; both are far above
-                # MAX_PIXELS, which is checked here, on the header, before anything is decoded.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    _check_size(*im.size)
-                    check_limit(*im.size, max_pixels)
-                    im.load()
-                    arr = _from_pil(_as_viewed(im))
-        except Image.DecompressionBombError:
-            raise InputError(f"image {path} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)") from None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise InputError(f"cannot read {path}: not an image Pillow can decode ({type(e).__name__})") from None
+        arr = read_file(Path(src), max_pixels)
     return to_rgb(arr)
+
+
+def read_file(path: Path, max_pixels: int | None = None, what: str = "") -> np.ndarray:
+    """The pixels of an image file as a viewer shows them (see the module docstring): H x W (x 1/3/4) uint8.
+    The one reader of image files, for encoding and for training alike; `what` names the file in messages
+    ("training image ")."""
+    if path.is_dir():
+        raise InputError(f"cannot read {what}{path}: is a directory")
+    if not path.is_file():
+        raise InputError(f"cannot read {what}{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about (and past twice its limit refuses) huge images; both are far above
+            # MAX_PIXELS, which is checked here, on the header, before anything is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_size(*im.size)
+                check_limit(*im.size, max_pixels)
+                im.load()
+                return _from_pil(_as_viewed(im))
+    except Image.DecompressionBombError:
+        raise InputError(f"image {path} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputError(f"cannot read {what}{path}: not an image Pillow can decode ({type(e).__name__})") from None
 
 
 def _check_size(w: int, h: int) -> None:
@@ -209,11 +215,16 @@ def training_files(data: Path, val_fraction: float, max_images: int) -> tuple[li
 
 
 def load_rgb(path: Path) -> np.ndarray:
+    """A training image as H x W x 3 uint8, read by `read_file` like a file to encode (EXIF orientation,
+    16-bit scaling, ICC to sRGB), so a model learns on the pixels it will later be asked to code. Alpha is
+    dropped: training crops have no transparency to keep."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise MscnError(f"cannot read training image {path}: {type(e).__name__}") from None
+        arr = read_file(Path(path), what="training image ")
+    except InputError as e:  # a training failure, not an encode input's: the trainers' exit code
+        raise MscnError(str(e)) from None
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return to_rgb(arr)[0]
 
 
 class PatchSampler:

@@ -36,6 +36,7 @@ import torch
 from mscncodec._runtime import progress_bar
 from mscncodec.container import bitstream
 from mscncodec.families.grid2 import network as grid2
+from mscncodec.families.grid2 import tiles
 from mscncodec.errors import BitstreamError, below_minimum
 from mscncodec.coding.latents import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
 from mscncodec.families.grid2.train import ste, symbols_of
@@ -86,14 +87,63 @@ def _level_plan(arm: grid2.FixedArm, coarse: np.ndarray | None, shape: tuple[int
     return order, bounds, pre
 
 
+ARM_CHUNK = 1 << 18  # latents per exact-ARM evaluation on big grids: bounds the float64 work arrays
+
+
+def _flat_wave_order(h: int, w: int, bounds: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(np.concatenate(grid2.wave_order(h, w)), the waves' bounds in it, or None if not asked for) without
+    the list of waves: the stable argsort that wave_order slices (wave indices in int32: half the memory,
+    the same order), and the same bounds."""
+    t = (np.arange(w, dtype=np.int32)[None, :] + grid2.WAVE_K * np.arange(h, dtype=np.int32)[:, None]).reshape(-1)
+    order = np.argsort(t, kind="stable")
+    return order, (np.searchsorted(t[order], np.arange(t.max() + 2)) if bounds else None)
+
+
+def coarse_rows(arm: grid2.FixedArm, coarse: np.ndarray | None, idx: np.ndarray, w: int) -> np.ndarray:
+    """`grid2.coarse_fixed(...)[idx]` computed for the latents idx (flat, grid width w) only: the same integer
+    products, so the same values, without the (h*w, H) array of the whole grid."""
+    if coarse is None:
+        return np.zeros((len(idx), arm.wc.shape[1]))
+    cp = np.pad(np.clip(coarse, -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE).astype(np.float64) * 2.0**grid2.A_BITS, 1)
+    cy, cx = idx // w // 2, idx % w // 2
+    cols = np.stack([cp[1 + dy + cy, 1 + dx + cx] for dy, dx in grid2.COARSE], 1)
+    return cols @ arm.wc
+
+
+def _level_params_chunked(arm: grid2.FixedArm, sym: np.ndarray, coarse: np.ndarray | None, level: int,
+                          lam_q: float):
+    """(symbols, means, scales) of one grid in wave order, ARM_CHUNK latents at a time. Why: the one-pass
+    arrays cost ~0.5 KB per latent (12 GB at 24 MP). The ARM is exact integer arithmetic, so every chunking
+    gives the same indices as the one pass (and as the decoder's waves)."""
+    h, w = sym.shape
+    order, _ = _flat_wave_order(h, w, bounds=False)
+    # int16 holds every symbol (|s| <= 255) exactly; arm_head converts the gathered neighbours to float64
+    zp = np.pad(sym.astype(np.int16), ((grid2.PAD_T, 0), (grid2.PAD_L, grid2.PAD_R))).reshape(-1)
+    offs = grid2.neighbour_offsets(w)[None, :]
+    bias = arm.bias(level, lam_q)
+    flat = sym.reshape(-1)
+    for a in range(0, len(order), ARM_CHUNK):
+        idx = order[a:a + ARM_CHUNK]
+        pre = coarse_rows(arm, coarse, idx, w)
+        pre += bias
+        mu, sc = grid2.coder_params(*grid2.arm_head(arm, zp[grid2.padded_index(idx, w)[:, None] + offs], pre))
+        yield flat[idx].astype(np.int32), mu, sc
+
+
 def encode_latents(arm: grid2.FixedArm, symbols: list[np.ndarray], lam_q: float) -> bytes:
     """Coarsest grid first; within a grid the decoder's wave order. The probabilities of every latent are
-    computed in one pass; the exact arithmetic makes them equal to the decoder's wave-by-wave ones."""
+    computed in one pass (in chunks on big grids); the exact arithmetic makes them equal to the decoder's
+    wave-by-wave ones."""
     enc = constriction.stream.queue.RangeEncoder()
     levels = len(symbols)
     for l in range(levels - 1, -1, -1):
         sym = np.clip(symbols[l], -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE)
-        order, _, pre = _level_plan(arm, symbols[l + 1] if l + 1 < levels else None, sym.shape, l, lam_q)
+        coarse = symbols[l + 1] if l + 1 < levels else None
+        if sym.size > ARM_CHUNK:
+            for s_, mu, sc in _level_params_chunked(arm, sym, coarse, l, lam_q):
+                enc.encode(s_, _FAMILY, mu, sc)
+            continue
+        order, _, pre = _level_plan(arm, coarse, sym.shape, l, lam_q)
         mi, si = grid2.arm_head(arm, grid2.all_neighbours(sym)[order], pre)
         mu, sc = grid2.coder_params(mi, si)
         enc.encode(sym.reshape(-1)[order].astype(np.int32), _FAMILY, mu, sc)
@@ -109,7 +159,12 @@ def decode_latents(arm: grid2.FixedArm, data: bytes, shapes: list[tuple[int, int
     out: list[np.ndarray] = [None] * levels  # type: ignore[list-item]
     for l in range(levels - 1, -1, -1):
         h, w = shapes[l]
-        order, bounds, pre = _level_plan(arm, out[l + 1] if l + 1 < levels else None, (h, w), l, lam_q)
+        coarse = out[l + 1] if l + 1 < levels else None
+        if h * w > ARM_CHUNK:  # big grid: the first-layer term per block of waves, not (h*w, H) at once
+            order, bounds = _flat_wave_order(h, w)
+            pre = _BlockedPre(arm, coarse, order, w, arm.bias(l, lam_q))
+        else:
+            order, bounds, pre = _level_plan(arm, coarse, (h, w), l, lam_q)
         zp = np.zeros((h + grid2.PAD_T) * (w + grid2.PAD_L + grid2.PAD_R))
         pos = grid2.padded_index(order, w)
         offs = grid2.neighbour_offsets(w)[None, :]
@@ -123,6 +178,25 @@ def decode_latents(arm: grid2.FixedArm, data: bytes, shapes: list[tuple[int, int
                 raise BitstreamError("corrupted .mscn file (invalid latent data)") from None
         out[l] = zp.reshape(h + grid2.PAD_T, -1)[grid2.PAD_T:, grid2.PAD_L : grid2.PAD_L + w].astype(np.int32)
     return out
+
+
+class _BlockedPre:
+    """`pre[a:b]` of a big grid's latents in wave order, computed ARM_CHUNK latents at a time as the waves
+    reach them (the same integers as `_level_plan`'s whole-grid array, a block of it in memory)."""
+
+    def __init__(self, arm: grid2.FixedArm, coarse: np.ndarray | None, order: np.ndarray, w: int,
+                 bias: np.ndarray) -> None:
+        self.arm, self.coarse, self.order, self.w, self.bias = arm, coarse, order, w, bias
+        self.start, self.block = 0, np.zeros((0, len(bias)))
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        a, b = sl.start, sl.stop
+        if not (self.start <= a and b <= self.start + len(self.block)):
+            self.start = a
+            idx = self.order[a:max(b, a + ARM_CHUNK)]
+            self.block = coarse_rows(self.arm, self.coarse, idx, self.w)
+            self.block += self.bias
+        return self.block[a - self.start:b - self.start]
 
 
 # ---------------------------------------------------------------- decoder update (variants +dense, +scratch)
@@ -150,9 +224,26 @@ def _effective(model: Grid2Model, delta: dict[str, torch.Tensor] | None) -> dict
 
 # ---------------------------------------------------------------- encode
 
+def _big(x: torch.Tensor) -> bool:
+    """Whether a (padded) frame or full-resolution grid is worked on tile by tile (families/grid2/tiles.py)."""
+    return tiles.is_tiled(*x.shape[2:])
+
+
+def _analysis(model: Grid2Model, x: torch.Tensor, lam: torch.Tensor) -> list[torch.Tensor]:
+    return (tiles.analysis if _big(x) else grid2.analysis)(model.cfg, model.analysis, x, lam)
+
+
+def _rate(model: Grid2Model, params, values: list[torch.Tensor], ctx: list[torch.Tensor], lam: torch.Tensor):
+    return (tiles.rate_bits if _big(values[0]) else grid2.rate_bits)(model.cfg, params, values, ctx, lam)
+
+
+def _synthesis(model: Grid2Model, params, latents: list[torch.Tensor]) -> torch.Tensor:
+    return (tiles.synthesis if _big(latents[0]) else grid2.synthesis)(model.cfg, params, latents)
+
+
 def _est_bits(model: Grid2Model, params, y: list[torch.Tensor], lam: torch.Tensor) -> float:
     hard = [torch.round(v) for v in y]
-    return float(grid2.rate_bits(model.cfg, params, hard, hard, lam))
+    return float(_rate(model, params, hard, hard, lam))
 
 
 def _rd_cost(model: Grid2Model, params, x: torch.Tensor, y: list[torch.Tensor], lam: float, step: float,
@@ -160,8 +251,11 @@ def _rd_cost(model: Grid2Model, params, x: torch.Tensor, y: list[torch.Tensor], 
     """Estimated bpp + MSE / lambda of the rounded latents y (symbol units)."""
     hard = [torch.round(v) for v in y]
     with torch.no_grad():
-        bits = float(grid2.rate_bits(model.cfg, params, hard, hard, torch.tensor([lam])))
-        mse = float((grid2.synthesis(model.cfg, params, [v * step for v in hard]) - x).pow(2).mean())
+        bits = float(_rate(model, params, hard, hard, torch.tensor([lam])))
+        if _big(x):
+            mse = tiles.squared_error(model.cfg, params, [v * step for v in hard], x) / x.numel()
+        else:
+            mse = float((grid2.synthesis(model.cfg, params, [v * step for v in hard]) - x).pow(2).mean())
     return bits / n_pix + mse / lam
 
 
@@ -173,7 +267,7 @@ def _lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: i
     def log_bits(i: int) -> float:
         lam = torch.tensor([lambda_value(i)])
         with torch.no_grad():
-            y = symbols_of(grid2.analysis(model.cfg, model.analysis, x, lam), torch.tensor([tied_step(i)]))
+            y = symbols_of(_analysis(model, x, lam), torch.tensor([tied_step(i)]))
             return math.log(max(_est_bits(model, model.theta, y, lam), 1.0))
 
     goal = math.log(max(target_bits, 1.0))
@@ -228,11 +322,12 @@ def scratch_lambda(bpp: float) -> int:
 
 
 def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float, n_steps: int,
-           n_pix: int, progress: bool = False, update: bool = False, delta0: dict[str, torch.Tensor] | None = None
-           ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None, list[dict]]:
+           n_pix: int, progress: bool = False, update: bool = False, delta0: dict[str, torch.Tensor] | None = None,
+           tile: tiles.Tile | None = None) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None, list[dict]]:
     """C3-style refinement at fixed lambda. y0: latents in symbol units. Returns the latents, the decoder
     update (if `update`; started at `delta0` if given) and a per-step log (phase, temperature, estimated
-    bpp, PSNR)."""
+    bpp, PSNR). `tile`: x and y0 are that tile's outer box, and the loss counts its interior only (the
+    margin is context; see refine_tiled)."""
     cfg = model.cfg
     lam_t = torch.tensor([lam])
     y = [v.detach().clone().requires_grad_(True) for v in y0]
@@ -265,9 +360,14 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
             t = 0.0
             hard = [ste(v) for v in y]
             rate_vals, ctx, syn = hard, hard, hard
-        bits = grid2.rate_bits(cfg, params, rate_vals, ctx, lam_t)
-        pred = grid2.synthesis(cfg, params, [v * step for v in syn])
-        mse = (pred - x).pow(2).mean()
+        if tile is None:
+            bits = grid2.rate_bits(cfg, params, rate_vals, ctx, lam_t)
+            pred = grid2.synthesis(cfg, params, [v * step for v in syn])
+            mse = (pred - x).pow(2).mean()
+        else:
+            bits = tiles.inner_bits(cfg, params, rate_vals, ctx, lam_t, tile)
+            pred = grid2.synthesis(cfg, params, [v * step for v in syn])
+            mse = tile.local(pred - x).pow(2).mean()
         bpp = bits.sum() / n_pix
         loss = bpp + mse / lam
         opt.zero_grad()
@@ -280,6 +380,22 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
         log.append({"step": i, "phase": "soft" if soft else "hard", "T": round(t, 4), "bpp": bpp.item(), "psnr": psnr})
         bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
     return [v.detach() for v in y], ({k: v.detach() for k, v in delta.items()} if delta else None), log
+
+
+def refine_tiled(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float,
+                 n_steps: int, progress: bool = False) -> list[torch.Tensor]:
+    """`refine` of a big image in bounded memory: each tile in turn gets the whole schedule, its loss on its
+    interior, the latents around it (already refined where earlier tiles were) as context; only its
+    interior latents are kept. Memory is a tile's, time linear in pixels (a shared decoder update would
+    need every tile at once: the variants that send one refine whole images)."""
+    y = [v.detach().clone() for v in y0]
+    hp, wp = x.shape[2:]
+    for t in progress_bar(tiles.tiles(hp, wp), progress=progress, desc="refine tiles", leave=False, unit="tile"):
+        part, _, _ = refine(model, tiles.pixels(t.crop(x)), [t.crop(v, l) for l, v in enumerate(y)], lam, step,
+                            n_steps, t.pixels, tile=t)
+        for l, v in enumerate(part):
+            t.interior(y[l], l).copy_(t.local(v, l))
+    return y
 
 
 def container_bytes(model: Grid2Model, header: dict) -> int:
@@ -296,7 +412,8 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
     cfg = model.cfg
     h, w, _ = rgb.shape
     n_pix = h * w
-    x = pad_image(rgb, cfg.align)
+    tiled = tiles.is_tiled(h + (-h % cfg.align), w + (-w % cfg.align)) and not model.sends_update
+    x = tiles.padded_frame(rgb, cfg.align) if tiled else pad_image(rgb, cfg.align)  # tiled: uint8, float per tile
     header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": ARCH_CODE,
               "model_id": model.model_id, "height": h, "width": w, "channels": channels, "patch": cfg.align}
     n_steps = EFFORT[effort] if steps is None else steps
@@ -322,7 +439,7 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         print(f"[grid2] lambda index {lam_idx} (2^{math.log2(lam):.2f}), step {step:.4g}", file=sys.stderr)
     with torch.no_grad():
         if model.analysis:
-            y0 = symbols_of(grid2.analysis(cfg, model.analysis, x, torch.tensor([lam])), torch.tensor([step]))
+            y0 = symbols_of(_analysis(model, x, torch.tensor([lam])), torch.tensor([step]))
         else:
             y0 = [torch.zeros(1, 1, a, b) for a, b in grid_shapes(cfg, h, w)]
 
@@ -343,8 +460,11 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         lam_idx, lam, step = new_idx, lambda_value(new_idx), new_step
         if os.environ.get("MSCN_DEBUG"):
             print(f"[grid2] scratch search: corrected lambda index {lam_idx}", file=sys.stderr)
-    y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress, update=model.sends_update,
-                         delta0=delta0)
+    if tiled:
+        y, delta = refine_tiled(model, x, y0, lam, step, n_steps, progress=progress), None
+    else:
+        y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress,
+                             update=model.sends_update, delta0=delta0)
     if model.analysis and delta is None and n_steps:
         # A short refinement of a good amortised start can end worse than it began (soft rounding moves the
         # latents off the integer grid the rounded file lives on): keep whichever rounds to the better
@@ -352,6 +472,8 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         j_new, j_old = (_rd_cost(model, model.theta, x, v, lam, step, n_pix) for v in (y, y0))
         if j_old < j_new:
             y = [v.detach() for v in y0]
+    if delta is None:
+        x = y0 = None  # a big image's frames: the size fit below needs neither
 
     # 3. the decoder update's quantisation (best rate + distortion / lambda), then the real size
     lam_t = torch.tensor([lam])
@@ -374,21 +496,23 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
             if j < best_j:
                 best_j, chosen = j, rel
     yv = [v[0, 0].numpy().astype(np.float64) * step for v in y]  # latent values
+    y = None
 
     def pack(step_idx: int, deadzone: float = 0.5) -> bytes:
         s = latent_step(step_idx)
-        sym = []
-        for v in yv:
-            r = v / s
-            q = np.clip(np.round(r), -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE)
-            sym.append(np.where(np.abs(r) < deadzone, 0, q).astype(np.int32))
+        sym = [_quantise(v, s, deadzone) for v in yv]
         usecs, params = candidates[chosen]
         lats = encode_latents(grid2.FixedArm.from_params(params), sym, grid2.lambda_fixed(lam))
         return bitstream.pack(header, [("GRD2", struct.pack("<BB", lam_idx, step_idx)), *usecs, ("LATS", lats)])
 
     def magnitudes(step_idx: int) -> np.ndarray:
-        r = np.abs(np.concatenate([v.reshape(-1) for v in yv])) / latent_step(step_idx)
-        return np.sort(r[(r >= 0.5) & (r < MAX_DEADZONE)])
+        s = latent_step(step_idx)
+        parts = []
+        for v in yv:
+            for rows in _row_blocks(v):
+                r = np.abs(v[rows].reshape(-1)) / s
+                parts.append(r[(r >= 0.5) & (r < MAX_DEADZONE)])
+        return np.sort(np.concatenate(parts))
 
     base_idx = step_index_for(lam)
     note = ""
@@ -406,6 +530,26 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
                     f"this encode allows (effort '{effort}')")
     n_sent = sum(v.numel() for v in model.theta.values()) if chosen is not None else 0
     return data, {"note": note, "open": n_sent, "lambda": lam, "steps": n_steps}
+
+
+QUANT_BLOCK = 1 << 20  # latents per block of the elementwise quantisation (bounds its float64 temporaries)
+
+
+def _row_blocks(v: np.ndarray) -> list[slice]:
+    """Row slices of a grid holding about QUANT_BLOCK latents each: elementwise work done per block gives
+    the same numbers as on the whole grid, with temporaries of one block."""
+    rows = max(QUANT_BLOCK // max(v.shape[1], 1), 1)
+    return [slice(a, a + rows) for a in range(0, v.shape[0], rows)]
+
+
+def _quantise(v: np.ndarray, s: float, deadzone: float) -> np.ndarray:
+    """Latent values -> int32 symbols at step s, zeroing |value / s| < deadzone (block by block)."""
+    out = np.empty(v.shape, np.int32)
+    for rows in _row_blocks(v):
+        r = v[rows] / s
+        q = np.clip(np.round(r), -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE)
+        out[rows] = np.where(np.abs(r) < deadzone, 0, q)
+    return out
 
 
 # ---------------------------------------------------------------- the size fit
@@ -499,5 +643,7 @@ def decode(model: Grid2Model, header: dict, sections: dict[str, bytes]) -> np.nd
                          grid2.lambda_fixed(lam))
     s = np.float32(latent_step(step_idx))
     with torch.no_grad():
-        out = grid2.synthesis(cfg, params, [torch.from_numpy(v.astype(np.float32) * s)[None, None] for v in sym])
-    return (out[0, :, :h, :w].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        lat = [torch.from_numpy(v.astype(np.float32) * s)[None, None] for v in sym]
+        del sym
+        out = _synthesis(model, params, lat)[0, :, :h, :w]
+    return out.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # in place: no copies

@@ -1,0 +1,125 @@
+"""Big images in bounded memory (families/grid2/tiles.py, the chunked exact ARM): same stream format, the
+whole-image results where they must be exact, close ones where tiles only change the search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_image
+
+from mscncodec.families.grid2 import encoder as grid2codec
+from mscncodec.families.grid2 import network as grid2
+from mscncodec.families.grid2 import tiles
+from mscncodec.modalities.image import psnr
+from mscncodec.modalities.image_codec import decode, encode_image
+from mscncodec.models import fresh_grid2_model
+
+CFG = grid2.Grid2Config(levels=3, hidden=(8,), arm_hidden=6, analysis=4)
+
+
+def _random_arm(cfg: grid2.Grid2Config, seed: int, scale: float = 0.5) -> dict[str, torch.Tensor]:
+    p = grid2.init_params(cfg, seed=seed, analysis=False)
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + scale * torch.randn(v.shape, generator=g) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chunked_arm_gives_the_same_stream_and_decodes(monkeypatch, seed):
+    """Packing and unpacking a few thousand latents at a time is exact: the same bytes as one pass."""
+    shapes = grid2codec.grid_shapes(CFG, 45, 70)
+    arm = grid2.FixedArm.from_params(_random_arm(CFG, seed, scale=1.0))
+    rng = np.random.default_rng(seed)
+    sym = [np.clip(np.round(rng.laplace(0, 3.0, s)), -255, 255).astype(np.int32) for s in shapes]
+    lam_q = grid2.lambda_fixed(2.0**-5)
+    whole = grid2codec.encode_latents(arm, sym, lam_q)
+    monkeypatch.setattr(grid2codec, "ARM_CHUNK", 97)  # every grid chunked, blocks ending mid-wave
+    assert grid2codec.encode_latents(arm, sym, lam_q) == whole
+    out = grid2codec.decode_latents(arm, whole, shapes, lam_q)
+    assert all(np.array_equal(a, b) for a, b in zip(sym, out))
+
+
+def test_tiles_cover_the_frame_once():
+    ts = tiles.tiles(128, 192, halo=8, tile=64)
+    cover = np.zeros((128, 192), int)
+    for t in ts:
+        top, bottom, left, right = t.inner
+        cover[top:bottom, left:right] += 1
+        assert t.outer[0] <= top and t.outer[1] >= bottom and t.outer[2] <= left and t.outer[3] >= right
+    assert (cover == 1).all() and len(ts) == 6
+
+
+def _frame(seed: int, h: int = 96, w: int = 160) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.round(3 * torch.randn(1, 1, a, b, generator=g)) for a, b in grid2codec.grid_shapes(CFG, h, w)]
+
+
+def test_tiled_rate_and_synthesis_equal_the_whole_image_ones(monkeypatch):
+    monkeypatch.setattr(tiles, "TILE", 32)
+    monkeypatch.setattr(tiles, "HALO", 8)
+    monkeypatch.setattr(tiles, "SYNTH_HALO", 16)
+    p = _random_arm(CFG, 1, scale=0.3)
+    y = _frame(2)
+    lam = torch.tensor([2.0**-6])
+    with torch.no_grad():
+        whole_bits = float(grid2.rate_bits(CFG, p, y, y, lam))
+        whole_img = grid2.synthesis(CFG, p, y)
+    assert float(tiles.rate_bits(CFG, p, y, y, lam)) == pytest.approx(whole_bits, rel=2e-6)
+    assert torch.allclose(tiles.synthesis(CFG, p, y), whole_img, atol=1e-5)
+
+
+def test_big_images_encode_tile_by_tile_and_decode(isolated_models, monkeypatch):
+    """An image over TILED_PIXELS (lowered here) is refined tile by tile: a valid stream of the same format,
+    at the target size, with about the quality of the whole-image encode; the decoder's tiled synthesis
+    gives what the whole-image one gives."""
+    fresh_grid2_model(CFG, name="g2tiles", seed=0).save(isolated_models / "g2tiles.pt")
+    img = synthetic_image(96, 160, seed=3)
+    kw = {"bpp": 3.0, "model": "g2tiles", "effort": "fast", "steps": 6}
+    whole = encode_image(img, **kw)
+    calls = []
+    monkeypatch.setattr(tiles, "TILED_PIXELS", 4000)
+    monkeypatch.setattr(tiles, "TILE", 32)
+    monkeypatch.setattr(tiles, "HALO", 8)
+    monkeypatch.setattr(tiles, "SYNTH_HALO", 16)
+    real = grid2codec.refine
+    monkeypatch.setattr(grid2codec, "refine", lambda *a, **k: calls.append(k.get("tile")) or real(*a, **k))
+    tiled = encode_image(img, **kw)
+    assert len(calls) == 15 and all(isinstance(t, tiles.Tile) for t in calls)
+    assert len(tiled) <= 3.0 * 96 * 160 / 8
+    out_tiled = decode(tiled)
+    assert abs(psnr(img, out_tiled) - psnr(img, decode(whole))) < 1.5
+    monkeypatch.setattr(tiles, "TILED_PIXELS", 1 << 30)
+    assert np.abs(decode(tiled).astype(int) - out_tiled.astype(int)).max() <= 1
+
+
+def test_the_compact_frame_gives_pad_images_floats():
+    from mscncodec.coding.latents import pad_image
+
+    img = synthetic_image(45, 70, seed=4)
+    frame = tiles.padded_frame(img, 16)
+    assert frame.dtype == torch.uint8 and frame.shape == (1, 3, 48, 80)
+    assert torch.equal(tiles.pixels(frame), pad_image(img, 16))
+    t = tiles.tiles(48, 80, halo=16, tile=32)[1]
+    assert torch.equal(tiles.pixels(t.crop(frame)), t.crop(pad_image(img, 16)))
+
+
+def test_flat_wave_order_is_the_concatenated_waves():
+    for h, w in ((1, 1), (7, 5), (12, 31)):
+        waves = grid2.wave_order(h, w)
+        order, bounds = grid2codec._flat_wave_order(h, w)
+        assert np.array_equal(order, np.concatenate(waves))
+        assert np.array_equal(bounds, np.cumsum([0] + [len(v) for v in waves]))
+
+
+def test_tiled_analysis_of_the_compact_frame_equals_the_whole_one(monkeypatch):
+    from mscncodec.coding.latents import pad_image
+
+    monkeypatch.setattr(tiles, "TILE", 32)
+    monkeypatch.setattr(tiles, "SYNTH_HALO", 32)  # wider than this small analysis net's reach
+    p = grid2.init_params(CFG, seed=3)
+    img = synthetic_image(96, 160, seed=5)
+    lam = torch.tensor([2.0**-6])
+    with torch.no_grad():
+        whole = grid2.analysis(CFG, p, pad_image(img, 4), lam)
+    tiled = tiles.analysis(CFG, p, tiles.padded_frame(img, 4), lam)
+    assert all(t.dtype == torch.float32 and torch.allclose(t, v, atol=1e-5) for t, v in zip(tiled, whole))
