@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= build
 BPP    ?= 0.5
 
-.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 train-mesh bench-meshes clean
+.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 train-mesh bench-meshes train-sphere bench-fields clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: install
 	$(BIN)/mscn encode examples/shape.obj -o $(OUT)/shape.mscn --bytes 4000 --force
 	$(BIN)/mscn info $(OUT)/shape.mscn
 	$(BIN)/mscn decode $(OUT)/shape.mscn -o $(OUT)/shape.decoded.ply --force --verbose
+	$(BIN)/mscn encode examples/field.nc -o $(OUT)/field.mscn --bytes 2000 --force
+	$(BIN)/mscn info $(OUT)/field.mscn
+	$(BIN)/mscn decode $(OUT)/field.mscn -o $(OUT)/field.decoded.nc --force --verbose
+	$(BIN)/mscn decode $(OUT)/field.mscn -o $(OUT)/field.quarter-degree.nc --grid 0.25 --force --verbose
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -69,3 +73,20 @@ bench-meshes: install
 	$(BIN)/python benchmarks/mesh_heldout.py ../shared/data/meshes-collection build/meshes-heldout --min-faces 1000
 	$(BIN)/mscn bench ../shared/data/meshes-test --out benchmarks/meshes/test --codecs $(MESH_CODECS) --sizes 2000,4000,8000
 	$(BIN)/mscn bench build/meshes-heldout --out benchmarks/meshes/heldout --codecs $(MESH_CODECS) --sizes 2000,4000,8000
+
+# Meta-train (or resume) the shipped SIRENs for global fields: run B06.57 of the annual 2 m temperature and the
+# monthly surface temperature train, run B06.59 is held out (one thread). sphere-w32 (<= 6 KB):
+# `make train-sphere`; sphere-w64 (> 6 KB): `make train-sphere SPHERE_WIDTH=64 SPHERE_LR=1e-4 SPHERE_BATCH=6`
+SPHERE_STEPS ?= 6000
+SPHERE_WIDTH ?= 32
+SPHERE_LR ?= 2e-4
+SPHERE_BATCH ?= 8
+train-sphere: install
+	MSCN_THREADS=1 $(BIN)/mscn train sphere --data ../shared/data/spherical --out models/sphere-w$(SPHERE_WIDTH) --width $(SPHERE_WIDTH) --steps $(SPHERE_STEPS) --lr $(SPHERE_LR) --batch $(SPHERE_BATCH) --threads 1 --no-progress --resume
+
+# Fields bench: 3 fields of the held-out run and the 1-degree January 2 m temperature, mscn against zfp,
+# SZ3 and JPEG 2000 16-bit at 1-8 KB (results, plot and error maps in benchmarks/sphere/)
+FIELD_CODECS ?= zfp,sz3,jpeg2000-16,mscn,mscn:sphere-w32,mscn:random-sphere-w32d5+dense
+bench-fields: install
+	mkdir -p build/fields && ln -sf $(abspath ../shared/data/spherical/ccsm-trefht-annual/TREFHT.B06.59.atm.1890-1999ANN.nc) $(abspath ../shared/data/spherical/single-fields/T2m_1x1.nc) build/fields/
+	$(BIN)/mscn bench build/fields --out benchmarks/sphere --codecs $(FIELD_CODECS) --per-file 3

@@ -104,7 +104,7 @@ def decode(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None
 
     The work is bounded before anything is allocated for it: an image stream is refused when it is too
     short for the pixels it claims (bitstream.MIN_BPP) or holds more than ``max_pixels`` pixels (default
-    the format's 2**25); a mesh decode when its grid (``resolution``, else the header's) has more than
+    the format's 2**25; for a field, its decoding grid's points); a mesh decode when its grid (``resolution``, else the header's) has more than
     ``max_voxels`` samples (default 512**3). A limit of the other modality is ignored."""
     header = _header(data)
     mod = by_code(header["modality"])
@@ -117,6 +117,8 @@ def decode(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None
         kw["max_pixels"] = pixels
     elif mod.name == "mesh":
         check_voxels(_resolution(kw.get("resolution", header["resolution"])), voxels)
+    elif mod.name == "sphere":
+        kw["max_points"] = pixels
     return mod.decode(bytes(data), **kw)
 
 

@@ -64,12 +64,21 @@ def decode_one(src: str, suffix: str, options: dict) -> tuple[bytes, dict]:
     check_format(mod, suffix, src)
     t = time.perf_counter()
     signal = decode(data, **options)
-    info = {"modality": mod.name, "bytes": len(data), "seconds": time.perf_counter() - t}
-    if mod.name == "image":
-        info["height"], info["width"] = signal.shape[:2]
-    else:
-        info["vertices"], info["faces"] = len(signal.vertices), len(signal.faces)
+    info = signal_info(mod.name, signal, len(data), time.perf_counter() - t)
     return mod.write(signal, suffix), info
+
+
+def signal_info(modality: str, signal, n_bytes: int, seconds: float) -> dict:
+    """What a decode summary says of a decoded signal (cli._decode_summary prints it)."""
+    info = {"modality": modality, "bytes": n_bytes, "seconds": seconds}
+    if modality == "image":
+        info["height"], info["width"] = signal.shape[:2]
+    elif modality == "mesh":
+        info["vertices"], info["faces"] = len(signal.vertices), len(signal.faces)
+    else:
+        info["nlat"], info["nlon"] = signal.shape
+        info["variable"], info["units"] = signal.name, signal.units
+    return info
 
 
 def check_format(mod, suffix: str, src) -> None:

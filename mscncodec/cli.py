@@ -36,7 +36,7 @@ class _Group(click.Group):
 @click.version_option(package_name="mscncodec")
 @click.option("--threads", type=click.IntRange(1, None), default=None,
               help="torch threads (with --jobs: in all, shared by the worker processes) "
-                   "[MSCN_THREADS, else every CPU this process may run on].")
+                   "[MSCN_THREADS, else the CPUs this process may run on that no other process is using].")
 def main(threads: int | None) -> None:
     """mscn: compress images into small .mscn files with meta-learned sparse neural networks."""
     from mscncodec._runtime import set_threads
@@ -82,12 +82,28 @@ def _finish_batch(failures) -> None:
 
 from mscncodec.container.bitstream import MAX_PIXELS, MAX_VOXELS  # noqa: E402  (stdlib only: `mscn` starts light)
 
+SPHERE_TRAIN, SPHERE_VAL = "ccsm-trefht-annual/*B06.57*,ccsm-ts-monthly/*.nc", "ccsm-trefht-annual/*B06.59*"
+
 _max_pixels = click.option("--max-pixels", type=click.IntRange(1, None), default=MAX_PIXELS, show_default=True,
-                           help=f"Images: refuse one with more pixels, before any large allocation (the format "
+                           help=f"Images (and fields: decoded grid points): refuse more pixels, before any large allocation (the format "
                                 f"holds at most {MAX_PIXELS}).")
 _max_voxels = click.option("--max-voxels", type=click.IntRange(1, None), default=MAX_VOXELS, show_default=True,
                            help="Meshes: refuse a decoding grid of more than this many samples (resolution^3; "
                                 "the default allows 512^3).")
+
+
+def _sphere_options(f):
+    """--var, --time, --level, --grid: which field of a netCDF file, and the grid of a .npy."""
+    f = click.option("--grid", default=None,
+                     help="Fields in .npy: the array's grid: regular (poles included, the default), gaussian, or a "
+                          "netCDF file whose lat/lon to use.")(f)
+    f = click.option("--level", type=click.IntRange(0, None), default=None,
+                     help="Fields: index along the level dimension [0].")(f)
+    f = click.option("--time", "time_index", type=click.IntRange(0, None), default=None,
+                     help="Fields: index along the time dimension [0].")(f)
+    return click.option("--var", default=None, help="Fields: the netCDF variable [the only lat-lon one].")(f)
+
+
 _jobs = click.option("-j", "--jobs", type=click.IntRange(1, None), default=1, show_default=True,
                      help="With --out-dir: worker processes (each gets --threads / JOBS torch threads).")
 
@@ -96,6 +112,11 @@ def _encode_summary(out: Path, data: bytes, report: dict, mod_name: str, seconds
     if mod_name == "image":
         return (f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
                 f"(model {report['model']}, arch {report['arch']}, {seconds:.1f} s)")
+    if mod_name == "sphere":
+        u = report["units"] or "units"
+        return (f"{out}: {len(data)} bytes, area-weighted RMSE {report['rmse']:.4g} {u}, max error "
+                f"{report['max_abs']:.4g} {u}, PSNR {report['psnr']:.2f} dB over the range (model {report['model']}, "
+                f"{seconds:.1f} s)")
     return (f"{out}: {len(data)} bytes, Chamfer-L1 {report['chamfer_l1']:.5f} of the diagonal, "
             f"IoU {report['iou']:.3f} at {report['resolution']}^3 (model {report['model']}, {seconds:.1f} s)")
 
@@ -116,6 +137,7 @@ def _encode_summary(out: Path, data: bytes, report: dict, mod_name: str, seconds
               help="Images: INR family when no --model is given [default: the shipped default, see `mscn models`].")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=None,
               help="Meshes: default decoding grid stored in the file [128].")
+@_sphere_options
 @click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
 @click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
 @_max_pixels
@@ -124,9 +146,11 @@ def _encode_summary(out: Path, data: bytes, report: dict, mod_name: str, seconds
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, target_bytes, quality, model_name,
-           arch, resolution, steps, effort, max_pixels, max_voxels, jobs, force, quiet) -> None:
-    """Encode images or meshes SRC (.obj .ply .stl .off .glb) into .mscn files: one with -o OUTPUT, any number
-    with --out-dir DIR."""
+           arch, resolution, var, time_index, level, grid, steps, effort, max_pixels, max_voxels, jobs, force,
+           quiet) -> None:
+    """Encode images, meshes (.obj .ply .stl .off .glb) or global fields (.nc .npy) SRC into .mscn files: one
+    with -o OUTPUT, any number with --out-dir DIR."""
+    sphere = {"var": var, "time": time_index, "level": level, "grid": grid}
     _outputs(srcs, out, out_dir, "one SRC")
     given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
     if out_dir is not None:
@@ -135,7 +159,7 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
         _encode_batch(list(srcs), out_dir, force, quiet, jobs,
                       dict(target_bytes=target_bytes, quality=quality, model=model_name, steps=steps, effort=effort,
                            max_pixels=max_pixels, max_voxels=max_voxels),
-                      {"bpp": bpp, "arch": arch, "resolution": resolution})
+                      {"bpp": bpp, "arch": arch, "resolution": resolution, **sphere})
         return
     from mscncodec.api import encode as encode_any, input_modality
     from mscncodec.container.files import check_input, check_output
@@ -149,7 +173,7 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
     t = time.perf_counter()
     data, report = encode_any(src, bpp=bpp, target_bytes=target_bytes, quality=quality, model=model_name, arch=arch,
                               resolution=resolution, steps=steps, effort=effort, progress=not quiet,
-                              return_report=True, max_pixels=max_pixels, max_voxels=max_voxels)
+                              return_report=True, max_pixels=max_pixels, max_voxels=max_voxels, **sphere)
     write_atomic(out, data, force)
     if not quiet:
         click.echo(_encode_summary(out, data, report, mod.name, time.perf_counter() - t))
@@ -186,7 +210,7 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
         data, report = result
         write_atomic(job.out, data, force)
         if not quiet:
-            mod = "image" if "psnr" in report else "mesh"
+            mod = "sphere" if "rmse" in report else "image" if "psnr" in report else "mesh"
             say(_encode_summary(job.out, data, report, mod, report.get("encode_s", 0) + report.get("decode_s", 0)))
             if report.get("note"):
                 say(f"note: {report['note']}")
@@ -207,20 +231,23 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
               help="With --out-dir: output format, e.g. png or ply [png for images, ply for meshes].")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=None,
               help="Meshes: decoding grid (samples per side) [the file's, 128 by default]; 256 or 512 give finer surfaces.")
+@click.option("--grid", default=None,
+              help="Fields: decode onto another grid: a spacing in degrees (0.25), gaussian:N, or a netCDF file's grid "
+                   "[the encoded grid].")
 @_max_pixels
 @_max_voxels
 @_jobs
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size and decode time.")
 @click.option("-q", "--quiet", is_flag=True, help="With --out-dir: no progress bar.")
-def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: str | None, resolution, max_pixels,
-           max_voxels, jobs, force: bool, verbose: bool, quiet: bool) -> None:
+def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: str | None, resolution, grid,
+           max_pixels, max_voxels, jobs, force: bool, verbose: bool, quiet: bool) -> None:
     """Decode .mscn files SRC into images or meshes (whichever each holds): one with -o OUTPUT, any number
     with --out-dir DIR."""
     _outputs(srcs, out, out_dir, "one SRC")
     if out_dir is not None:
         _decode_batch(list(srcs), out_dir, fmt, force, verbose, quiet, jobs,
-                      dict(max_pixels=max_pixels, max_voxels=max_voxels), {"resolution": resolution})
+                      dict(max_pixels=max_pixels, max_voxels=max_voxels), {"resolution": resolution, "grid": grid})
         return
     if fmt is not None:
         raise MscnError("--format is for --out-dir (with -o the output's extension names the format)")
@@ -234,23 +261,22 @@ def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: 
     mod = stream_modality(data)
     check_format(mod, out.suffix, src)
     t = time.perf_counter()
-    signal = decode_any(data, resolution=resolution, max_pixels=max_pixels, max_voxels=max_voxels)
+    signal = decode_any(data, resolution=resolution, grid=grid, max_pixels=max_pixels, max_voxels=max_voxels)
     dt = time.perf_counter() - t
     write_atomic(out, mod.write(signal, out.suffix), force)
     if verbose:
-        if mod.name == "image":
-            h, w = signal.shape[:2]
-            click.echo(_decode_summary(out, {"modality": "image", "height": h, "width": w, "bytes": len(data),
-                                             "seconds": dt}))
-        else:
-            click.echo(_decode_summary(out, {"modality": "mesh", "vertices": len(signal.vertices),
-                                             "faces": len(signal.faces), "bytes": len(data), "seconds": dt}))
+        from mscncodec.batch import signal_info
+
+        click.echo(_decode_summary(out, signal_info(mod.name, signal, len(data), dt)))
 
 
 def _decode_summary(out: Path, info: dict) -> str:
     if info["modality"] == "image":
         h, w, n = info["height"], info["width"], info["bytes"]
         return f"{out}: {w}x{h}, decoded {n} bytes ({8 * n / (h * w):.4f} bpp) in {info['seconds']:.2f} s"
+    if info["modality"] == "sphere":
+        return (f"{out}: {info['variable']} [{info['units']}] on {info['nlat']}x{info['nlon']} points, decoded "
+                f"{info['bytes']} bytes in {info['seconds']:.2f} s")
     return (f"{out}: {info['vertices']} vertices, {info['faces']} faces, decoded {info['bytes']} bytes "
             f"in {info['seconds']:.2f} s")
 
@@ -486,6 +512,44 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
                           pool=pool, seed=seed)
     path = run_mesh(data, out, cfg, resume=resume, command="mscn " + " ".join(shlex.quote(a) for a in args),
                     progress=not no_progress, export_only=export_only)
+    click.echo(f"wrote {path}")
+
+
+@train.command("sphere")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Folder of netCDF files (the --train and --val globs are relative to it).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
+@click.option("--train", "train_glob", default=SPHERE_TRAIN, show_default=True, help="Training files (globs, comma-separated).")
+@click.option("--val", "val_glob", default=SPHERE_VAL, show_default=True, help="Held-out files for validation.")
+@click.option("--width", type=int, default=32, show_default=True)
+@click.option("--depth", type=int, default=5, show_default=True)
+@click.option("--inner-steps", type=int, default=3, show_default=True, help="Meta-SGD inner steps.")
+@click.option("--lam", type=float, default=2e-5, show_default=True, help="L0 weight (higher = sparser updates).")
+@click.option("--batch", type=int, default=8, show_default=True, help="Fields per outer step.")
+@click.option("--points", type=int, default=2048, show_default=True, help="Points per field and step (drawn by area).")
+@click.option("--steps", type=int, default=5000, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Outer learning rate of theta0.")
+@click.option("--first-order", is_flag=True, help="First-order (no second derivatives: learns theta0 only).")
+@click.option("--val-every", type=int, default=250, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT.run/checkpoint.pt.")
+@click.option("--threads", type=int, default=0, help="torch threads (0: `mscn --threads`, else all cores).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--export-only", is_flag=True, help="Freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
+def train_sphere(data, out, train_glob, val_glob, width, depth, inner_steps, lam, batch, points, steps, lr, first_order,
+                 val_every, seed, resume, threads, no_progress, export_only) -> None:
+    """Meta-train a SIREN for global fields on the sphere (one run held out; never the bench's single fields)."""
+    import torch
+
+    torch.set_num_threads(threads or _root_threads() or (os.cpu_count() or 1))
+    from mscncodec.families.siren.train_sphere import SphereTrainConfig, train as run_sphere
+
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--export-only")]
+    cfg = SphereTrainConfig(width=width, depth=depth, inner_steps=inner_steps, lam=lam, batch=batch, points=points,
+                            steps=steps, lr=lr, first_order=first_order, val_every=val_every, seed=seed,
+                            train=train_glob, val=val_glob)
+    path = run_sphere(data, out, cfg, resume=resume, command="mscn " + " ".join(shlex.quote(a) for a in args),
+                      progress=not no_progress, export_only=export_only)
     click.echo(f"wrote {path}")
 
 

@@ -357,16 +357,19 @@ def _provisional(width: int, depth: int) -> Model:
     return m
 
 
-def _provisional_sdf(width: int, depth: int) -> Model:
+def _provisional_r3(width: int, depth: int, modality: str, prefix: str, what: str) -> Model:
+    """A plain SIREN init R^3 -> R (a mesh's signed distance, a field on the unit sphere)."""
     cfg = SirenConfig(in_dim=3, out_dim=1, width=width, depth=depth, mode="full")
-    m = fresh_model(cfg, name=f"random-sdf-w{width}d{depth}", patch=0, gated=False,
-                    log_alpha_init=10.0 + closed_threshold(), modality="mesh")
-    m.description = "provisional: plain SIREN init for signed distances, no meta-learning (from-scratch baseline)"
+    m = fresh_model(cfg, name=f"{prefix}-w{width}d{depth}", patch=0, gated=False,
+                    log_alpha_init=10.0 + closed_threshold(), modality=modality)
+    m.description = f"provisional: plain SIREN init for {what}, no meta-learning (from-scratch baseline)"
     return m
 
 
-PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5), "random-sdf-w32d5": lambda: _provisional_sdf(32, 5)}
-PROVISIONAL_FOR = {"image": "random-w32d5", "mesh": "random-sdf-w32d5+dense"}
+PROVISIONAL = {"random-w32d5": lambda: _provisional(32, 5),
+               "random-sdf-w32d5": lambda: _provisional_r3(32, 5, "mesh", "random-sdf", "signed distances"),
+               "random-sphere-w32d5": lambda: _provisional_r3(32, 5, "sphere", "random-sphere", "fields on the sphere")}
+PROVISIONAL_FOR = {"image": "random-w32d5", "mesh": "random-sdf-w32d5+dense", "sphere": "random-sphere-w32d5+dense"}
 
 
 def list_models() -> list[Model | GridModel]:
@@ -474,7 +477,7 @@ def model_modality(m) -> str:
     return getattr(m, "modality", "image")
 
 
-_PLURAL = {"image": "images", "mesh": "meshes"}
+_PLURAL = {"image": "images", "mesh": "meshes", "sphere": "fields"}
 
 
 def require_modality(m, modality: str):
@@ -501,6 +504,13 @@ def stream_model(header: dict, modality: str):
     if m.arch != arch:
         raise BitstreamError(f"corrupted .mscn file (architecture {arch} does not match model {m.name})")
     return m
+
+
+def modality_model(model, modality: str, target_bytes: float | None = None):
+    """--model (a name or a Model), else the shipped model of that modality routed for this size
+    (models/routing.json); a model of another modality is a one-line error."""
+    m = model if isinstance(model, Model) else (load_model(model) if model else default_modality_model(modality, target_bytes))
+    return require_modality(m, modality)
 
 
 def default_modality_model(modality: str, target_bytes: float | None = None):

@@ -60,8 +60,9 @@ class HypothesisChooser:
 # ---------------------------------------------------------------- seeds
 
 def make_seeds() -> dict[str, bytes]:
-    """Three small valid streams: a 24x32 image with --arch siren and --arch grid2 (effort fast, shipped
-    models), and an icosphere through the mesh codec (plain SIREN init, 3 steps, stored grid 32)."""
+    """Four small valid streams: a 24x32 image with --arch siren and --arch grid2 (effort fast, shipped
+    models), an icosphere through the mesh codec (plain SIREN init, 3 steps, stored grid 32) and a small
+    global field with missing values."""
     import trimesh
 
     import mscncodec
@@ -78,7 +79,20 @@ def make_seeds() -> dict[str, bytes]:
         "grid2": mscncodec.encode(img, arch="grid2", effort="fast"),
         "mesh": encode_mesh(mesh, target_bytes=1500, model="random-sdf-w32d5+dense", effort="fast", steps=3,
                             resolution=32),
+        "sphere": _sphere_seed(),
     }
+
+
+def _sphere_seed() -> bytes:
+    """A 12 x 24 global field with a missing-value patch (plain SIREN init, 3 steps)."""
+    from mscncodec.modalities import sphere as smod
+    from mscncodec.modalities.sphere_codec import encode_field
+
+    lat, lon = smod.gaussian_latitudes(12), smod.regular_longitudes(24, 0.0)
+    v = 250 + 30 * np.cos(np.radians(lat))[:, None] + np.sin(np.radians(lon))[None, :]
+    v[3:5, 4:9] = np.nan
+    f = smod.SphereField(v, lat, lon, name="T", units="K", attrs={"long_name": "t"})
+    return encode_field(f, target_bytes=900, model="random-sphere-w32d5+dense", effort="fast", steps=3)
 
 
 # ---------------------------------------------------------------- mutations

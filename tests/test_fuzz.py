@@ -18,7 +18,7 @@ import fuzzing
 @pytest.fixture(scope="module")
 def seeds() -> list[bytes]:
     s = fuzzing.make_seeds()
-    return [s["siren"], s["grid2"], s["mesh"]]
+    return [s["siren"], s["grid2"], s["mesh"], s["sphere"]]
 
 
 def test_the_seeds_decode_within_the_bounds(seeds):

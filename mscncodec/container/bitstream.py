@@ -24,7 +24,7 @@ from mscncodec.errors import BitstreamError
 
 MAGIC = b"MSCN"
 VERSION = 1
-MODALITIES = {1: "image", 2: "mesh"}
+MODALITIES = {1: "image", 2: "mesh", 3: "sphere"}
 ARCHS = {1: "siren", 2: "grid", 3: "grid2"}
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25
@@ -82,6 +82,17 @@ def _finite(what: str, positive: bool = False) -> Callable[[object], str | None]
     return check
 
 
+def _degrees(what: str, bound: float) -> Callable[[object], str | None]:
+    def check(v: object) -> str | None:
+        ok = isinstance(v, float) and math.isfinite(v) and abs(v) <= bound
+        return None if ok else f"{what} {v!r} is not an angle in [-{bound:g}, {bound:g}] degrees"
+    return check
+
+
+MAX_LAT, MAX_LON = 8192, 16384  # a sphere grid (0.022 degrees); its points are bounded by MAX_PIXELS too
+LAT_KINDS = {0: "regular", 1: "gaussian"}
+
+
 # The header is declared as data in three parts: a common head (which says the modality), the
 # modality's own body, and a common tail. Image streams keep the layout they always had.
 HEAD: tuple[Field, ...] = (
@@ -106,6 +117,17 @@ BODIES: dict[int, tuple[Field, ...]] = {
         Field("center_z", "f", "z of the input's bounding-box centre", _finite("centre z"), lambda v: f"{v:.6g}"),
         Field("scale", "f", "input units per unit-cube unit (half the longest side, with margin)", _finite("scale", True),
               lambda v: f"{v:.6g}"),
+    ),
+    3: (  # sphere: a global latitude-longitude field; the INR sees unit vectors, values mapped by [vmin, vmax]
+        Field("nlat", "H", "latitudes of the grid", _range(2, MAX_LAT, "latitude count")),
+        Field("nlon", "H", "longitudes of the grid (equally spaced around the circle)", _range(4, MAX_LON, "longitude count")),
+        Field("lat_kind", "B", "latitude formula: 0 regular (first..last), 1 Gaussian", _in(LAT_KINDS, "latitude kind"),
+              lambda v: LAT_KINDS.get(v, str(v))),
+        Field("lat_first", "f", "first latitude (degrees)", _degrees("first latitude", 90.0), lambda v: f"{v:.6g}"),
+        Field("lat_last", "f", "last latitude (degrees)", _degrees("last latitude", 90.0), lambda v: f"{v:.6g}"),
+        Field("lon_first", "f", "first longitude (degrees)", _degrees("first longitude", 360.0), lambda v: f"{v:.6g}"),
+        Field("vmin", "f", "smallest value of the field (its units)", _finite("minimum value"), lambda v: f"{v:.7g}"),
+        Field("vmax", "f", "largest value of the field (its units)", _finite("maximum value"), lambda v: f"{v:.7g}"),
     ),
 }
 TAIL: tuple[Field, ...] = (
@@ -161,6 +183,11 @@ def validate(header: dict) -> None:
     _check(header_fields(header["modality"])[len(HEAD):], header)
     if header["modality"] == 1 and header["height"] * header["width"] > MAX_PIXELS:
         raise BitstreamError(f"image {header['width']}x{header['height']} exceeds {MAX_PIXELS} pixels")
+    if header["modality"] == 3:
+        if header["nlat"] * header["nlon"] > MAX_PIXELS:
+            raise BitstreamError(f"grid {header['nlat']}x{header['nlon']} exceeds {MAX_PIXELS} points")
+        if header["vmax"] < header["vmin"]:
+            raise BitstreamError(f"value range [{header['vmin']}, {header['vmax']}] is empty")
 
 
 def min_image_bytes(height: int, width: int) -> int:

@@ -15,11 +15,12 @@ editing another modality. The functions a modality provides:
 from __future__ import annotations
 
 import importlib
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mscncodec.errors import BitstreamError, InputError
+from mscncodec.errors import BitstreamError, InputError, MscnError
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,17 @@ class Modality:
 
 
 REGISTRY: dict[str, Modality] = {}
+
+
+def check_byte_target(target_bytes, quality, effort: str, efforts) -> None:
+    """The checks every size-targeted encoder (meshes, fields) makes first, each a one-line error."""
+    if target_bytes is not None and quality is not None:
+        raise MscnError("give either a byte target or a quality, not both")
+    if target_bytes is not None and (isinstance(target_bytes, bool) or not isinstance(target_bytes, numbers.Integral)
+                                     or target_bytes <= 0):
+        raise MscnError(f"the byte target must be a positive integer, got {target_bytes}")
+    if effort not in efforts:
+        raise MscnError(f"unknown effort {effort!r} ({', '.join(efforts)})")
 
 
 def register(m: Modality) -> Modality:
@@ -93,3 +105,8 @@ register(Modality("mesh", 2, (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", 
                   "mscncodec.modalities.mesh_codec:encode_mesh", "mscncodec.modalities.mesh_codec:decode_mesh",
                   "mscncodec.modalities.mesh:encode_file",
                   "mscncodec.modalities.mesh_codec:describe", options=("resolution",), default_output=".ply"))
+register(Modality("sphere", 3, (".nc", ".nc4", ".npy"), (".nc", ".nc4", ".npy"),
+                  "mscncodec.modalities.sphere_codec:encode_field", "mscncodec.modalities.sphere_codec:decode_field",
+                  "mscncodec.modalities.sphere:write",
+                  "mscncodec.modalities.sphere_codec:describe", options=("var", "time", "level", "grid"),
+                  default_output=".nc"))

@@ -24,7 +24,8 @@ from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
 from mscncodec.coding.update import dequantise_all, unpack_update
 from mscncodec.errors import BitstreamError, MscnError, RateError
-from mscncodec.models import Model, default_modality_model, find_by_id, load_model, require_modality, stream_model
+from mscncodec.models import Model, find_by_id, modality_model, stream_model
+from mscncodec.modalities import check_byte_target
 from mscncodec.modalities import mesh as mmod
 
 MODALITY_CODE = 2
@@ -48,8 +49,7 @@ def quality_bytes(quality: int) -> float:
 
 def pick_model(model: str | Model | None, target_bytes: float | None = None) -> Model:
     """--model, else the shipped mesh model routed for this size (models/routing.json)."""
-    m = model if isinstance(model, Model) else (load_model(model) if model else default_modality_model("mesh", target_bytes))
-    return require_modality(m, "mesh")
+    return modality_model(model, "mesh", target_bytes)
 
 
 def encode_mesh(
@@ -66,12 +66,7 @@ def encode_mesh(
 ):
     """Encode a mesh file (or Mesh) to .mscn bytes: at or just under `target_bytes`, else at `quality`
     (0-100, default 50). `resolution` is the decoding grid stored as the default in the header."""
-    if target_bytes is not None and quality is not None:
-        raise MscnError("give either a byte target or a quality, not both")
-    if target_bytes is not None and not (isinstance(target_bytes, (int, np.integer)) and target_bytes > 0):
-        raise MscnError(f"the byte target must be a positive integer, got {target_bytes}")
-    if effort not in EFFORT:
-        raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
+    check_byte_target(target_bytes, quality, effort, EFFORT)
     if not bitstream.MIN_RESOLUTION <= resolution <= bitstream.MAX_RESOLUTION:
         raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {resolution}")
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from mscncodec.coding.sparsity import gate_shift_for
 from mscncodec.coding.update import dequantise_all, pack_update
 from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
-from mscncodec.families.siren.fit import fit, mse_per_group
+from mscncodec.families.siren.fit import LossFn, fit, mse_per_group
 from mscncodec.models import Model
 from mscncodec.optim import Adam
 
@@ -114,18 +114,18 @@ class _Packer:
         return best
 
 
-def _distortion(model: Model, coords, target, trial: _Trial) -> float:
+def _distortion(model: Model, coords, target, trial: _Trial, loss_fn: LossFn = mse_per_group) -> float:
     delta = dequantise_all(trial.symbols, trial.steps)
     with torch.no_grad():
         pred = siren.forward(model.cfg, model.theta, delta, coords, target.shape[0]).clamp(-1, 1)
-    return float(mse_per_group(pred, target).mean())
+    return float(loss_fn(pred, target).mean())
 
 
 QAT_LR = 3e-3
 
 
 def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | None = None,
-         progress: bool = False) -> dict[str, torch.Tensor]:
+         progress: bool = False, loss_fn: LossFn = mse_per_group) -> dict[str, torch.Tensor]:
     """Quantisation-aware steps on the sent entries only (mask fixed, rounding with a straight-through gradient)."""
     masks = {k: torch.from_numpy(s != 0).float() for k, s in trial.symbols.items()}
     vals = {k: v.clone().requires_grad_(True) for k, v in dequantise_all(trial.symbols, trial.steps).items()}
@@ -136,7 +136,7 @@ def _qat(model: Model, coords, target, trial: _Trial, steps: int, lr: float | No
         opt.zero_grad()
         eff = {k: masks[k] * ste_round(v, step_size(trial.steps[k])) for k, v in vals.items()}
         pred = siren.forward(model.cfg, model.theta, eff, coords, target.shape[0])
-        mse_per_group(pred, target).sum().backward()
+        loss_fn(pred, target).sum().backward()
         opt.step()
     return {k: (v * masks[k]).detach() for k, v in vals.items()}
 
@@ -145,19 +145,22 @@ def fit_and_pack(m: Model, coords: torch.Tensor, target: torch.Tensor, header: d
                  open_per_group: float, target_bytes: int | None, quality: int | None, effort: str,
                  steps: int | None, from_scratch: bool, progress: bool,
                  effort_table: dict[str, tuple[int, tuple[float, ...], int]] | None = None,
-                 qat_lr: float | None = None) -> tuple[_Trial | None, int]:
+                 qat_lr: float | None = None, loss_fn: LossFn = mse_per_group,
+                 fit_lr: float = 1e-3) -> tuple[_Trial | None, int]:
     """The SIREN family's encoder for any modality: fit (inner loop + Adam), choose what to send, quantise,
     refine the sent entries, pack. `target_bytes`: the largest stream at or under it (the rate is the real
     stream length, header included); else `quality` sets the quantisation step. Returns (final trial,
     0), or (None, smallest possible size) when the target cannot be reached. `effort_table`: the
     modality's (fitting steps, relative quantisation steps, refinement steps) per effort, default EFFORT;
-    `qat_lr` the refinement's learning rate (default QAT_LR)."""
+    `qat_lr` the refinement's learning rate (default QAT_LR); `loss_fn` the distortion per group (default
+    the plain MSE; fit.weighted_mse for a per-sample weight); `fit_lr` Adam's step on the update after the
+    inner loop."""
     n_steps, rel_steps, qat_steps = (effort_table or EFFORT)[effort]
     if steps is not None:
         n_steps = steps
     shift = gate_shift_for(m, open_per_group)
     state = fit(m, coords, target, steps=n_steps, lam=lam, from_scratch=from_scratch, gate_shift=shift,
-                progress=progress)
+                progress=progress, loss_fn=loss_fn, lr=fit_lr)
     with torch.no_grad():
         values = {k: v.detach() for k, v in state.effective(m, stochastic=False).items()}
         if m.gated:
@@ -183,7 +186,7 @@ def fit_and_pack(m: Model, coords: torch.Tensor, target: torch.Tensor, header: d
             t = packer.fit_rate_dense(target_bytes) if m.sparsity == "dense" else packer.fit_rate(target_bytes, s)
             if t is None:
                 continue
-            d = _distortion(m, coords, target, t)
+            d = _distortion(m, coords, target, t, loss_fn)
             if d < best_d:
                 best, best_d = t, d
             # every candidate entry is sent and the file is still short of the target:
@@ -193,7 +196,7 @@ def fit_and_pack(m: Model, coords: torch.Tensor, target: torch.Tensor, header: d
         if best is None:
             floor = packer.trial(_NEVER, 2.0**_DENSE_LOG2_STEP).size if m.sparsity == "dense" else packer.trial(np.inf, rel_steps[0]).size
             return None, floor
-        refined = _qat(m, coords, target, best, qat_steps, lr=qat_lr, progress=progress)
+        refined = _qat(m, coords, target, best, qat_steps, lr=qat_lr, progress=progress, loss_fn=loss_fn)
         if m.sparsity == "dense":
             final = packer.trial(_NEVER, 1.0, values=refined, steps=best.steps)
             final = final if final.size <= target_bytes else best
@@ -204,7 +207,7 @@ def fit_and_pack(m: Model, coords: torch.Tensor, target: torch.Tensor, header: d
         s = 0.5 * 2.0 ** ((50 - q) / 20)
         tau = _NEVER if m.sparsity != "magnitude" else 0.0
         first = packer.trial(tau, s)
-        refined = _qat(m, coords, target, first, qat_steps, lr=qat_lr, progress=progress)
+        refined = _qat(m, coords, target, first, qat_steps, lr=qat_lr, progress=progress, loss_fn=loss_fn)
         final = packer.trial(tau, s, values=refined, steps=first.steps)
     return final, 0
 

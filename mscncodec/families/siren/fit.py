@@ -28,6 +28,12 @@ def mse_per_group(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).mean(dim=tuple(range(1, pred.dim())))
 
 
+def weighted_mse(weight: torch.Tensor) -> LossFn:
+    """The squared error weighted per sample (weight broadcastable to the target, mean 1 per group:
+    e.g. the area a point of a lat-lon grid stands for; 0 where a value is missing)."""
+    return lambda pred, target: ((pred - target).pow(2) * weight).mean(dim=tuple(range(1, pred.dim())))
+
+
 @dataclass
 class FitState:
     """Per-group update and gate logits, both with a leading group axis."""
@@ -85,6 +91,7 @@ def inner_loop(
     create_graph: bool = False,
     state: FitState | None = None,
     gate_shift: float = 0.0,
+    loss_fn: LossFn = mse_per_group,
 ) -> FitState:
     """Meta-SGD steps on every group at once. Differentiable through when create_graph."""
     steps = model.inner_steps if steps is None else steps
@@ -92,7 +99,7 @@ def inner_loop(
     state = state or initial_state(model, target.shape[0], differentiable=create_graph, gate_shift=gate_shift)
     keys = list(state.delta)
     for _ in range(steps):
-        loss, _ = group_loss(model, state, coords, target, lam)
+        loss, _ = group_loss(model, state, coords, target, lam, loss_fn=loss_fn)
         inputs = [state.delta[k] for k in keys] + ([state.log_alpha[k] for k in keys] if model.gated else [])
         grads = torch.autograd.grad(loss.sum(), inputs, create_graph=create_graph)
         new_d = {k: state.delta[k] - model.lr_delta[k] * g for k, g in zip(keys, grads[: len(keys)])}
@@ -119,6 +126,7 @@ def refine(
     lr_alpha: float = 3e-2,
     progress: bool = False,
     desc: str = "fit",
+    loss_fn: LossFn = mse_per_group,
 ) -> FitState:
     """Adam on (delta, gate logits) with the same loss as the inner loop."""
     if steps <= 0:
@@ -130,7 +138,7 @@ def refine(
     bar = progress_bar(range(steps), desc=desc, progress=progress, leave=False, unit="step")
     for _ in bar:
         opt.zero_grad()
-        loss, dist = group_loss(model, state, coords, target, lam)
+        loss, dist = group_loss(model, state, coords, target, lam, loss_fn=loss_fn)
         loss.sum().backward()
         opt.step()
     return state
@@ -146,12 +154,14 @@ def fit(
     from_scratch: bool = False,
     gate_shift: float = 0.0,
     progress: bool = False,
+    loss_fn: LossFn = mse_per_group,
+    lr: float = 1e-3,
 ) -> FitState:
     """Encode-time fitting: the model's inner loop, then `steps` Adam steps.
 
     from_scratch skips the meta-learned inner loop (the COIN-style baseline uses a
     provisional model whose theta0 is a plain SIREN init).
     """
-    state = None if from_scratch else inner_loop(model, coords, target, lam=lam, gate_shift=gate_shift)
+    state = None if from_scratch else inner_loop(model, coords, target, lam=lam, gate_shift=gate_shift, loss_fn=loss_fn)
     state = state or initial_state(model, target.shape[0], gate_shift=gate_shift)
-    return refine(model, coords, target, state, steps=steps, lam=lam, progress=progress)
+    return refine(model, coords, target, state, steps=steps, lam=lam, progress=progress, loss_fn=loss_fn, lr=lr)

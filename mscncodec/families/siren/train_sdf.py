@@ -23,36 +23,21 @@ import torch
 from mscncodec._runtime import progress_bar
 from mscncodec import training
 from mscncodec.errors import MscnError
-from mscncodec.families.siren.fit import group_loss, inner_loop
+from mscncodec.families.siren.fit import inner_loop
+from mscncodec.families.siren.meta import MetaConfig, meta_optimizer, outer_loop
 from mscncodec.training import Run, split
-from mscncodec.families.siren.train import meta_parameters
 from mscncodec.models import Model, fresh_model
 from mscncodec.modalities import mesh as mmod
 from mscncodec.families.siren.network import SirenConfig
 
 
 @dataclass
-class MeshTrainConfig:
+class MeshTrainConfig(MetaConfig):
     width: int = 64
-    depth: int = 5
-    w0: float = 30.0
-    inner_steps: int = 3
-    lam: float = 2e-5  # L0 weight: loss = MSE(truncated SDF) + lam * E[open] / samples
-    batch: int = 8  # meshes per outer step
-    points: int = 4096  # samples per mesh per outer step
-    pool: int = 65536  # samples computed once per mesh
+    points: int = 4096
     steps: int = 10000
-    lr: float = 1e-4
-    lr_meta: float = 1e-3
-    lr_gate: float = 1e-2
-    clip: float = 1.0
-    first_order: bool = False
-    lr_init: float = 1e-2
-    log_alpha_init: float = 2.0
-    val_every: int = 250
-    ckpt_every_s: float = 120.0
+    pool: int = 65536  # samples computed once per mesh
     val_fraction: float = 0.1
-    seed: int = 0
     max_meshes: int = 0  # 0: all
     min_faces: int = 12
 
@@ -146,11 +131,7 @@ def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command:
     scfg = SirenConfig(in_dim=3, out_dim=1, width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode="full")
     model = fresh_model(scfg, name=out.name, patch=0, seed=cfg.seed, inner_steps=cfg.inner_steps, lam=cfg.lam,
                         lr_init=cfg.lr_init, log_alpha_init=cfg.log_alpha_init, modality="mesh")
-    theta_p, gate_p, lr_p = meta_parameters(model)
-    for t in theta_p + gate_p + lr_p:
-        t.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": theta_p, "lr": cfg.lr}, {"params": gate_p, "lr": cfg.lr_gate},
-                            {"params": lr_p, "lr": cfg.lr_meta}])
+    opt, params = meta_optimizer(model, cfg.lr, cfg.lr_gate, cfg.lr_meta)
     if (resume or export_only) and run.resume(model, opt, Model.from_state,
                                               lambda m: None if m.cfg == scfg else f"{m.cfg.to_dict()}"):
         sampler.rng = np.random.default_rng(cfg.seed + run.step)  # a resume reseeds the sampler
@@ -159,35 +140,16 @@ def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command:
         raise MscnError(f"--export-only needs a checkpoint at {run.ckpt}")
     if export_only:
         return export(model, run, data, out, train_files, val_files, command, cfg)
-    step = run.step
     run.start(asdict(cfg), f" meshes={len(train_files)} val={len(val_files)}")
-    bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train mesh")
 
-    def checkpoint() -> None:
+    def checkpoint(step: int) -> None:
         run.step = step
         run.save(model, opt, asdict(cfg))
 
-    while step < cfg.steps:
-        coords, target = sampler.sample(cfg.batch)
-        state = inner_loop(model, coords, target, create_graph=not cfg.first_order)
-        loss, d = group_loss(model, state, coords, target, cfg.lam)
-        opt.zero_grad(set_to_none=True)
-        loss.mean().backward()
-        torch.nn.utils.clip_grad_norm_(theta_p + gate_p + lr_p, cfg.clip)
-        opt.step()
-        with torch.no_grad():
-            for v in list(model.lr_delta.values()) + list(model.lr_alpha.values()):
-                v.clamp_(min=0.0)
-            for v in model.log_alpha.values():
-                v.clamp_(-10.0, 10.0)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(mse_e6=f"{d.mean().item() * 1e6:.1f}", open=f"{state.expected_open(model).mean().item():.0f}")
-        run.tick(step, cfg.steps, cfg.val_every, cfg.ckpt_every_s,
-                 lambda: {**evaluate(model, val_q, val_s), "step": step, "wall_s": round(run.wall(), 1),
-                          "train_mse_e6": round(d.mean().item() * 1e6, 3)}, checkpoint)
-    bar.close()
-    checkpoint()
+    outer_loop(model, opt, params, run, sample=lambda: sampler.sample(cfg.batch), steps=cfg.steps, lam=cfg.lam,
+               clip=cfg.clip, first_order=cfg.first_order, val_every=cfg.val_every, ckpt_every_s=cfg.ckpt_every_s,
+               evaluate=lambda: evaluate(model, val_q, val_s), checkpoint=checkpoint, desc="meta-train mesh",
+               progress=progress)
     return export(model, run, data, out, train_files, val_files, command, cfg)
 
 

@@ -1,0 +1,87 @@
+"""The paper's outer loop, shared by every modality the SIREN family meta-trains on R^3 inputs (meshes'
+signed distances, fields on the sphere): Meta-SGD through the inner loop (fit.inner_loop, the loop the
+encoder runs) learns theta0, the gate logits and the per-entry learning rates.
+
+A modality's trainer supplies the tasks (`sample(batch) -> (coords, target[, weight])`) and its
+validation; the loop, the optimiser, the clamps, checkpoints and logging are the same for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from mscncodec._runtime import progress_bar
+from mscncodec.families.siren.fit import group_loss, inner_loop, mse_per_group, weighted_mse
+from mscncodec.families.siren.train import meta_parameters
+from mscncodec.models import Model
+from mscncodec.training import Run
+
+
+@dataclass
+class MetaConfig:
+    """The outer loop's settings every R^3 trainer shares (a trainer's config adds its data's own)."""
+
+    width: int = 32
+    depth: int = 5
+    w0: float = 30.0
+    inner_steps: int = 3
+    lam: float = 2e-5  # L0 weight: loss = MSE + lam * E[open] / samples
+    batch: int = 8  # tasks per outer step
+    points: int = 2048  # samples per task and step
+    steps: int = 5000
+    lr: float = 1e-4
+    lr_meta: float = 1e-3
+    lr_gate: float = 1e-2
+    clip: float = 1.0
+    first_order: bool = False
+    lr_init: float = 1e-2
+    log_alpha_init: float = 2.0
+    val_every: int = 250
+    ckpt_every_s: float = 120.0
+    seed: int = 0
+
+
+def meta_optimizer(model: Model, lr: float, lr_gate: float, lr_meta: float) -> tuple[torch.optim.Adam, list]:
+    """Adam over theta0 (lr), the gate logits (lr_gate) and the learning rates (lr_meta)."""
+    theta_p, gate_p, lr_p = meta_parameters(model)
+    for t in theta_p + gate_p + lr_p:
+        t.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": theta_p, "lr": lr}, {"params": gate_p, "lr": lr_gate},
+                            {"params": lr_p, "lr": lr_meta}])
+    return opt, theta_p + gate_p + lr_p
+
+
+def outer_loop(model: Model, opt: torch.optim.Adam, params: list, run: Run, *, sample: Callable[[], tuple],
+               steps: int, lam: float, clip: float, first_order: bool, val_every: int, ckpt_every_s: float,
+               evaluate: Callable[[], dict], checkpoint: Callable[[int], None], desc: str, progress: bool) -> None:
+    """Outer steps from run.step to `steps`; evaluate() is logged every val_every steps, checkpoint(step)
+    runs every ckpt_every_s seconds and at the end. `sample()` gives (coords, target) or (coords, target,
+    weight) for one batch of tasks."""
+    step = run.step
+    bar = progress_bar(total=steps, initial=step, progress=progress, unit="step", desc=desc)
+    while step < steps:
+        coords, target, *rest = sample()
+        loss_fn = weighted_mse(rest[0]) if rest else mse_per_group
+        state = inner_loop(model, coords, target, create_graph=not first_order, loss_fn=loss_fn)
+        loss, d = group_loss(model, state, coords, target, lam, loss_fn=loss_fn)
+        opt.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        with torch.no_grad():
+            for v in list(model.lr_delta.values()) + list(model.lr_alpha.values()):
+                v.clamp_(min=0.0)
+            for v in model.log_alpha.values():
+                v.clamp_(-10.0, 10.0)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(mse_e6=f"{d.mean().item() * 1e6:.1f}", open=f"{state.expected_open(model).mean().item():.0f}")
+        train_mse = d.mean().item()
+        run.tick(step, steps, val_every, ckpt_every_s,
+                 lambda: {**evaluate(), "step": step, "wall_s": round(run.wall(), 1),
+                          "train_mse_e6": round(train_mse * 1e6, 3)}, lambda: checkpoint(step))
+    bar.close()
+    checkpoint(step)

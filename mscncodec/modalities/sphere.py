@@ -1,0 +1,536 @@
+"""Global fields on the sphere: a value per (latitude, longitude) point of a global grid.
+
+The INR sees each grid point as a unit vector of R^3 (x = cos(lat) cos(lon), y = cos(lat) sin(lon),
+z = sin(lat)): continuous across the date line and at the poles, where latitude-longitude inputs are
+not (every longitude of a pole is the same point). Values are mapped to [-1, 1] with the field's own
+range (stored in the header), and the fit minimises the *area-weighted* squared error (weight
+cos(lat)): a lat-lon grid has as many points in the polar row as at the equator, and the figure of
+merit of the field is the area-weighted RMSE.
+
+A field keeps what a user will ask for back: the grid exactly (regular or Gaussian latitudes, in the
+file's order), the variable's name, units and attributes, the coordinates' names and attributes, and
+the missing values (NaN, e.g. the land points of a sea-surface field), which are coded as a bitmap,
+never filled in.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mscncodec.container.bitstream import MAX_LAT, MAX_LON, MAX_PIXELS
+from mscncodec.errors import InputError, MscnError
+
+EXTENSIONS = (".nc", ".nc4", ".npy")
+MAX_POINTS = MAX_PIXELS  # the same bound as an image's pixels
+MAX_FILE_BYTES = 1 << 32
+# packing / masking attributes that describe the file's storage, not the variable: never carried
+_STORAGE_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "valid_min", "valid_max",
+                  "valid_range", "_Unsigned", "_ChunkSizes", "_Storage", "_Endianness", "_DeflateLevel",
+                  "_Shuffle", "_NoFill"}
+LAT_NAMES = ("lat", "latitude", "nav_lat", "lats")
+LON_NAMES = ("lon", "longitude", "nav_lon", "lons")
+
+
+@dataclass
+class SphereField:
+    """A global field: values (nlat, nlon) float64 with NaN where missing, on latitudes `lat` and
+    longitudes `lon` (degrees, float32 as most files store them, in the file's order)."""
+
+    values: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    name: str = "field"
+    units: str = ""
+    attrs: dict = field(default_factory=dict)
+    lat_name: str = "lat"
+    lon_name: str = "lon"
+    lat_attrs: dict = field(default_factory=lambda: {"units": "degrees_north"})
+    lon_attrs: dict = field(default_factory=lambda: {"units": "degrees_east"})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+    @property
+    def mask(self) -> np.ndarray:
+        """True where a value is missing."""
+        return ~np.isfinite(self.values)
+
+    def meta(self) -> dict:
+        """What travels in the META section (everything but the values and the grid)."""
+        return {"name": self.name, "units": self.units, "attrs": self.attrs, "lat_name": self.lat_name,
+                "lon_name": self.lon_name, "lat_attrs": self.lat_attrs, "lon_attrs": self.lon_attrs}
+
+
+# ---------------------------------------------------------------- grids
+
+def gaussian_latitudes(n: int, north_first: bool = False) -> np.ndarray:
+    """The n Gaussian latitudes (degrees, float32), south to north unless north_first."""
+    x, _ = np.polynomial.legendre.leggauss(n)
+    lat = np.degrees(np.arcsin(x)).astype(np.float32)
+    return lat[::-1].copy() if north_first else lat
+
+
+def regular_latitudes(n: int, first: float, last: float) -> np.ndarray:
+    """n equally spaced latitudes from first to last inclusive (float32, computed in float64)."""
+    if n == 1:
+        return np.array([first], np.float32)
+    return (np.float64(first) + np.arange(n) * ((np.float64(last) - np.float64(first)) / (n - 1))).astype(np.float32)
+
+
+def regular_longitudes(n: int, first: float) -> np.ndarray:
+    """n longitudes equally spaced over the full circle from first (float32, computed in float64)."""
+    return (np.float64(first) + np.arange(n) * (360.0 / n)).astype(np.float32)
+
+
+def lat_kind(lat: np.ndarray) -> int:
+    """The formula that reproduces these latitudes best (corrections travel for the rest)."""
+    lat = lat.astype(np.float32)
+    g = gaussian_latitudes(len(lat), north_first=len(lat) > 1 and lat[0] > lat[-1])
+    r = regular_latitudes(len(lat), float(lat[0]), float(lat[-1]))
+    return 1 if np.count_nonzero(g != lat) < np.count_nonzero(r != lat) else 0
+
+
+def latitudes(kind: int, n: int, first: float, last: float) -> np.ndarray:
+    if kind == 1:
+        return gaussian_latitudes(n, north_first=n > 1 and first > last)
+    return regular_latitudes(n, first, last)
+
+
+def corrections(exact: np.ndarray, formula: np.ndarray) -> bytes:
+    """The bit-pattern differences that turn the formula's float32 coordinates into the file's exactly
+    (zlib; empty when the formula is exact: the usual case)."""
+    d = exact.astype(np.float32).view(np.int32).astype(np.int64) - formula.astype(np.float32).view(np.int32)
+    return b"" if not d.any() else zlib.compress(d.astype(np.int32).tobytes(), 9)
+
+
+def apply_corrections(formula: np.ndarray, data: bytes) -> np.ndarray:
+    if not data:
+        return formula
+    try:
+        d = np.frombuffer(zlib.decompress(data, bufsize=4 * len(formula) + 64), np.int32)
+    except zlib.error as e:
+        raise MscnError(f"corrupt coordinate section ({e})") from None
+    if len(d) != len(formula):
+        raise MscnError("corrupt coordinate section (wrong length)")
+    return (formula.view(np.int32).astype(np.int64) + d).astype(np.int32).view(np.float32)
+
+
+def check_global(lat: np.ndarray, lon: np.ndarray) -> None:
+    """A one-line InputError unless (lat, lon) is a global latitude-longitude grid the codec can carry."""
+    nlat, nlon = len(lat), len(lon)
+    if nlat < 2 or nlon < 4:
+        raise InputError(f"a global field needs at least 2 latitudes and 4 longitudes, got {nlat} x {nlon}")
+    if nlat > MAX_LAT or nlon > MAX_LON or nlat * nlon > MAX_POINTS:
+        raise InputError(f"grid {nlat} x {nlon} is too large (at most {MAX_LAT} x {MAX_LON} and {MAX_POINTS} points)")
+    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(lon))):
+        raise InputError("latitudes or longitudes are not finite")
+    if np.any(np.abs(lat) > 90.0):
+        raise InputError(f"latitudes out of [-90, 90] (from {lat.min():g} to {lat.max():g}): not a lat-lon grid")
+    d = np.diff(lat.astype(np.float64))
+    if not (np.all(d > 0) or np.all(d < 0)):
+        raise InputError("latitudes are not monotonic: not a lat-lon grid")
+    if abs(lat[0] - lat[-1]) < 120.0:
+        raise InputError(f"latitudes span {lat.min():g} to {lat.max():g} only: not a global field "
+                         "(the sphere codec needs pole-to-pole coverage; use the image codec for regional data)")
+    formula = regular_longitudes(nlon, float(lon[0]))
+    if np.max(np.abs(formula.astype(np.float64) - lon)) > 1e-3 * 360.0 / nlon:
+        raise InputError(f"longitudes are not {nlon} equal steps around the whole circle "
+                         f"(from {lon[0]:g} by {lon[1] - lon[0]:g}): not a global field")
+
+
+# ---------------------------------------------------------------- the sphere
+
+def embed(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """(nlat * nlon, 3) float32 unit vectors of the grid points, row-major (latitude first)."""
+    la, lo = np.meshgrid(np.radians(lat.astype(np.float64)), np.radians(lon.astype(np.float64)), indexing="ij")
+    xyz = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], -1)
+    return xyz.reshape(-1, 3).astype(np.float32)
+
+
+def area_weights(lat: np.ndarray, nlon: int) -> np.ndarray:
+    """(nlat, nlon) weights proportional to the area a point stands for (cos lat), mean 1."""
+    w = np.cos(np.radians(lat.astype(np.float64)))
+    w = np.clip(w, 0.0, None)
+    w = np.repeat(w[:, None], nlon, 1)
+    return w / w.mean()
+
+
+def fit_points(lat: np.ndarray, nlon: int, mask: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat indices, weights with mean 1) of the grid points an encoder fits: all of them when the grid
+    has at most `max_points`, else evenly spaced points along each row, as many as the row's share of
+    the sphere's area (a 1-degree grid has as many points at 89N as at the equator: they cost fit time
+    and carry 1/57 of the weight). A point's weight is the area it stands for; missing values weigh 0.
+    Deterministic, so encodes repeat to the byte."""
+    nlat = len(lat)
+    area = np.clip(np.cos(np.radians(lat.astype(np.float64))), 0.0, None)
+    if nlat * nlon <= max_points:
+        keep = np.full(nlat, nlon)
+    else:
+        scale = max_points / max(area.sum() * nlon, 1e-12)
+        keep = np.clip(np.round(area * nlon * scale), 1, nlon).astype(np.int64)
+    idx, w = [], []
+    for r in range(nlat):
+        cols = np.unique(np.round(np.arange(keep[r]) * (nlon / keep[r])).astype(np.int64) % nlon)
+        idx.append(r * nlon + cols)
+        w.append(np.full(len(cols), area[r] * nlon / len(cols)))
+    idx, w = np.concatenate(idx), np.concatenate(w)
+    w = w * ~mask.reshape(-1)[idx]
+    return idx, w / max(w.mean(), 1e-30)
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the finite values as float32 (what the header stores); (0, 0) when all are missing."""
+    ok = values[np.isfinite(values)]
+    if ok.size == 0:
+        return 0.0, 0.0
+    return float(np.float32(ok.min())), float(np.float32(ok.max()))
+
+
+def normalise(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Values to [-1, 1] by the stored range (missing values to 0: they carry weight 0)."""
+    mid, half = 0.5 * (vmin + vmax), max(0.5 * (vmax - vmin), 1e-30)
+    out = (values - mid) / half
+    return np.where(np.isfinite(out), out, 0.0)
+
+
+def denormalise(y: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    mid, half = 0.5 * (vmin + vmax), 0.5 * (vmax - vmin)
+    return np.clip(y, -1.0, 1.0) * half + mid
+
+
+# ---------------------------------------------------------------- input
+
+def parse_grid(spec: str | None, *, for_npy_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A target grid: "0.25" (regular, poles included, longitudes from 0), "gaussian:N" (N Gaussian
+    latitudes, 2N longitudes), "regular" / "gaussian" (the .npy array's own shape), or a netCDF file
+    whose lat/lon to use."""
+    if spec is None or spec == "":
+        spec = "regular"
+    if spec in ("regular", "gaussian"):
+        if for_npy_shape is None:
+            raise MscnError(f"--grid {spec} names the layout of a .npy input; to decode onto another grid give "
+                            "a spacing in degrees (e.g. 0.25), gaussian:N or a netCDF file")
+        nlat, nlon = for_npy_shape
+        lat = gaussian_latitudes(nlat) if spec == "gaussian" else regular_latitudes(nlat, -90.0, 90.0)
+        return lat, regular_longitudes(nlon, 0.0)
+    if spec.startswith("gaussian:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise MscnError(f"bad --grid {spec!r}: gaussian:N takes a whole number of latitudes") from None
+        if not 2 <= n <= MAX_LAT or 2 * n > MAX_LON:
+            raise MscnError(f"bad --grid {spec!r}: N must be in [2, {MAX_LON // 2}]")
+        return gaussian_latitudes(n), regular_longitudes(2 * n, 0.0)
+    path = Path(spec)
+    if path.suffix.lower() in (".nc", ".nc4"):
+        if not path.is_file():
+            raise InputError(f"cannot read grid file {path}: no such file")
+        return _nc_grid(path)
+    try:
+        step = float(spec)
+    except ValueError:
+        raise MscnError(f"bad --grid {spec!r}: give a spacing in degrees (e.g. 0.25), gaussian:N or a netCDF file") from None
+    if not (math.isfinite(step) and 0.01 <= step <= 45 and abs(180 / step - round(180 / step)) < 1e-6):
+        raise MscnError(f"bad --grid {spec!r}: the spacing must divide 180 degrees and lie in [0.01, 45]")
+    nlat = int(round(180 / step)) + 1
+    return regular_latitudes(nlat, -90.0, 90.0), regular_longitudes(2 * (nlat - 1), 0.0)
+
+
+def _open_nc(path: Path):
+    import netCDF4
+
+    try:
+        return netCDF4.Dataset(str(path), "r")
+    except (OSError, RuntimeError, ValueError) as e:
+        raise InputError(f"cannot read {path}: not a netCDF file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _coord_dims(ds, var) -> tuple[str, str]:
+    """The latitude and longitude dimensions of a variable: by name, or by the coordinate's units."""
+    dims = list(var.dimensions)
+
+    def is_lat(d: str) -> bool:
+        u = str(getattr(ds.variables[d], "units", "")) if d in ds.variables else ""
+        return d.lower() in LAT_NAMES or u.lower().startswith("degrees_n") or u.lower() == "degrees north"
+
+    def is_lon(d: str) -> bool:
+        u = str(getattr(ds.variables[d], "units", "")) if d in ds.variables else ""
+        return d.lower() in LON_NAMES or u.lower().startswith("degrees_e") or u.lower() == "degrees east"
+
+    lat = [d for d in dims if is_lat(d)]
+    lon = [d for d in dims if is_lon(d)]
+    if len(lat) != 1 or len(lon) != 1:
+        raise InputError(f"variable {var.name!r} has dimensions {tuple(dims)}: not a latitude-longitude field")
+    if dims[-2:] != [lat[0], lon[0]]:
+        raise InputError(f"variable {var.name!r} has dimensions {tuple(dims)}: latitude and longitude must be the "
+                         "last two")
+    return lat[0], lon[0]
+
+
+def _nc_grid(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with _open_nc(path) as ds:
+        lat = next((n for n in ds.variables if n.lower() in LAT_NAMES), None)
+        lon = next((n for n in ds.variables if n.lower() in LON_NAMES), None)
+        if lat is None or lon is None:
+            raise InputError(f"{path} has no latitude/longitude coordinates")
+        la = np.asarray(ds.variables[lat][:], np.float32)
+        lo = np.asarray(ds.variables[lon][:], np.float32)
+    check_global(la, lo)
+    return la, lo
+
+
+def _plain(v) -> object:
+    """netCDF attribute values as JSON-able Python values."""
+    if isinstance(v, np.ndarray):
+        return [_plain(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode("latin-1")
+    return v
+
+
+def _attrs(var) -> dict:
+    out = {}
+    for a in var.ncattrs():
+        if a in _STORAGE_ATTRS:
+            continue
+        v = _plain(var.getncattr(a))
+        if isinstance(v, float) and not math.isfinite(v):
+            continue
+        out[a] = v
+    return out
+
+
+def load(src: str | Path | SphereField, *, var: str | None = None, time: int | None = None, level: int | None = None,
+         grid: str | None = None) -> SphereField:
+    """A global field from netCDF (variable `var`, else the only 2-D-or-more lat/lon variable; `time` and
+    `level` pick the index along the other dimensions, default 0) or from a 2-D .npy (grid per `grid`:
+    regular (default), gaussian, or a netCDF file's lat/lon)."""
+    if isinstance(src, SphereField):
+        return validate(src)
+    path = Path(src)
+    if path.is_dir():
+        raise InputError(f"cannot read {path}: it is a directory, not a field file")
+    if not path.is_file():
+        raise InputError(f"cannot read {path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"cannot read {path}: the file is empty")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InputError(f"cannot read {path}: larger than {MAX_FILE_BYTES >> 30} GB")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if var is not None or time is not None or level is not None:
+            raise MscnError("--var, --time and --level select inside a netCDF file; a .npy holds one 2-D field")
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"cannot read {path}: not a .npy array ({e})") from None
+        if a.ndim != 2 or a.dtype.kind not in "fiu":
+            raise InputError(f"cannot read {path}: a field is a 2-D numeric array (lat x lon), got {a.ndim}-D {a.dtype}")
+        lat, lon = parse_grid(grid, for_npy_shape=a.shape)
+        if (len(lat), len(lon)) != a.shape:
+            raise InputError(f"{path} is {a.shape[0]} x {a.shape[1]} but the grid {grid} is {len(lat)} x {len(lon)}")
+        return validate(SphereField(a.astype(np.float64), lat, lon, name=path.stem))
+    if suffix not in (".nc", ".nc4"):
+        raise InputError(f"cannot read {path}: unknown field extension {path.suffix!r} ({', '.join(EXTENSIONS)})")
+    if grid is not None:
+        raise MscnError("--grid names the layout of a .npy input; a netCDF file carries its own grid")
+    with _open_nc(path) as ds:
+        ds.set_auto_maskandscale(True)
+        candidates = [n for n, v in ds.variables.items() if v.ndim >= 2 and n not in ds.dimensions]
+        if var is None:
+            fields = []
+            for n in candidates:
+                try:
+                    _coord_dims(ds, ds.variables[n])
+                    fields.append(n)
+                except InputError:
+                    pass
+            if len(fields) != 1:
+                raise InputError(f"{path} holds {len(fields) or 'no'} lat-lon variables"
+                                 + (f" ({', '.join(fields)}): choose one with --var" if fields else ""))
+            var = fields[0]
+        if var not in ds.variables:
+            raise InputError(f"{path} has no variable {var!r} (variables: {', '.join(candidates) or 'none'})")
+        v = ds.variables[var]
+        lat_dim, lon_dim = _coord_dims(ds, v)
+        index = []
+        others = list(v.dimensions[:-2])
+        for d in others:
+            size = len(ds.dimensions[d])
+            is_time = "time" in d.lower() or d.lower() in ("month", "date", "t")
+            i = time if is_time else level
+            i = 0 if i is None else i
+            if not 0 <= i < size:
+                raise InputError(f"{'time' if is_time else 'level'} index {i} is out of range for dimension "
+                                 f"{d!r} of size {size}")
+            index.append(i)
+        if time is not None and not any("time" in d.lower() or d.lower() in ("month", "date", "t") for d in others):
+            raise MscnError(f"--time: variable {var!r} has no time dimension (dimensions {v.dimensions})")
+        if level is not None and all("time" in d.lower() or d.lower() in ("month", "date", "t") for d in others):
+            raise MscnError(f"--level: variable {var!r} has no level dimension (dimensions {v.dimensions})")
+        nlat, nlon = len(ds.dimensions[lat_dim]), len(ds.dimensions[lon_dim])
+        if nlat * nlon > MAX_POINTS:
+            raise InputError(f"grid {nlat} x {nlon} is too large (at most {MAX_POINTS} points)")
+        with warnings.catch_warnings():  # netCDF4 warns of fill values it cannot cast; it masks them all the same
+            warnings.simplefilter("ignore")
+            data = v[tuple(index) + (slice(None), slice(None))]
+            values = np.ma.filled(np.ma.asarray(data).astype(np.float64), np.nan)
+        if lat_dim not in ds.variables or lon_dim not in ds.variables:
+            raise InputError(f"variable {var!r} has no latitude/longitude coordinate values")
+        lat = np.asarray(ds.variables[lat_dim][:], np.float32)
+        lon = np.asarray(ds.variables[lon_dim][:], np.float32)
+        f = SphereField(values, lat, lon, name=var, units=str(getattr(v, "units", "")), attrs=_attrs(v),
+                  lat_name=lat_dim, lon_name=lon_dim, lat_attrs=_attrs(ds.variables[lat_dim]),
+                  lon_attrs=_attrs(ds.variables[lon_dim]))
+        f.attrs.pop("units", None)
+    return validate(f)
+
+
+def validate(f: SphereField) -> SphereField:
+    v = np.asarray(f.values, np.float64)
+    if v.ndim != 2:
+        raise InputError(f"a field is 2-D (lat x lon), got shape {v.shape}")
+    lat, lon = np.asarray(f.lat, np.float32).reshape(-1), np.asarray(f.lon, np.float32).reshape(-1)
+    if v.shape != (len(lat), len(lon)):
+        raise InputError(f"values are {v.shape[0]} x {v.shape[1]} but the grid is {len(lat)} x {len(lon)}")
+    check_global(lat, lon)
+    v = np.where(np.isinf(v), np.nan, v)
+    ok = v[np.isfinite(v)]
+    if ok.size == 0:
+        raise InputError("every value of the field is missing")
+    if np.max(np.abs(ok)) > 1e30:
+        raise InputError("values beyond 1e30: a fill value that the file does not declare as missing?")
+    f.values, f.lat, f.lon = v, lat, lon
+    return f
+
+
+# ---------------------------------------------------------------- output
+
+def _nc_attr(v: object) -> object:
+    return np.asarray(v) if isinstance(v, list) else v
+
+
+def write(f: SphereField, suffix: str) -> bytes:
+    """The bytes of an output file: netCDF-4 (values float32, NaN as the fill value, the grid and every
+    attribute carried) or .npy (float64 values, NaN where missing)."""
+    suffix = suffix.lower()
+    if suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, f.values.astype(np.float64))
+        return buf.getvalue()
+    if suffix not in (".nc", ".nc4"):
+        raise MscnError(f"cannot write a field as {suffix!r}: use .nc or .npy")
+    import netCDF4
+
+    ds = netCDF4.Dataset("mscn-out.nc", "w", format="NETCDF4", memory=1 << 16)
+    try:
+        ds.createDimension(f.lat_name, len(f.lat))
+        ds.createDimension(f.lon_name, len(f.lon))
+        for name, vals, attrs in ((f.lat_name, f.lat, f.lat_attrs), (f.lon_name, f.lon, f.lon_attrs)):
+            c = ds.createVariable(name, "f4", (name,))
+            c[:] = vals
+            c.setncatts({k: _nc_attr(a) for k, a in attrs.items()})
+        var = ds.createVariable(f.name, "f4", (f.lat_name, f.lon_name), fill_value=np.float32(np.nan),
+                                zlib=True, complevel=4)
+        atts = {k: _nc_attr(a) for k, a in f.attrs.items()}
+        if f.units:
+            atts["units"] = f.units
+        var.setncatts(atts)
+        var[:] = np.ma.masked_invalid(f.values.astype(np.float32))
+        ds.history = "decoded by mscn"
+    except Exception:
+        ds.close()
+        raise
+    return bytes(ds.close())
+
+
+def read_bytes(data: bytes, suffix: str) -> SphereField:
+    """A field from an output file's bytes (tests, the bench)."""
+    if suffix == ".npy":
+        return SphereField(np.load(io.BytesIO(data)), np.zeros(0), np.zeros(0))
+    import netCDF4
+
+    with netCDF4.Dataset("mem.nc", "r", memory=data) as ds:
+        name = next(n for n, v in ds.variables.items() if v.ndim == 2)
+        v = ds.variables[name]
+        lat_name, lon_name = v.dimensions
+        return SphereField(np.ma.filled(v[:].astype(np.float64), np.nan), np.asarray(ds.variables[lat_name][:], np.float32),
+                     np.asarray(ds.variables[lon_name][:], np.float32), name=name, units=str(getattr(v, "units", "")),
+                     attrs={k: _plain(v.getncattr(k)) for k in v.ncattrs() if k not in _STORAGE_ATTRS and k != "units"},
+                     lat_name=lat_name, lon_name=lon_name, lat_attrs=_attrs(ds.variables[lat_name]),
+                     lon_attrs=_attrs(ds.variables[lon_name]))
+
+
+# ---------------------------------------------------------------- metadata section
+
+# Words that recur in CF metadata: a preset dictionary for deflate, so that the metadata of a typical field
+# costs tens of bytes, not a hundred (at 1 KB that is a tenth of the file). Changing it changes streams.
+_META_DICT = (b'{"name":"units":"attrs":"lat_name":"lon_name":"lat_attrs":"lon_attrs":"long_name":"standard_name":'
+              b'"short_name":"cell_methods":"time: mean"degrees_north"degrees_east"latitude"longitude"temperature'
+              b'"air_temperature"Temperature (2m)"surface"pressure"geopotential"wind"eastward_wind"northward_wind'
+              b'"Reference height temperature"K"m s**-1"Pa"time_op":"average"')
+_META_DEFAULTS = {"lat_name": "lat", "lon_name": "lon", "lat_attrs": {"units": "degrees_north"},
+                  "lon_attrs": {"units": "degrees_east"}, "attrs": {}, "units": ""}
+
+
+def pack_meta(f: SphereField) -> bytes:
+    """The field's metadata, defaults left out, as raw deflate with a preset dictionary."""
+    meta = {k: v for k, v in f.meta().items() if _META_DEFAULTS.get(k, object()) != v}
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_META_DICT)
+    return c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")) + c.flush()
+
+
+def unpack_meta(data: bytes) -> dict:
+    try:
+        d = zlib.decompressobj(-15, zdict=_META_DICT)
+        meta = json.loads(d.decompress(data, 1 << 16).decode("utf-8"))
+    except (zlib.error, ValueError, UnicodeDecodeError) as e:
+        raise MscnError(f"corrupt metadata section ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise MscnError("corrupt metadata section")
+    meta = {**_META_DEFAULTS, **meta}
+    if not all(isinstance(meta.get(k), dict) for k in ("attrs", "lat_attrs", "lon_attrs")):
+        raise MscnError("corrupt metadata section")
+    return meta
+
+
+# ---------------------------------------------------------------- metrics
+
+def compare(ref: SphereField, rec: SphereField) -> dict:
+    """Area-weighted RMSE and mean absolute error (field units), max absolute error, PSNR over the
+    reference's value range, on the points where the reference has a value."""
+    if ref.shape != rec.shape:
+        raise MscnError(f"cannot compare a {ref.shape} field with a {rec.shape} one")
+    ok = np.isfinite(ref.values)
+    if not np.array_equal(ok, np.isfinite(rec.values)):
+        raise MscnError("the missing-value masks differ")
+    w = area_weights(ref.lat, len(ref.lon))[ok]
+    err = (rec.values - ref.values)[ok]
+    rmse = float(np.sqrt(np.sum(w * err**2) / np.sum(w)))
+    rng = float(ref.values[ok].max() - ref.values[ok].min())
+    return {"rmse": rmse, "mae": float(np.sum(w * np.abs(err)) / np.sum(w)), "max_abs": float(np.abs(err).max()),
+            "psnr": float(20 * np.log10(rng / max(rmse, 1e-30))) if rng > 0 else float("inf")}
+
+
+def time_steps(path: Path) -> int:
+    """How many time steps the file's (one) lat-lon variable has (1 when it has no time dimension)."""
+    with _open_nc(Path(path)) as ds:
+        for v in ds.variables.values():
+            try:
+                _coord_dims(ds, v)
+            except InputError:
+                continue
+            dims = [d for d in v.dimensions[:-2] if "time" in d.lower() or d.lower() in ("month", "date", "t")]
+            return len(ds.dimensions[dims[0]]) if dims else 1
+    raise InputError(f"{path} holds no lat-lon variable")
