@@ -118,6 +118,18 @@ class Codec:
         return f"<{type(self).__name__} {self.key}>"
 
 
+def need_modules(*modules: str) -> Availability:
+    """Available when every module imports; else the first that does not, and why."""
+    import importlib
+
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            return Availability(False, f"{mod} is not installed ({exc})")
+    return Availability(True)
+
+
 def available_codecs(codecs) -> tuple[list, list[str]]:
     """(the codecs that can run here, one "skipping ..." notice for each that cannot)."""
     usable, notices = [], []

@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mscncodec.bench.base import Availability
+from mscncodec.bench.base import Availability, need_modules
+from mscncodec.bench.runner import append_cache, load_cache  # one cache format for every bench
 from mscncodec.modalities import sphere as smod
 
 DEFAULT_SIZES = (1000, 2000, 3000, 5000, 8000)
@@ -84,14 +85,6 @@ def _filled(f: smod.SphereField) -> np.ndarray:
     return v
 
 
-def _need(module: str) -> Availability:
-    try:
-        __import__(module)
-    except ImportError:
-        return Availability(False, f"{module} is not installed")
-    return Availability(True)
-
-
 class _ErrorBounded(FieldCodec):
     """A codec with an absolute error bound: bisect log(bound) for the largest stream <= target."""
 
@@ -120,7 +113,7 @@ class Zfp(_ErrorBounded):
 
     @classmethod
     def available(cls) -> Availability:
-        return _need("zfpy")
+        return need_modules("zfpy")
 
     def compress(self, v: np.ndarray, bound: float) -> bytes:
         import zfpy
@@ -138,7 +131,7 @@ class Sz3(_ErrorBounded):
 
     @classmethod
     def available(cls) -> Availability:
-        return _need("pysz")
+        return need_modules("pysz")
 
     def compress(self, v: np.ndarray, bound: float) -> bytes:
         import pysz
@@ -236,13 +229,13 @@ def run_point(codec: FieldCodec, f: smod.SphereField, ref: FieldRef, target: int
     values = codec.decode(data, f)
     t2 = time.perf_counter()
     rec = smod.SphereField(np.where(f.mask, np.nan, values), f.lat, f.lon)
-    return {"codec": codec.key, "name": codec.name, "field": ref.label, "target": target, "bytes": len(data),
+    return {"key": point_key(codec, ref, target), "codec": codec.key, "name": codec.name, "field": ref.label, "target": target, "bytes": len(data),
             "fits": len(data) <= target, "encode_s": round(t1 - t0, 3), "decode_s": round(t2 - t1, 3),
             "units": f.units, **smod.compare(f, rec)}
 
 
-def _cache_key(rec: dict) -> str:
-    return f"{rec['codec']}|{rec['field']}|{rec['target']}"
+def point_key(codec: FieldCodec, ref: FieldRef, target: int) -> str:
+    return f"{codec.key}|{ref.label}|{target}"
 
 
 def run_fields_bench(refs: Sequence[FieldRef], codecs: Sequence[FieldCodec], sizes: Sequence[int], out: Path,
@@ -253,23 +246,17 @@ def run_fields_bench(refs: Sequence[FieldRef], codecs: Sequence[FieldCodec], siz
 
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "cache.jsonl"
-    cache = {}
-    if cache_path.is_file():
-        for ln in cache_path.read_text().splitlines():
-            if ln.strip():
-                r = json.loads(ln)
-                cache[_cache_key(r)] = r
+    cache = load_cache(cache_path)
     records = []
     jobs = [(ref, c, s) for ref in refs for c in codecs for s in sizes]
     fields: dict[FieldRef, smod.SphereField] = {}
     for ref, codec, size in progress_bar(jobs, desc="fields bench", progress=progress, unit="point"):
-        key = f"{codec.key}|{ref.label}|{size}"
+        key = point_key(codec, ref, size)
         if key not in cache:
             if ref not in fields:
                 fields[ref] = smod.load(ref.path, time=ref.time)
             cache[key] = run_point(codec, fields[ref], ref, size)
-            with cache_path.open("a") as fh:
-                fh.write(json.dumps(cache[key]) + "\n")
+            append_cache(cache_path, cache[key])
         records.append(cache[key])
     write_reports(records, out, plot=plot, refs=refs)
     return records

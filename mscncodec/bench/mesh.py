@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mscncodec._runtime import progress_bar
-from mscncodec.bench.base import Availability, available_codecs
+from mscncodec.bench.base import Availability, available_codecs, need_modules
 from mscncodec.bench.runner import BenchError, append_cache, load_cache  # one cache format for both benches
 
 MESH_EXTS = (".obj", ".ply", ".stl", ".off", ".glb")
@@ -241,17 +241,6 @@ class MeshCodec:
         return f"<{type(self).__name__} {self.key}>"
 
 
-def _need(*modules: str) -> Availability:
-    import importlib
-
-    for mod in modules:
-        try:
-            importlib.import_module(mod)
-        except ImportError as exc:
-            return Availability(False, f"{mod} is not installed ({exc})")
-    return Availability(True)
-
-
 def _dist_version(name: str) -> str:
     import importlib.metadata as md
 
@@ -307,7 +296,7 @@ class Draco(MeshCodec):
 
     @classmethod
     def available(cls) -> Availability:
-        return _need("DracoPy")
+        return need_modules("DracoPy")
 
     def version(self) -> str:
         return f"dracopy-{_dist_version('DracoPy')}|q{self.qmin}-{self.qmax}|l{','.join(map(str, self.levels))}"
@@ -372,7 +361,7 @@ class SimplifyDraco(MeshCodec):
 
     @classmethod
     def available(cls) -> Availability:
-        return _need("DracoPy", "fast_simplification", "igl")
+        return need_modules("DracoPy", "fast_simplification", "igl")
 
     def version(self) -> str:
         return (f"dracopy-{_dist_version('DracoPy')}|fs-{_dist_version('fast_simplification')}|"

@@ -243,5 +243,11 @@ def unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
     return header, sections
 
 
+def section_sizes(header: dict, sections: dict[str, bytes]) -> dict[str, int]:
+    """Bytes of the header, the section table and each section: what `mscn info` lists."""
+    return {"header": header_size(header["modality"]), "table": _SSIZE * header["n_sections"],
+            **{k: len(v) for k, v in sections.items()}}
+
+
 def describe_header(header: dict) -> dict[str, str]:
     return {f.name: f.show(header[f.name]) for f in header_fields(header["modality"])}

@@ -286,6 +286,4 @@ def describe(data: bytes) -> dict:
         d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
         d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
         d["update"] = "dense update of the decoder" if "QPRM" in sections else "none (shared decoder)"
-    secs = {"header": bitstream.HEADER_SIZE, "table": 8 * header["n_sections"]}
-    secs.update({k: len(v) for k, v in sections.items()})
-    return {"header": d, "sections": secs, "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}
+    return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}

@@ -153,6 +153,4 @@ def describe(data: bytes) -> dict:
     d["model"] = m.name if m else "(unknown to this decoder)"
     if m is not None:
         d["network"] = f"{m.summary()} -> signed distance, {siren.macs_per_sample(m.cfg)} MAC per grid point"
-    secs = {"header": bitstream.header_size(MODALITY_CODE), "table": 8 * header["n_sections"]}
-    secs.update({k: len(v) for k, v in sections.items()})
-    return {"header": d, "sections": secs, "bytes": len(data)}
+    return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data)}

@@ -187,6 +187,16 @@ def fit_points(lat: np.ndarray, nlon: int, mask: np.ndarray, max_points: int) ->
     return idx, w / max(w.mean(), 1e-30)
 
 
+def fit_arrays(f: SphereField, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """What a fit sees of a field: unit vectors (n, 3), values normalised by the field's float32 range (n,),
+    area weights with mean 1 (n,), at the points of fit_points; and half the range (normalised units -> the
+    field's). The encoder and the trainer both build their tasks here."""
+    vmin, vmax = value_range(f.values)
+    idx, w = fit_points(f.lat, len(f.lon), f.mask, max_points)
+    y = normalise(f.values, vmin, vmax).reshape(-1)[idx]
+    return embed(f.lat, f.lon)[idx], y.astype(np.float32), w.astype(np.float32), 0.5 * (vmax - vmin)
+
+
 def value_range(values: np.ndarray) -> tuple[float, float]:
     """(min, max) of the finite values as float32 (what the header stores); (0, 0) when all are missing."""
     ok = values[np.isfinite(values)]
@@ -252,6 +262,11 @@ def _open_nc(path: Path):
         return netCDF4.Dataset(str(path), "r")
     except (OSError, RuntimeError, ValueError) as e:
         raise InputError(f"cannot read {path}: not a netCDF file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _is_time(dim: str) -> bool:
+    """Whether a dimension is the time axis (--time indexes it; any other is a level, --level)."""
+    return "time" in dim.lower() or dim.lower() in ("month", "date", "t")
 
 
 def _coord_dims(ds, var) -> tuple[str, str]:
@@ -368,16 +383,16 @@ def load(src: str | Path | SphereField, *, var: str | None = None, time: int | N
         others = list(v.dimensions[:-2])
         for d in others:
             size = len(ds.dimensions[d])
-            is_time = "time" in d.lower() or d.lower() in ("month", "date", "t")
+            is_time = _is_time(d)
             i = time if is_time else level
             i = 0 if i is None else i
             if not 0 <= i < size:
                 raise InputError(f"{'time' if is_time else 'level'} index {i} is out of range for dimension "
                                  f"{d!r} of size {size}")
             index.append(i)
-        if time is not None and not any("time" in d.lower() or d.lower() in ("month", "date", "t") for d in others):
+        if time is not None and not any(_is_time(d) for d in others):
             raise MscnError(f"--time: variable {var!r} has no time dimension (dimensions {v.dimensions})")
-        if level is not None and all("time" in d.lower() or d.lower() in ("month", "date", "t") for d in others):
+        if level is not None and all(_is_time(d) for d in others):
             raise MscnError(f"--level: variable {var!r} has no level dimension (dimensions {v.dimensions})")
         nlat, nlon = len(ds.dimensions[lat_dim]), len(ds.dimensions[lon_dim])
         if nlat * nlon > MAX_POINTS:
@@ -455,23 +470,6 @@ def write(f: SphereField, suffix: str) -> bytes:
     return bytes(ds.close())
 
 
-def read_bytes(data: bytes, suffix: str) -> SphereField:
-    """A field from an output file's bytes (tests, the bench)."""
-    if suffix == ".npy":
-        return SphereField(np.load(io.BytesIO(data)), np.zeros(0), np.zeros(0))
-    import netCDF4
-
-    with netCDF4.Dataset("mem.nc", "r", memory=data) as ds:
-        name = next(n for n, v in ds.variables.items() if v.ndim == 2)
-        v = ds.variables[name]
-        lat_name, lon_name = v.dimensions
-        return SphereField(np.ma.filled(v[:].astype(np.float64), np.nan), np.asarray(ds.variables[lat_name][:], np.float32),
-                     np.asarray(ds.variables[lon_name][:], np.float32), name=name, units=str(getattr(v, "units", "")),
-                     attrs={k: _plain(v.getncattr(k)) for k in v.ncattrs() if k not in _STORAGE_ATTRS and k != "units"},
-                     lat_name=lat_name, lon_name=lon_name, lat_attrs=_attrs(ds.variables[lat_name]),
-                     lon_attrs=_attrs(ds.variables[lon_name]))
-
-
 # ---------------------------------------------------------------- metadata section
 
 # Words that recur in CF metadata: a preset dictionary for deflate, so that the metadata of a typical field
@@ -531,6 +529,6 @@ def time_steps(path: Path) -> int:
                 _coord_dims(ds, v)
             except InputError:
                 continue
-            dims = [d for d in v.dimensions[:-2] if "time" in d.lower() or d.lower() in ("month", "date", "t")]
+            dims = [d for d in v.dimensions[:-2] if _is_time(d)]
             return len(ds.dimensions[dims[0]]) if dims else 1
     raise InputError(f"{path} holds no lat-lon variable")

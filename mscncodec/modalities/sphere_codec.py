@@ -101,10 +101,9 @@ def encode_field(
               "lat_last": float(f.lat[-1]), "lon_first": float(f.lon[0]), "vmin": vmin, "vmax": vmax}
     extra = field_sections(f, kind)
     extra_bytes = sum(len(d) + 8 for _, d in extra)  # payload + table entry: the size is additive
-    idx, w = smod.fit_points(f.lat, nlon, f.mask, FIT_POINTS)
-    coords = torch.from_numpy(smod.embed(f.lat, f.lon)[idx])
-    target = torch.from_numpy(smod.normalise(f.values, vmin, vmax).reshape(-1)[idx].astype(np.float32)).reshape(1, -1, 1)
-    weight = torch.from_numpy(w.astype(np.float32)).reshape(1, -1, 1)
+    xyz, y, w, _ = smod.fit_arrays(f, FIT_POINTS)
+    coords = torch.from_numpy(xyz)
+    target, weight = (torch.from_numpy(a).reshape(1, -1, 1) for a in (y, w))
     budget = target_bytes - extra_bytes
     lam = LAMBDA_AT_3K * (3000.0 / max(budget, 100)) * coords.shape[0]  # group_loss divides by the points
     final, floor = None, bitstream.header_size(MODALITY_CODE) + extra_bytes
@@ -236,6 +235,4 @@ def describe(data: bytes) -> dict:
     if "META" in sections:
         meta = smod.unpack_meta(sections["META"])
         d["variable"] = f"{meta.get('name')} [{meta.get('units')}]"
-    secs = {"header": bitstream.header_size(MODALITY_CODE), "table": 8 * header["n_sections"]}
-    secs.update({k: len(v) for k, v in sections.items()})
-    return {"header": d, "sections": secs, "bytes": len(data)}
+    return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data)}

@@ -2,7 +2,8 @@
 signed distances, fields on the sphere): Meta-SGD through the inner loop (fit.inner_loop, the loop the
 encoder runs) learns theta0, the gate logits and the per-entry learning rates.
 
-A modality's trainer supplies the tasks (`sample(batch) -> (coords, target[, weight])`) and its
+A modality's trainer supplies the tasks (`sample() -> (coords, target)`, points drawn so that the plain
+squared error is the one it means) and its
 validation; the loop, the optimiser, the clamps, checkpoints and logging are the same for all.
 """
 
@@ -14,7 +15,7 @@ from typing import Callable
 import torch
 
 from mscncodec._runtime import progress_bar
-from mscncodec.families.siren.fit import group_loss, inner_loop, mse_per_group, weighted_mse
+from mscncodec.families.siren.fit import group_loss, inner_loop
 from mscncodec.families.siren.train import meta_parameters
 from mscncodec.models import Model
 from mscncodec.training import Run
@@ -58,15 +59,13 @@ def outer_loop(model: Model, opt: torch.optim.Adam, params: list, run: Run, *, s
                steps: int, lam: float, clip: float, first_order: bool, val_every: int, ckpt_every_s: float,
                evaluate: Callable[[], dict], checkpoint: Callable[[int], None], desc: str, progress: bool) -> None:
     """Outer steps from run.step to `steps`; evaluate() is logged every val_every steps, checkpoint(step)
-    runs every ckpt_every_s seconds and at the end. `sample()` gives (coords, target) or (coords, target,
-    weight) for one batch of tasks."""
+    runs every ckpt_every_s seconds and at the end. `sample()` gives (coords, target) for one batch of tasks."""
     step = run.step
     bar = progress_bar(total=steps, initial=step, progress=progress, unit="step", desc=desc)
     while step < steps:
-        coords, target, *rest = sample()
-        loss_fn = weighted_mse(rest[0]) if rest else mse_per_group
-        state = inner_loop(model, coords, target, create_graph=not first_order, loss_fn=loss_fn)
-        loss, d = group_loss(model, state, coords, target, lam, loss_fn=loss_fn)
+        coords, target = sample()
+        state = inner_loop(model, coords, target, create_graph=not first_order)
+        loss, d = group_loss(model, state, coords, target, lam)
         opt.zero_grad(set_to_none=True)
         loss.mean().backward()
         torch.nn.utils.clip_grad_norm_(params, clip)

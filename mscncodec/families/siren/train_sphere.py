@@ -64,13 +64,8 @@ class FieldTask:
     """One field, ready to sample: unit vectors, normalised values, area probabilities, full-grid weights."""
 
     def __init__(self, f: smod.SphereField):
-        vmin, vmax = smod.value_range(f.values)
-        self.xyz = smod.embed(f.lat, f.lon)
-        self.y = smod.normalise(f.values, vmin, vmax).reshape(-1).astype(np.float32)
-        w = (smod.area_weights(f.lat, len(f.lon)) * ~f.mask).reshape(-1)
-        self.weight = (w / w.mean()).astype(np.float32)
+        self.xyz, self.y, self.weight, self.half = smod.fit_arrays(f)  # every point: training grids are small
         self.p = self.weight / self.weight.sum()
-        self.half = 0.5 * (vmax - vmin)
 
 
 class FieldSampler:
