@@ -12,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from mscncodec._runtime import progress_bar
+from mscncodec.errors import MscnError
 from mscncodec.families.siren.fit import group_loss, inner_loop
+from mscncodec.families.siren.network import SirenConfig
 from mscncodec.families.siren.train import meta_parameters
-from mscncodec.models import Model
+from mscncodec.models import Model, fresh_model
 from mscncodec.training import Run
 
 
@@ -53,6 +56,23 @@ def meta_optimizer(model: Model, lr: float, lr_gate: float, lr_meta: float) -> t
     opt = torch.optim.Adam([{"params": theta_p, "lr": lr}, {"params": gate_p, "lr": lr_gate},
                             {"params": lr_p, "lr": lr_meta}])
     return opt, theta_p + gate_p + lr_p
+
+
+def start_model(cfg: MetaConfig, run: Run, name: str, modality: str, *, resume: bool, export_only: bool,
+                sampler) -> tuple[Model, torch.optim.Adam, list]:
+    """A fresh SIREN R^3 -> R model of `cfg` and its optimiser, or the run's checkpoint when resuming or
+    exporting (a resume reseeds `sampler.rng` and torch from the step, so it does not replay old batches)."""
+    scfg = SirenConfig(in_dim=3, out_dim=1, width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode="full")
+    model = fresh_model(scfg, name=name, patch=0, seed=cfg.seed, inner_steps=cfg.inner_steps, lam=cfg.lam,
+                        lr_init=cfg.lr_init, log_alpha_init=cfg.log_alpha_init, modality=modality)
+    opt, params = meta_optimizer(model, cfg.lr, cfg.lr_gate, cfg.lr_meta)
+    if (resume or export_only) and run.resume(model, opt, Model.from_state,
+                                              lambda m: None if m.cfg == scfg else f"{m.cfg.to_dict()}"):
+        sampler.rng = np.random.default_rng(cfg.seed + run.step)
+        torch.manual_seed(cfg.seed + run.step)
+    elif export_only:
+        raise MscnError(f"--export-only needs a checkpoint at {run.ckpt}")
+    return model, opt, params
 
 
 def outer_loop(model: Model, opt: torch.optim.Adam, params: list, run: Run, *, sample: Callable[[], tuple],

@@ -24,11 +24,10 @@ from mscncodec._runtime import progress_bar
 from mscncodec import training
 from mscncodec.errors import MscnError
 from mscncodec.families.siren.fit import inner_loop
-from mscncodec.families.siren.meta import MetaConfig, meta_optimizer, outer_loop
+from mscncodec.families.siren.meta import MetaConfig, outer_loop, start_model
 from mscncodec.training import Run, split
-from mscncodec.models import Model, fresh_model
+from mscncodec.models import Model
 from mscncodec.modalities import mesh as mmod
-from mscncodec.families.siren.network import SirenConfig
 
 
 @dataclass
@@ -128,16 +127,8 @@ def train(data: Path, out: Path, cfg: MeshTrainConfig, *, resume: bool, command:
     val_q, val_s = torch.cat(val_q), torch.cat(val_s)
     torch.manual_seed(cfg.seed)
 
-    scfg = SirenConfig(in_dim=3, out_dim=1, width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode="full")
-    model = fresh_model(scfg, name=out.name, patch=0, seed=cfg.seed, inner_steps=cfg.inner_steps, lam=cfg.lam,
-                        lr_init=cfg.lr_init, log_alpha_init=cfg.log_alpha_init, modality="mesh")
-    opt, params = meta_optimizer(model, cfg.lr, cfg.lr_gate, cfg.lr_meta)
-    if (resume or export_only) and run.resume(model, opt, Model.from_state,
-                                              lambda m: None if m.cfg == scfg else f"{m.cfg.to_dict()}"):
-        sampler.rng = np.random.default_rng(cfg.seed + run.step)  # a resume reseeds the sampler
-        torch.manual_seed(cfg.seed + run.step)
-    elif export_only:
-        raise MscnError(f"--export-only needs a checkpoint at {run.ckpt}")
+    model, opt, params = start_model(cfg, run, out.name, "mesh", resume=resume, export_only=export_only,
+                                     sampler=sampler)
     if export_only:
         return export(model, run, data, out, train_files, val_files, command, cfg)
     run.start(asdict(cfg), f" meshes={len(train_files)} val={len(val_files)}")

@@ -24,9 +24,8 @@ from mscncodec._runtime import progress_bar
 from mscncodec.errors import MscnError
 from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.fit import inner_loop, weighted_mse
-from mscncodec.families.siren.meta import MetaConfig, meta_optimizer, outer_loop
-from mscncodec.families.siren.network import SirenConfig
-from mscncodec.models import Model, fresh_model
+from mscncodec.families.siren.meta import MetaConfig, outer_loop, start_model
+from mscncodec.models import Model
 from mscncodec.modalities import sphere as smod
 from mscncodec.training import Run
 
@@ -113,16 +112,8 @@ def train(data: Path, out: Path, cfg: SphereTrainConfig, *, resume: bool, comman
     sampler = FieldSampler(tasks, cfg.points, cfg.seed)
     torch.manual_seed(cfg.seed)
     run = Run(out)
-    scfg = SirenConfig(in_dim=3, out_dim=1, width=cfg.width, depth=cfg.depth, w0=cfg.w0, mode="full")
-    model = fresh_model(scfg, name=out.name, patch=0, seed=cfg.seed, inner_steps=cfg.inner_steps, lam=cfg.lam,
-                        lr_init=cfg.lr_init, log_alpha_init=cfg.log_alpha_init, modality="sphere")
-    opt, params = meta_optimizer(model, cfg.lr, cfg.lr_gate, cfg.lr_meta)
-    if (resume or export_only) and run.resume(model, opt, Model.from_state,
-                                              lambda m: None if m.cfg == scfg else f"{m.cfg.to_dict()}"):
-        sampler.rng = np.random.default_rng(cfg.seed + run.step)
-        torch.manual_seed(cfg.seed + run.step)
-    elif export_only:
-        raise MscnError(f"--export-only needs a checkpoint at {run.ckpt}")
+    model, opt, params = start_model(cfg, run, out.name, "sphere", resume=resume, export_only=export_only,
+                                     sampler=sampler)
     n_fields = (len(tasks), len(val_tasks))
     if not export_only:
         run.start(asdict(cfg), f" fields={n_fields[0]} val={n_fields[1]}")
@@ -144,7 +135,7 @@ def train(data: Path, out: Path, cfg: SphereTrainConfig, *, resume: bool, comman
     m = frozen.meta
     training.write_card(
         frozen, out.with_suffix(".md"), run.history, run.log_path,
-        architecture=f"SIREN on unit vectors of the sphere -> value {json.dumps(scfg.to_dict())}, gated={frozen.gated}, "
+        architecture=f"SIREN on unit vectors of the sphere -> value {json.dumps(frozen.cfg.to_dict())}, gated={frozen.gated}, "
                      f"inner steps {frozen.inner_steps}, L0 weight {frozen.lam}; values normalised by each field's "
                      "range; area-weighted loss; codes global fields (`mscn encode t2m.nc --var T`)",
         data=f"(training: {', '.join(str(f.relative_to(data)) for f in train_files)}, {m['fields']} fields; held out "
