@@ -30,7 +30,8 @@ from mscncodec.coding.sparsity import closed_threshold
 
 SPARSITY = ("gates", "magnitude", "dense")
 GRID_VARIANTS = ("gates", "dense", "scratch")  # scratch: generic init, no analysis (ablation of the meta-learned start)
-GRID2_VARIANTS = ("none", "dense", "scratch")  # grid2: shared decoder / + a dense per-file update / generic start
+GRID2_VARIANTS = ("none", "dense", "gated", "scratch")  # grid2: shared decoder / + a dense per-file update /
+# + an L0-gated sparse one (MSCN's, with no meta-learned gate prior yet) / generic start
 
 
 def models_dir() -> Path:

@@ -24,8 +24,8 @@ SECONDS_PER_MP: dict[str, float] = {
 #: threads there took 128 s/MP at `fast`, times.json). grid2: 26 s/MP at `fast` in the 2-image Kodak run
 #: (benchmarks/bench-time/kodak-2/); grid, siren: the README's Kodak medians.
 MSCN_SECONDS_PER_MP: dict[str, float] = {"grid2": 78.0, "grid": 150.0, "siren": 120.0}
-#: Cost of an effort relative to `default` (grid2 refinement steps 8 / 50 / 2000 plus the fixed work).
-EFFORT_FACTOR: dict[str, float] = {"fast": 0.33, "default": 1.0, "max": 25.0}
+#: Cost of an effort relative to `default` (grid2 refinement steps 8 / 50 / 400 plus the fixed work).
+EFFORT_FACTOR: dict[str, float] = {"fast": 0.33, "default": 1.0, "max": 6.0}
 UNKNOWN_SECONDS_PER_MP = 5.0  # a codec nobody timed: a classical one's order of magnitude
 
 

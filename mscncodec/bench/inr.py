@@ -64,13 +64,29 @@ def resolve_core_model(name: str) -> tuple[str, str, str]:
         arch = default_arch() if name == AUTO else name
         routes = routing(arch)
         h = hashlib.sha256(repr(routes).encode())
+        if encoder_revision(arch) > 1:
+            h.update(f"encoder r{encoder_revision(arch)}".encode())
         for m in list_models():
             if m.name not in PROVISIONAL and getattr(m, "arch", "siren") == arch:
                 h.update(m.model_id)
         desc = f"default {arch} model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
         return (name, desc if routes else f"default {arch} model", h.hexdigest()[:16])
     m = load_model(name)
-    return (m.name, m.description, m.model_id.hex())
+    rev = encoder_revision(getattr(m, "arch", "siren"))
+    return (m.name, m.description, m.model_id.hex() + (f"-r{rev}" if rev > 1 else ""))
+
+
+def encoder_revision(arch: str) -> int:
+    """A family's ENCODER_REVISION: raised when its encoder's results change while streams stay readable
+    (same format, other bytes), so the bench's cache keys change and the old encoder's points are not
+    reported as the new one's."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"mscncodec.families.{arch}.encoder")
+    except ImportError:
+        return 1
+    return int(getattr(mod, "ENCODER_REVISION", 1))
 
 
 def _safe(name: str) -> str:

@@ -285,5 +285,14 @@ def describe(data: bytes) -> dict:
         li, si = struct.unpack("<BB", sections["GRD2"])
         d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
         d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
-        d["update"] = "dense update of the decoder" if "QPRM" in sections else "none (shared decoder)"
+        d["update"] = "none (shared decoder)"
+        if "QPRM" in sections:
+            from mscncodec.coding.update import unpack_update
+
+            try:
+                sent = sum(int(np.count_nonzero(v)) for v in unpack_update(m, sections, 1)[0].values())
+                total = sum(v.numel() for v in m.theta.values())
+                d["update"] = f"{m.sparsity} update of the decoder: {sent} of {total} entries sent"
+            except MscnError:
+                d["update"] = f"{m.sparsity} update of the decoder (unreadable)"
     return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}
