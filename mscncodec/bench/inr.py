@@ -64,8 +64,9 @@ def resolve_core_model(name: str) -> tuple[str, str, str]:
         arch = default_arch() if name == AUTO else name
         routes = routing(arch)
         h = hashlib.sha256(repr(routes).encode())
-        if encoder_revision(arch) > 1:
-            h.update(f"encoder r{encoder_revision(arch)}".encode())
+        rev = encoder_revision(arch)
+        if rev > 1:
+            h.update(f"encoder r{rev}".encode())
         for m in list_models():
             if m.name not in PROVISIONAL and getattr(m, "arch", "siren") == arch:
                 h.update(m.model_id)

@@ -266,16 +266,21 @@ def _rd_cost(model: Grid2Model, params, x: torch.Tensor, y: list[torch.Tensor], 
     return bits / n_pix + mse / lam
 
 
-def _lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: int) -> int:
-    """Lambda index whose amortised latents' estimated rate is nearest the target: secant steps on
-    log(rate) against the index (close to linear), from `guess`; each try is one analysis + ARM pass."""
+def _lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: int
+                ) -> tuple[int, list[torch.Tensor], float]:
+    """(lambda index, its amortised latents in symbol units, their estimated bits) for the index whose
+    estimated rate is nearest the target: secant steps on log(rate) against the index (close to linear),
+    from `guess`; each try is one analysis + ARM pass, and the chosen try's latents are returned so the
+    encoder need not run the analysis again (only the two current candidates are kept: bounded memory)."""
     lo, hi = LAMBDA_SEARCH  # index up = larger lambda = lower rate
+    tries: dict[int, tuple[list[torch.Tensor], float]] = {}
 
     def log_bits(i: int) -> float:
         lam = torch.tensor([lambda_value(i)])
         with torch.no_grad():
             y = symbols_of(_analysis(model, x, lam), torch.tensor([tied_step(i)]))
-            return math.log(max(_est_bits(model, model.theta, y, lam), 1.0))
+            tries[i] = (y, _est_bits(model, model.theta, y, lam))
+        return math.log(max(tries[i][1], 1.0))
 
     goal = math.log(max(target_bits, 1.0))
     i0 = int(np.clip(guess, lo, hi))
@@ -289,9 +294,11 @@ def _lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: i
         nxt = int(np.clip(round(i1 - f1 / slope), lo, hi)) if slope < 0 else int(np.clip(i1 + (16 if f1 > 0 else -16), lo, hi))
         if nxt == i1:
             break
+        tries.pop(i0, None)
         i0, f0, i1 = i1, f1, nxt
         f1 = log_bits(i1) - goal
-    return i1 if abs(f1) <= abs(f0) else i0
+    best = i1 if abs(f1) <= abs(f0) else i0
+    return (best, *tries[best])
 
 
 def growth_file(model: Grid2Model) -> Path:
@@ -489,21 +496,24 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         latent_bits = 8 * max(target_bytes - overhead, 1)  # what the latents may spend (aim, not a bound)
 
     # 1. lambda, fixed from here on
+    y0 = None
     if target_bytes is None:
         q = 50 if quality is None else quality
         lam_idx = lambda_index(2.0 ** (-3.0 - 10.0 * q / 100))
     elif model.analysis:
-        lam_idx = _lambda_for(model, x, AIM * latent_bits / rate_growth(model, n_steps), scratch_lambda(bpp))
+        lam_idx, y0, est0 = _lambda_for(model, x, AIM * latent_bits / rate_growth(model, n_steps),
+                                        scratch_lambda(bpp))
     else:
         lam_idx = scratch_lambda(bpp)
     lam, step = lambda_value(lam_idx), tied_step(lam_idx)
     if os.environ.get("MSCN_DEBUG"):
         print(f"[grid2] lambda index {lam_idx} (2^{math.log2(lam):.2f}), step {step:.4g}", file=sys.stderr)
-    with torch.no_grad():
-        if model.analysis:
-            y0 = symbols_of(_analysis(model, x, torch.tensor([lam])), torch.tensor([step]))
-        else:
-            y0 = [torch.zeros(1, 1, a, b) for a, b in grid_shapes(cfg, h, w)]
+    if y0 is None:
+        with torch.no_grad():
+            if model.analysis:
+                y0 = symbols_of(_analysis(model, x, torch.tensor([lam])), torch.tensor([step]))
+            else:
+                y0 = [torch.zeros(1, 1, a, b) for a, b in grid_shapes(cfg, h, w)]
 
     # 2. refinement at fixed lambda. The generic start has no amortised rate to aim lambda with: a short
     #    search first (a few steps at the rough guess, then one correction from the rounded rate, bpp ~
@@ -530,16 +540,14 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
         #     with this image's own rate growth and refine once more from the new amortised start.
         size, lat_bytes = _tied_size(model, header, y, lam)
         if not (1 - REAIM_UNDER) * target_bytes <= size <= (1 + REAIM_OVER) * target_bytes:
-            growth = 8 * lat_bytes / max(_est_bits(model, model.theta, y0, torch.tensor([lam])), 1.0)
+            growth = 8 * lat_bytes / max(est0, 1.0)
             goal = AIM * 8 * max(target_bytes - (size - lat_bytes), 1) / max(growth, 1e-3)
-            new_idx = _lambda_for(model, x, goal, lam_idx + (1 if size > target_bytes else -1))
+            new_idx, y_new, _ = _lambda_for(model, x, goal, lam_idx + (1 if size > target_bytes else -1))
             if os.environ.get("MSCN_DEBUG"):
                 print(f"[grid2] tied-step size {size} B of {target_bytes}: growth {growth:.3f}, lambda index "
                       f"{lam_idx} -> {new_idx}", file=sys.stderr)
             if new_idx != lam_idx:
-                lam_idx, lam, step = new_idx, lambda_value(new_idx), tied_step(new_idx)
-                with torch.no_grad():
-                    y0 = symbols_of(_analysis(model, x, torch.tensor([lam])), torch.tensor([step]))
+                lam_idx, lam, step, y0 = new_idx, lambda_value(new_idx), tied_step(new_idx), y_new
                 y, delta = _refine_kept(model, x, y0, lam, step, n_steps, n_pix, tiled, progress, None)
     if delta is None:
         x = y0 = None  # a big image's frames: the size fit below needs neither
@@ -681,7 +689,7 @@ def fit_size(pack, magnitudes, base_idx: int, target: int) -> tuple[bytes | None
         else:
             return _fitted(cache[good], good, base_idx)
     else:
-        best = _deadzone_fill(pack, magnitudes, base_idx, len(at(base_idx)), target, None)
+        best = _deadzone_fill(pack, magnitudes, base_idx, len(at(base_idx)), target, patient=True)
         if best is not None:
             return _fitted(best, base_idx, base_idx)
         bad, gap, good = base_idx, 1, None  # coarser until it fits
@@ -700,7 +708,7 @@ def fit_size(pack, magnitudes, base_idx: int, target: int) -> tuple[bytes | None
                 bad = mid
     best, best_idx = (cache[good], good) if good is not None else (None, 255)
     if best is None or len(best) < 0.995 * target:  # fill the gap at the finer step with a dead zone
-        filled = _deadzone_fill(pack, magnitudes, bad, len(at(bad)), target, best)
+        filled = _deadzone_fill(pack, magnitudes, bad, len(at(bad)), target, patient=best is None)
         if filled is not None and (best is None or len(filled) > len(best)):
             best, best_idx = filled, bad
         if best is None:
@@ -714,10 +722,10 @@ def _fitted(data: bytes, idx: int, base_idx: int) -> tuple[bytes, int]:
     return data, idx
 
 
-def _deadzone_fill(pack, magnitudes, idx: int, size0: int, target: int, best: bytes | None) -> bytes | None:
+def _deadzone_fill(pack, magnitudes, idx: int, size0: int, target: int, patient: bool) -> bytes | None:
     """The largest stream at step index idx (size0 bytes with the plain dead zone) at or under `target`
     that zeroes the smallest +-1 latents, by regula falsi on how many (size is close to linear in it;
-    FIT_ITERS packs, a few more while nothing else fits: `best` None); None if zeroing all of them is
+    FIT_ITERS packs, a few more when `patient`: nothing else fits yet); None if zeroing all of them is
     still too big."""
     mags = magnitudes(idx)
     if not mags.size:
@@ -726,7 +734,7 @@ def _deadzone_fill(pack, magnitudes, idx: int, size0: int, target: int, best: by
     if len(found) > target:
         return None
     lo_c, lo_s, hi_c, hi_s = 0, size0, mags.size, len(found)
-    for _ in range(FIT_ITERS + 3 * (best is None)):
+    for _ in range(FIT_ITERS + 3 * patient):
         if hi_c - lo_c <= 1:
             break
         c = lo_c + (lo_s - target) * (hi_c - lo_c) / max(lo_s - hi_s, 1)
