@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= build
 BPP    ?= 0.5
 
-.PHONY: install demo test test-all bench bench-grid2 train-grid2 gpu-train-grid2 train-mesh bench-meshes train-sphere bench-fields clean
+.PHONY: install demo test test-all bench bench-grid2 bench-grid2-max train-grid2 gpu-train-grid2 train-mesh bench-meshes train-sphere bench-fields clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ bench: install
 OLD_INR = mscn:siren@fast,mscn:grid@fast,mscn:grid
 bench-grid2: install
 	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,$(OLD_INR),mscn:grid2@fast,mscn:grid2 --report-only $(OLD_INR) --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.1,0.25,0.5,0.75,1.0 --jobs 2
+
+# grid2 at `max` effort (its route: the per-file dense decoder update, 400 steps) on a Kodak subset beside fast,
+# default and the classical codecs; raise MAX_IMAGES for more of Kodak (each max encode: minutes)
+MAX_IMAGES ?= 4
+bench-grid2-max: install
+	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak-max --codecs jpeg2000,heic,webp,mscn:grid2@fast,mscn:grid2,mscn:grid2@max --limit $(MAX_IMAGES) --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2 --no-anchors
 
 # Resume the flagship grid2 meta-training from its committed checkpoint (models/grid2-l7.run/); raise STEPS
 # to train longer. One thread: the other core stays free.

@@ -438,27 +438,32 @@ def default_arch() -> str:
     return arch
 
 
-def routing(arch: str | None = None) -> list[tuple[float, str]]:
+def routing(arch: str | None = None, effort: str | None = None) -> list[tuple[float, str]]:
     """(upper bpp, model) pairs for one architecture from models/routing.json, sorted; [] if absent.
 
     ``routes`` holds the SIREN family's (written by benchmarks/calibrate.py from held-out
     *training* photos, never Kodak: per target rate, the model with the best measured
-    PSNR); ``arch_routes`` the other families'. arch None: the default architecture.
+    PSNR); ``arch_routes`` the other families'. arch None: the default architecture. A row may name
+    an ``effort``: where rows name this effort they are its routes (a long encode can afford what a short
+    one cannot, e.g. a per-file decoder update), otherwise the rows that name none.
     """
     data = _routing_file()
     arch = arch or default_arch()
     try:
         rows = data.get("routes", []) if arch == "siren" else data.get("arch_routes", {}).get(arch, [])
+        own = [r for r in rows if effort is not None and r.get("effort") == effort]
+        rows = own or [r for r in rows if "effort" not in r]
         return sorted((float(r["max_bpp"]), str(r["model"])) for r in rows)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise MscnError(f"{models_dir() / 'routing.json'} is malformed ({type(e).__name__})") from None
 
 
-def default_model(bpp: float | None = None, arch: str | None = None) -> Model | GridModel:
-    """MSCN_DEFAULT_MODEL, else the routed model of the (default) architecture for this rate,
+def default_model(bpp: float | None = None, arch: str | None = None, effort: str | None = None
+                  ) -> Model | GridModel:
+    """MSCN_DEFAULT_MODEL, else the routed model of the (default) architecture for this rate and effort,
     else the first trained model of that architecture, else the first trained one."""
     name = os.environ.get("MSCN_DEFAULT_MODEL") if arch is None else None
-    routes = routing(arch) if not name else []
+    routes = routing(arch, effort) if not name else []
     if not name and routes:
         name = routes[-1][1]
         if bpp is not None:

@@ -302,6 +302,34 @@ def test_lambda_is_aimed_again_when_the_refined_stream_overshoots(monkeypatch, c
     assert rep["psnr"] > honest[1]["psnr"] - 0.5
 
 
+def test_lambda_is_aimed_again_with_the_decoder_update_counted(monkeypatch, capsys):
+    """The variants that send a decoder update get the second aim too (the update changes the rate far
+    more than latents alone do), with the update's own bytes and ARM in the tied-step size."""
+    name = _shipped(monkeypatch) + "+dense"
+    from PIL import Image
+
+    img = np.asarray(Image.open(REPO / "examples" / "example.png").convert("RGB"))
+    monkeypatch.setenv("MSCN_DEBUG", "1")
+    monkeypatch.setattr(grid2codec, "rate_growth", lambda model, n: 0.5)
+    data, rep = encode_image(img, bpp=0.5, model=name, return_report=True, effort="fast", steps=6)
+    err = capsys.readouterr().err
+    assert "tied-step size" in err and "->" in err
+    assert 0.85 * int(0.5 * 256 * 256 / 8) <= len(data) <= int(0.5 * 256 * 256 / 8)
+    assert decode(data).shape == img.shape
+
+
+def test_an_update_that_does_not_pay_sends_no_section(g2):
+    """Where no quantised update beats the shared decoder, the stream carries no update section at all
+    (an all-zero update would still cost its mask and step bytes)."""
+    m = models.load_model(g2 + "+dense")
+    x = torch.rand(1, 3, 64, 64)
+    y = [torch.zeros(1, 1, a, b) for a, b in grid2codec.grid_shapes(m.cfg, 64, 64)]
+    zero = {k: torch.zeros_like(v) for k, v in m.theta.items()}
+    candidates, chosen, _ = grid2codec._choose_update(m, x, y, zero, 2.0**-8, 1.0, 64 * 64)
+    assert chosen is None and candidates[None] == ([], m.theta)
+    assert all(secs for rel, (secs, _) in candidates.items() if rel is not None)
+
+
 def test_the_dead_zone_spares_grids_that_are_mostly_nonzero():
     s = 2.0
     mostly_zero = np.zeros((8, 8)); mostly_zero[0, :3] = 2.5  # |v / s| = 1.25: a +-1 latent
@@ -446,3 +474,27 @@ def test_keep_best_never_ends_worse_than_the_amortised_start(g2, monkeypatch):
     monkeypatch.setattr(grid2codec, "LATENT_LR", 50.0)
     wrecked = encode_image(img, bpp=6.0, model=g2, effort="fast", steps=6)
     assert wrecked == base
+
+
+def test_a_refinement_with_an_update_never_ends_worse_than_the_amortised_start(g2, monkeypatch):
+    """A refinement that blows up (here: learning rates ~10^3 times too high on the update and the latents)
+    leaves the amortised start and the shared decoder in the file, as the refinement of latents alone does."""
+    img = synthetic_image(H, W, seed=5)
+    start = encode_image(img, bpp=4.0, model=g2, effort="fast", steps=0)
+    monkeypatch.setattr(grid2codec, "DELTA_LR", 30.0)
+    monkeypatch.setattr(grid2codec, "LATENT_LR", 30.0)
+    data = encode_image(img, bpp=4.0, model=g2 + "+dense", effort="fast", steps=6)
+    assert "QPRM" not in bitstream.unpack(data)[1]
+    assert bitstream.unpack(data)[1]["LATS"] == bitstream.unpack(start)[1]["LATS"]
+
+
+def test_the_third_aim_interpolates_the_two_real_sizes():
+    """Log size is close to linear in the lambda index: the third aim lands between the two tried indices,
+    nearer the one whose size is nearer the goal, and inside the search range."""
+    tried = {118: (18100,), 106: (27044,)}
+    i = grid2codec._secant_index(tried, 0.98 * 24576)
+    assert 106 < i < 118 and abs(i - 106) < abs(i - 118)
+    s = 27044 * (18100 / 27044) ** ((i - 106) / 12)  # the size the line predicts at i
+    assert abs(s / (0.98 * 24576) - 1) < 0.04
+    lo, hi = grid2codec.LAMBDA_SEARCH
+    assert lo <= grid2codec._secant_index({hi - 1: (1000,), hi: (900,)}, 10) <= hi

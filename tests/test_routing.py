@@ -109,3 +109,30 @@ def test_arch_option_picks_the_family_and_rejects_a_mismatch(mixed_models):
 def test_no_model_of_the_requested_arch_is_a_clean_error(two_models):
     with pytest.raises(MscnError, match="no trained grid model"):
         default_model(0.3, arch="grid")
+
+
+def test_routes_may_name_an_effort(mixed_models):
+    """A row naming an effort routes that effort only (max: a per-file decoder update the short efforts
+    cannot afford); efforts no row names take the rows that name none."""
+    from mscncodec.models import routing
+
+    (mixed_models / "routing.json").write_text(json.dumps({"routes": [
+        {"max_bpp": 1e9, "model": "lo"}, {"max_bpp": 1e9, "model": "hi", "effort": "max"}]}))
+    assert routing("siren") == routing("siren", "fast") == routing("siren", "default") == [(1e9, "lo")]
+    assert routing("siren", "max") == [(1e9, "hi")]
+    assert default_model(0.3).name == default_model(0.3, effort="default").name == "lo"
+    assert default_model(0.3, effort="max").name == "hi"
+
+
+def test_bench_keys_follow_the_effort_routes(mixed_models):
+    """The bench's cache key of the default model at an effort hashes that effort's routes: adding a route
+    for max leaves the other efforts' keys (and cached points) alone and gives max a new one."""
+    from mscncodec.bench.inr import resolve_core_model
+
+    route = {"routes": [{"max_bpp": 1e9, "model": "lo"}]}
+    (mixed_models / "routing.json").write_text(json.dumps(route))
+    before = {e: resolve_core_model(f"siren@{e}")[2] for e in ("fast", "max")}
+    route["routes"].append({"max_bpp": 1e9, "model": "hi", "effort": "max"})
+    (mixed_models / "routing.json").write_text(json.dumps(route))
+    after = {e: resolve_core_model(f"siren@{e}")[2] for e in ("fast", "max")}
+    assert after["fast"] == before["fast"] and after["max"] != before["max"]

@@ -46,25 +46,27 @@ AUTO = "auto"
 ARCH_DEFAULTS = ("siren", "grid", "grid2")  # mscn:siren / mscn:grid: the default model of one family
 
 
-def resolve_core_model(name: str) -> tuple[str, str, str]:
+def resolve_core_model(name: str, route_effort: str | None = None) -> tuple[str, str, str]:
     """(name, description, weights id) of one model, ablation variants (NAME+dense) included.
 
     ``auto`` is what a user gets without --model: the shipped model routed by target
-    rate (models/routing.json); its id hashes every shipped model and the routing.
+    rate (models/routing.json) and, where the routing names efforts, by effort; its id hashes every
+    shipped model and the routes.
     """
     import hashlib
+    from types import SimpleNamespace
 
     from mscncodec.models import PROVISIONAL, default_arch, list_models, load_model, routing
 
     name, _, effort = name.partition("@")  # NAME@fast: an effort level other than the default
     if effort:
-        n, d, i = resolve_core_model(name)
+        n, d, i = resolve_core_model(name, effort)
         return (f"{n}@{effort}", f"{d} (effort {effort})", f"{i}-{effort}")
     if name == AUTO or name in ARCH_DEFAULTS:
         arch = default_arch() if name == AUTO else name
-        routes = routing(arch)
+        routes = routing(arch, route_effort)
         h = hashlib.sha256(repr(routes).encode())
-        rev = encoder_revision(arch)
+        rev = max((encoder_revision(load_model(n)) for _, n in routes), default=encoder_revision(SimpleNamespace(arch=arch)))
         if rev > 1:
             h.update(f"encoder r{rev}".encode())
         for m in list_models():
@@ -73,20 +75,23 @@ def resolve_core_model(name: str) -> tuple[str, str, str]:
         desc = f"default {arch} model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
         return (name, desc if routes else f"default {arch} model", h.hexdigest()[:16])
     m = load_model(name)
-    rev = encoder_revision(getattr(m, "arch", "siren"))
+    rev = encoder_revision(m)
     return (m.name, m.description, m.model_id.hex() + (f"-r{rev}" if rev > 1 else ""))
 
 
-def encoder_revision(arch: str) -> int:
-    """A family's ENCODER_REVISION: raised when its encoder's results change while streams stay readable
-    (same format, other bytes), so the bench's cache keys change and the old encoder's points are not
-    reported as the new one's."""
+def encoder_revision(model) -> int:
+    """A model's encoder revision: its family's ENCODER_REVISION, or UPDATE_REVISION for the variants that
+    send a decoder update where the family has one; raised when the encoder's results change while streams
+    stay readable (same format, other bytes), so the bench's cache keys change and the old encoder's points
+    are not reported as the new one's."""
     import importlib
 
     try:
-        mod = importlib.import_module(f"mscncodec.families.{arch}.encoder")
+        mod = importlib.import_module(f"mscncodec.families.{getattr(model, 'arch', 'siren')}.encoder")
     except ImportError:
         return 1
+    if getattr(model, "sends_update", False) and hasattr(mod, "UPDATE_REVISION"):
+        return int(mod.UPDATE_REVISION)
     return int(getattr(mod, "ENCODER_REVISION", 1))
 
 
