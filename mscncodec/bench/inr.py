@@ -66,7 +66,8 @@ def resolve_core_model(name: str, route_effort: str | None = None) -> tuple[str,
         arch = default_arch() if name == AUTO else name
         routes = routing(arch, route_effort)
         h = hashlib.sha256(repr(routes).encode())
-        rev = max((encoder_revision(load_model(n)) for _, n in routes), default=encoder_revision(SimpleNamespace(arch=arch)))
+        rev = max((encoder_revision(load_model(n)) for _, n in routes),
+                  default=encoder_revision(SimpleNamespace(arch=arch)))
         if rev > 1:
             h.update(f"encoder r{rev}".encode())
         for m in list_models():
