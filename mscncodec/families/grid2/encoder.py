@@ -453,24 +453,6 @@ AIMS_UPDATE = 3  # refinements at most (first aim + re-aims) for the variants th
 AIM = 0.98  # lambda aims a little under the target: a finer step fills a gap at less cost than any cut
 
 
-def _refine_kept(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float,
-                 n_steps: int, n_pix: int, tiled: bool, progress: bool, delta0: dict[str, torch.Tensor] | None
-                 ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
-    """The refinement (tile by tile on big images), keeping the amortised start where the refined latents
-    round to a worse rate + distortion / lambda: a short refinement of a good start can end worse than it
-    began (soft rounding moves the latents off the integer grid the rounded file lives on)."""
-    if tiled:
-        y, delta = refine_tiled(model, x, y0, lam, step, n_steps, progress=progress), None
-    else:
-        y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress,
-                             update=model.sends_update, delta0=delta0)
-    if model.analysis and delta is None and n_steps:
-        j_new, j_old = (_rd_cost(model, model.theta, x, v, lam, step, n_pix) for v in (y, y0))
-        if j_old < j_new:
-            y = [v.detach() for v in y0]
-    return y, delta
-
-
 def _choose_update(model: Grid2Model, x: torch.Tensor, y: list[torch.Tensor], delta: dict[str, torch.Tensor] | None,
                    lam: float, step: float, n_pix: int) -> tuple[dict, float | None, float]:
     """The decoder update's quantisation: {relative step or None: (sections, effective parameters)}, the
@@ -479,24 +461,21 @@ def _choose_update(model: Grid2Model, x: torch.Tensor, y: list[torch.Tensor], de
     candidates: dict = {None: ([], model.theta)}
     if delta is None:
         return candidates, None, math.inf
-    best_j, chosen = math.inf, None
-    rels = UPDATE_REL_STEPS if model.sparsity != "scratch" else UPDATE_REL_STEPS[:3]
+    for rel in UPDATE_REL_STEPS if model.sparsity != "scratch" else UPDATE_REL_STEPS[:3]:
+        secs, deq = _update_sections(model, delta, rel)
+        candidates[rel] = (secs, _effective(model, deq))
     hard = [torch.round(v) for v in y]
     lam_t = torch.tensor([lam])
-    for rel in (*rels, None):
-        if rel is None and model.sparsity == "scratch":
-            continue
-        secs, p = candidates[None] if rel is None else _update_sections(model, delta, rel)  # None: no section
-        if rel is not None:
-            p = _effective(model, p)
-            candidates[rel] = (secs, p)
+    best_j, chosen = math.inf, None
+    for rel in [r for r in candidates if r is not None] + ([] if model.sparsity == "scratch" else [None]):
+        secs, p = candidates[rel]
+        n_bytes = sum(len(b) for _, b in secs)
         with torch.no_grad():
-            bits = _est_bits(model, p, y, lam_t) + 8 * sum(len(b) for _, b in secs)
+            bits = _est_bits(model, p, y, lam_t) + 8 * n_bytes
             mse = float((grid2.synthesis(model.cfg, p, [v * step for v in hard]) - x).pow(2).mean())
         j = bits / n_pix + mse / lam
         if os.environ.get("MSCN_DEBUG"):
-            print(f"[grid2] update at relative step {rel}: {sum(len(b) for _, b in secs)} B, estimated J {j:.4f}",
-                  file=sys.stderr)
+            print(f"[grid2] update at relative step {rel}: {n_bytes} B, estimated J {j:.4f}", file=sys.stderr)
         if j < best_j:
             best_j, chosen = j, rel
     return candidates, chosen, best_j
@@ -505,15 +484,24 @@ def _choose_update(model: Grid2Model, x: torch.Tensor, y: list[torch.Tensor], de
 def _refine_chosen(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float,
                    n_steps: int, n_pix: int, tiled: bool, progress: bool, delta0: dict[str, torch.Tensor] | None
                    ) -> tuple[list[torch.Tensor], dict, float | None]:
-    """The refinement, the decoder update's quantisation (`_choose_update`), and the amortised start with
-    the shared decoder where that is cheaper still: latents and decoder moving together can end worse than
-    the start (as `_refine_kept` guards for latents alone)."""
-    y, delta = _refine_kept(model, x, y0, lam, step, n_steps, n_pix, tiled, progress, delta0)
+    """The refinement (tile by tile on big images), the decoder update's quantisation (`_choose_update`),
+    and the amortised start with the shared decoder where that rounds to a lower rate + distortion / lambda
+    than the refined file: a short refinement of a good start can end worse than it began (soft rounding
+    moves the latents off the integer grid the rounded file lives on), and latents and decoder moving
+    together can too."""
+    if tiled:
+        y, delta = refine_tiled(model, x, y0, lam, step, n_steps, progress=progress), None
+    else:
+        y, delta, _ = refine(model, x, y0, lam, step, n_steps, n_pix, progress=progress,
+                             update=model.sends_update, delta0=delta0)
     candidates, chosen, j = _choose_update(model, x, y, delta, lam, step, n_pix)
-    if delta is not None and model.analysis and _rd_cost(model, model.theta, x, y0, lam, step, n_pix) < j:
-        if os.environ.get("MSCN_DEBUG"):
-            print("[grid2] the amortised start is cheaper than the refined file: kept", file=sys.stderr)
-        return [v.detach() for v in y0], {None: ([], model.theta)}, None
+    if model.analysis and (delta is not None or n_steps):
+        if delta is None:
+            j = _rd_cost(model, model.theta, x, y, lam, step, n_pix)
+        if _rd_cost(model, model.theta, x, y0, lam, step, n_pix) < j:
+            if os.environ.get("MSCN_DEBUG"):
+                print("[grid2] the amortised start is cheaper than the refined file: kept", file=sys.stderr)
+            return [v.detach() for v in y0], {None: ([], model.theta)}, None
     return y, candidates, chosen
 
 
