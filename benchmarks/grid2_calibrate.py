@@ -4,7 +4,9 @@ The encoder picks lambda *before* refining, from the amortised latents' estimate
 that fixed lambda spends more bits than the amortised start (it buys distortion with them), so the
 encoder aims the amortised rate at target / growth(steps). This script measures growth(steps) on the
 held-out split of natural-train (never Kodak): the ratio of the rounded latents' estimated rate after
-an n-step refinement to the amortised one, median over photos and lambdas.
+an n-step refinement to the amortised one, median over photos and lambdas. For a variant that sends a decoder update
+(`--model grid2-l7+dense`) the refined rate is the latents' under the chosen update plus the update's
+bytes, written to that variant's own file (models/grid2-l7+dense.growth.json).
 
     .venv/bin/python benchmarks/grid2_calibrate.py --model grid2-l7 --out models/grid2-l7.growth.json
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -30,40 +33,59 @@ from mscncodec.families.grid2.train import symbols_of  # noqa: E402
 from mscncodec.coding.latents import tied_step  # noqa: E402
 
 
+def calibrate_photo(job: tuple[str, str, np.ndarray, list[int], list[float]]) -> list[dict]:
+    """Rows (one per lambda and step count) of one photo; one process, one thread."""
+    model, name, rgb, steps, log2_lams = job
+    _runtime.tune_allocator()
+    torch.set_num_threads(1)
+    m = models.load_model(model)
+    n_pix = rgb.shape[0] * rgb.shape[1]
+    x = grid2codec.pad_image(rgb, m.cfg.align)
+    rows = []
+    for l2 in log2_lams:
+        li = lambda_index(2.0**l2)
+        lam, step = lambda_value(li), tied_step(li)
+        with torch.no_grad():
+            y0 = symbols_of(grid2.analysis(m.cfg, m.analysis, x, torch.tensor([lam])), torch.tensor([step]))
+        r0 = grid2codec._est_bits(m, m.theta, y0, torch.tensor([lam]))
+        for n in steps:
+            torch.manual_seed(0)
+            y, delta, log = grid2codec.refine(m, x, y0, lam, step, n, n_pix, update=m.sends_update)
+            # with a decoder update: the latents' rate under the update the encoder would choose, plus
+            # the update's own bytes (what the first aim has to leave room for)
+            cands, chosen, _ = grid2codec._choose_update(m, x, y, delta, lam, step, n_pix)
+            secs, params = cands[chosen]
+            r = grid2codec._est_bits(m, params, y, torch.tensor([lam])) + 8 * sum(len(b) for _, b in secs)
+            rows.append({"photo": name, "log2_lam": l2, "steps": n, "amortised_bpp": round(r0 / n_pix, 4),
+                         "refined_bpp": round(r / n_pix, 4), "ratio": round(r / r0, 4),
+                         "psnr": round(log[-1]["psnr"], 3), "update": chosen})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="grid2-l7")
     ap.add_argument("--steps", default="10,30,100,300")
     ap.add_argument("--log2-lam", default="-5,-8,-11")
     ap.add_argument("--photos", type=int, default=3)
+    ap.add_argument("--names", default="", help="comma-separated photo name prefixes instead of the first N")
+    ap.add_argument("--crop", default="320x480", help="top-left crop HxW (512x768: Kodak's size)")
+    ap.add_argument("--jobs", type=int, default=1, help="photos calibrated in parallel (one thread each)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    _runtime.tune_allocator()
-    torch.set_num_threads(1)
-    m = models.load_model(a.model)
     steps = [int(s) for s in a.steps.split(",")]
-    ratios: dict[int, list[float]] = {n: [] for n in steps}
-    rows = []
+    lams = [float(v) for v in a.log2_lam.split(",")]
+    pics = photos(a.photos, [v for v in a.names.split(",") if v] or None, tuple(int(v) for v in a.crop.split("x")))
+    jobs = [(a.model, name, rgb, steps, lams) for name, rgb in pics]
     t0 = time.time()
-    for name, rgb in photos(a.photos):
-        n_pix = rgb.shape[0] * rgb.shape[1]
-        x = grid2codec.pad_image(rgb, m.cfg.align)
-        for l2 in (float(v) for v in a.log2_lam.split(",")):
-            li = lambda_index(2.0**l2)
-            lam, step = lambda_value(li), tied_step(li)
-            with torch.no_grad():
-                y0 = symbols_of(grid2.analysis(m.cfg, m.analysis, x, torch.tensor([lam])), torch.tensor([step]))
-            r0 = grid2codec._est_bits(m, m.theta, y0, torch.tensor([lam]))
-            for n in steps:
-                torch.manual_seed(0)
-                y, _, log = grid2codec.refine(m, x, y0, lam, step, n, n_pix)
-                r = grid2codec._est_bits(m, m.theta, y, torch.tensor([lam]))
-                ratios[n].append(r / r0)
-                rows.append({"photo": name, "log2_lam": l2, "steps": n, "amortised_bpp": round(r0 / n_pix, 4),
-                             "refined_bpp": round(r / n_pix, 4), "ratio": round(r / r0, 4),
-                             "psnr": round(log[-1]["psnr"], 3)})
-                print(rows[-1], flush=True)
-    growth = {str(n): round(float(np.median(v)), 4) for n, v in ratios.items()}
+    if a.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(min(a.jobs, len(jobs))) as pool:
+            rows = [r for part in pool.map(calibrate_photo, jobs) for r in part]
+    else:
+        rows = [r for job in jobs for r in calibrate_photo(job)]
+    m = models.load_model(a.model)
+    growth = {str(n): round(float(np.median([r["ratio"] for r in rows if r["steps"] == n])), 4) for n in steps}
     res = {"model": a.model, "model_id": m.model_id.hex(), "growth": growth, "rows": rows,
            "wall_s": round(time.time() - t0, 1), "data": "validation split of natural-train (grid2_probe.photos)",
            "command": "benchmarks/grid2_calibrate.py " + " ".join(sys.argv[1:])}

@@ -34,11 +34,13 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "natu
 CROP = (320, 480)
 
 
-def photos(n: int = 3) -> list[tuple[str, np.ndarray]]:
+def photos(n: int = 3, names: list[str] | None = None, crop: tuple[int, int] = CROP) -> list[tuple[str, np.ndarray]]:
+    """The first n validation photos, or those named (Kodak-size ones: beach_sun_*, ruin_sun_*), top-left crops."""
     _, val = training_files(DATA, 0.05, 0)
+    picked = [f for f in val if any(f.name.startswith(m) for m in names)] if names else val[:n]
     out = []
-    for f in val[:n]:
-        im = load_rgb(f)[: CROP[0], : CROP[1]]
+    for f in picked:
+        im = load_rgb(f)[: crop[0], : crop[1]]
         out.append((f.name, np.ascontiguousarray(im)))
     return out
 
@@ -78,13 +80,14 @@ def capacity(steps: int, lr: float, record: list[int]) -> dict:
             "mean_final_psnr": round(float(np.mean([r["curve"][-1]["psnr"] for r in res.values()])), 3)}
 
 
-def rd(model: str, steps: int | None, bpps: list[float], n_photos: int = 3, effort: str = "default") -> dict:
+def rd(model: str, steps: int | None, bpps: list[float], n_photos: int = 3, effort: str = "default",
+       names: list[str] | None = None, crop: tuple[int, int] = CROP) -> dict:
     from mscncodec.modalities import image_codec as codec
     from mscncodec.bench.classic import Jpeg2000Codec
 
     j2k = Jpeg2000Codec()
     rows = []
-    for name, rgb in photos(n_photos):
+    for name, rgb in photos(n_photos, names, crop):
         n_pix = rgb.shape[0] * rgb.shape[1]
         for bpp in bpps:
             t0 = time.time()
@@ -112,6 +115,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--photos", type=int, default=3)
     ap.add_argument("--effort", default="default", help="rd: effort when --steps is 0")
+    ap.add_argument("--names", default="", help="rd: comma-separated photo name prefixes instead of the first N")
+    ap.add_argument("--crop", default="320x480", help="rd: top-left crop HxW (512x768: Kodak's size)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     _runtime.tune_allocator()
@@ -121,7 +126,9 @@ def main() -> None:
         rec = sorted({0, 50, 100, 250, 500, 1000, 1500, 2000, 3000, a.steps} - {s for s in range(a.steps + 1, 10**6)})
         res = capacity(a.steps, a.lr, [s for s in rec if s <= a.steps])
     else:
-        res = rd(a.model, a.steps or None, [float(v) for v in a.bpp.split(",")], a.photos, a.effort)
+        crop = tuple(int(v) for v in a.crop.split("x"))
+        res = rd(a.model, a.steps or None, [float(v) for v in a.bpp.split(",")], a.photos, a.effort,
+                 [v for v in a.names.split(",") if v] or None, crop)
     res["command"] = "benchmarks/grid2_probe.py " + " ".join(__import__("sys").argv[1:])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))

@@ -394,9 +394,15 @@ def train() -> None:
 @click.option("--no-progress", is_flag=True)
 @click.option("--device", default="cpu", show_default=True, help="grid2: torch device (cuda where a GPU is lent).")
 @click.option("--export-only", is_flag=True, help="grid2: freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="grid2: fine-tune from this model .pt or run checkpoint.pt (same architecture), not a seeded init.")
+@click.option("--grad-through-clamp", is_flag=True,
+              help="grid2: the context model's scale clamp passes its gradient (frees grids a plain clamp left empty).")
+@click.option("--rate-warmup", type=int, default=0, show_default=True,
+              help="grid2: steps over which the rate's weight in the loss ramps up from 0.05 to 1.")
 def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, log2_lam, lam, batch,
                 steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress, device,
-                export_only) -> None:
+                export_only, init, grad_through_clamp, rate_warmup) -> None:
     """Meta-train an image initialisation on a folder of photos (never on Kodak)."""
     import torch
 
@@ -406,8 +412,8 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     torch.set_num_threads(threads or _root_threads() or max(1, (os.cpu_count() or 1) // world))
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
-    if arch != "grid2" and (export_only or device != "cpu"):
-        raise MscnError("--device and --export-only are for --arch grid2")
+    if arch != "grid2" and (export_only or device != "cpu" or init or grad_through_clamp or rate_warmup):
+        raise MscnError("--device, --export-only, --init, --grad-through-clamp and --rate-warmup are for --arch grid2")
     if arch == "grid2":
         from mscncodec.families.grid2.train import Grid2TrainConfig, export_checkpoint, train as run_grid2
 
@@ -428,7 +434,8 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
             raise MscnError(f"--levels must be in [2, 9] for grid2, got {lv}")
         g2 = Grid2TrainConfig(levels=lv, hidden=widths, crop=patch or 192, batch=batch or 6,
                               steps=steps, lr=lr or 2e-3, log2_lam=(lam_lo, lam_hi), val_every=val_every,
-                              max_images=max_images, seed=seed)
+                              max_images=max_images, seed=seed, init=str(init or ""),
+                              grad_through_clamp=grad_through_clamp, rate_warmup=max(rate_warmup, 0))
         path = run_grid2(data, out, g2, resume=resume, command=command, progress=not no_progress, device=device)
         click.echo(f"wrote {path}")
         return

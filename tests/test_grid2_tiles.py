@@ -92,6 +92,30 @@ def test_big_images_encode_tile_by_tile_and_decode(isolated_models, monkeypatch)
     assert np.abs(decode(tiled).astype(int) - out_tiled.astype(int)).max() <= 1
 
 
+def test_a_routed_decoder_update_leaves_big_images_to_the_base_model(isolated_models, monkeypatch):
+    """The update variants refine the whole frame at once (no tiles): where routing.json sends an effort to
+    one, an image over TILED_PIXELS (lowered here) gets the base model, tile by tile; a smaller one the route."""
+    import json
+
+    from mscncodec import models
+    from mscncodec.container import bitstream
+
+    fresh_grid2_model(CFG, name="g2route", seed=0).save(isolated_models / "g2route.pt")
+    (isolated_models / "routing.json").write_text(json.dumps({"default_arch": "grid2", "arch_routes": {"grid2": [
+        {"max_bpp": 1e9, "model": "g2route"}, {"max_bpp": 1e9, "model": "g2route+dense", "effort": "default"}]}}))
+    ids = {n: models.load_model(n).model_id for n in ("g2route", "g2route+dense")}
+    monkeypatch.setattr(tiles, "TILED_PIXELS", 4000)
+    monkeypatch.setattr(tiles, "TILE", 32)
+    monkeypatch.setattr(tiles, "HALO", 8)
+    monkeypatch.setattr(tiles, "SYNTH_HALO", 16)
+    kw = {"bpp": 3.0, "arch": "grid2", "effort": "default", "steps": 2}
+    big = encode_image(synthetic_image(96, 160, seed=3), **kw)
+    small = encode_image(synthetic_image(48, 64, seed=3), **kw)
+    assert bitstream.unpack(big)[0]["model_id"] == ids["g2route"]
+    assert bitstream.unpack(small)[0]["model_id"] == ids["g2route+dense"]
+    assert decode(big).shape == (96, 160, 3)
+
+
 def test_the_compact_frame_gives_pad_images_floats():
     from mscncodec.coding.latents import pad_image
 

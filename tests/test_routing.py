@@ -136,3 +136,21 @@ def test_bench_keys_follow_the_effort_routes(mixed_models):
     (mixed_models / "routing.json").write_text(json.dumps(route))
     after = {e: resolve_core_model(f"siren@{e}")[2] for e in ("fast", "max")}
     assert after["fast"] == before["fast"] and after["max"] != before["max"]
+
+
+def test_the_plain_bench_key_follows_the_default_effort_routes(mixed_models):
+    """`mscn:ARCH` (no @EFFORT) encodes at the default effort, so its key hashes the default effort's
+    routes: a row for "default" must give it a new key (else the cache would report the old route's
+    points as the new one's), and a row for max must not."""
+    from mscncodec.bench.inr import resolve_core_model
+
+    route = {"routes": [{"max_bpp": 1e9, "model": "lo"}]}
+    (mixed_models / "routing.json").write_text(json.dumps(route))
+    plain = resolve_core_model("siren")[2]
+    assert resolve_core_model("siren@default")[2].startswith(plain)
+    route["routes"].append({"max_bpp": 1e9, "model": "hi", "effort": "max"})
+    (mixed_models / "routing.json").write_text(json.dumps(route))
+    assert resolve_core_model("siren")[2] == plain
+    route["routes"].append({"max_bpp": 1e9, "model": "hi", "effort": "default"})
+    (mixed_models / "routing.json").write_text(json.dumps(route))
+    assert resolve_core_model("siren")[2] != plain

@@ -64,7 +64,7 @@ def resolve_core_model(name: str, route_effort: str | None = None) -> tuple[str,
         return (f"{n}@{effort}", f"{d} (effort {effort})", f"{i}-{effort}")
     if name == AUTO or name in ARCH_DEFAULTS:
         arch = default_arch() if name == AUTO else name
-        routes = routing(arch, route_effort)
+        routes = routing(arch, route_effort or "default")  # no @EFFORT: the codec encodes at "default"
         h = hashlib.sha256(repr(routes).encode())
         rev = max((encoder_revision(load_model(n)) for _, n in routes),
                   default=encoder_revision(SimpleNamespace(arch=arch)))

@@ -88,12 +88,18 @@ def encode_lambda(bpp: float) -> float:
 LAMBDA_RATE = 0.2
 
 
-def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None = None, effort: str | None = None):
+def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None = None, effort: str | None = None,
+                shape: tuple[int, int] | None = None):
     if model is not None and not isinstance(model, str):
         return model  # a Model or GridModel object
     if from_scratch:
         return load_model("random-w32d5")
     m = load_model(model) if model else default_model(bpp, arch, effort)
+    if not model and shape and m.arch == "grid2" and m.sends_update:
+        from mscncodec.families.grid2.encoder import tiled_frame
+
+        if tiled_frame(m.cfg, *shape):  # a routed decoder update refines the whole frame at once: a big
+            m = load_model(m.name.split("+")[0])  # photo takes the base model, tile by tile, in bounded memory
     require_modality(m, "image")
     if arch is not None and m.arch != arch:
         raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")
@@ -150,7 +156,7 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
     progress = show_progress(progress)  # the SIREN fit's bars (families/siren) take the flag as given
     rgb, channels = imod.load(image, max_pixels)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
-    m = _pick_model(model, rate, from_scratch, arch, effort)
+    m = _pick_model(model, rate, from_scratch, arch, effort, rgb.shape[:2])
     if m.arch in ("grid", "grid2"):
         from mscncodec.families.grid2 import encoder as grid2codec
         from mscncodec.families.grid import encoder as gridcodec

@@ -244,9 +244,15 @@ def coarse_contribution(wc: torch.Tensor, coarse: torch.Tensor | None, shape: tu
 
 
 def arm_float(cfg: Grid2Config, p: dict[str, torch.Tensor], ctx: list[torch.Tensor], level: int,
-              lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              lam: torch.Tensor, grad_through_clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, log-scale) in symbol units of every latent of one grid, from the context symbols `ctx`
-    (finest first, (B,1,h,w)); the float twin of ``arm_fixed``."""
+    (finest first, (B,1,h,w)); the float twin of ``arm_fixed``.
+
+    `grad_through_clamp` (training): the scale's clamp passes its gradient on. A plain clamp gives none
+    to a scale below SCALE_MIN, and that traps a grid: the shipped grid2-l7's 1/16 and 1/32 grids sit at
+    raw log-scales of -4 to -6 (the floor is -3.9) at every lambda, so any non-zero latent there costs
+    ~30 bits, the analysis learned to leave them empty, and nothing could pull the scale back up
+    (benchmarks/grid2_levels.py). The forward value is the same either way."""
     z = ctx[level]
     zp = F.pad(z, (PAD_L, PAD_R, PAD_T, 0))
     h0 = F.conv2d(zp, neighbour_kernel(p["arm.wn"]))
@@ -256,15 +262,28 @@ def arm_float(cfg: Grid2Config, p: dict[str, torch.Tensor], ctx: list[torch.Tens
     h = F.relu(_lin(h, p["arm.w1"][..., None, None], p["arm.b1"]))
     o = _lin(h, p["arm.w2"][..., None, None], p["arm.b2"])
     o = o.transpose(1, 2).reshape(z.shape[0], 2, *z.shape[2:])
-    return o[:, :1], o[:, 1:].clamp(math.log(SCALE_MIN), math.log(SCALE_MAX))
+    clamp = _ClampPassingGradient.apply if grad_through_clamp else torch.clamp
+    return o[:, :1], clamp(o[:, 1:], math.log(SCALE_MIN), math.log(SCALE_MAX))
+
+
+class _ClampPassingGradient(torch.autograd.Function):
+    """clamp forward (bit for bit), identity backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # noqa: ANN001
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # noqa: ANN001, ANN205
+        return g, None, None
 
 
 def rate_bits(cfg: Grid2Config, p: dict[str, torch.Tensor], values: list[torch.Tensor], ctx: list[torch.Tensor],
-              lam: torch.Tensor) -> torch.Tensor:
+              lam: torch.Tensor, grad_through_clamp: bool = False) -> torch.Tensor:
     """Estimated bits (B,) of the latents `values` (symbol units, possibly noisy) given context `ctx`."""
     total = 0
     for l in range(cfg.levels):
-        mu, ls = arm_float(cfg, p, ctx, l, lam)
+        mu, ls = arm_float(cfg, p, ctx, l, lam, grad_through_clamp)
         total = total + laplace_bits(values[l], mu, ls).sum(dim=(1, 2, 3))
     return total
 

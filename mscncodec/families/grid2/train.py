@@ -57,6 +57,9 @@ class Grid2TrainConfig:
     val_fraction: float = 0.05
     seed: int = 0
     max_images: int = 0
+    init: str = ""  # start from this model (.pt) or run checkpoint instead of the seeded init (a fine-tune)
+    grad_through_clamp: bool = False  # the ARM's scale clamp passes its gradient (network.arm_float)
+    rate_warmup: int = 0  # steps over which the rate's weight in the loss ramps from RATE_WARMUP_FROM to 1
 
     def grid_config(self) -> grid2.Grid2Config:
         return grid2.Grid2Config(levels=self.levels, hidden=tuple(self.hidden), arm_hidden=self.arm_hidden,
@@ -73,19 +76,24 @@ def ste(y: torch.Tensor) -> torch.Tensor:
     return y + (torch.round(y) - y).detach()
 
 
+RATE_WARMUP_FROM = 0.05  # the rate's weight at the first step of a warm-up: grids a collapsed start left
+# empty get used for distortion first, and the rate then prices them back in
+
+
 def amortised_loss(cfg: grid2.Grid2Config, theta: dict, ana: dict, x: torch.Tensor, lam: torch.Tensor,
-                   noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample (bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement)."""
+                   noisy: bool = True, grad_through_clamp: bool = False, rate_weight: float = 1.0
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample (rate_weight * bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement)."""
     step = step_for(lam)
     y = symbols_of(grid2.analysis(cfg, ana, x, lam), step)
     hard = [ste(v) for v in y]
     vals = [v + torch.empty_like(v).uniform_(-0.5, 0.5) for v in y] if noisy else hard
-    bits = grid2.rate_bits(cfg, theta, vals, hard, lam)
+    bits = grid2.rate_bits(cfg, theta, vals, hard, lam, grad_through_clamp)
     s = step.reshape(-1, 1, 1, 1)
     pred = grid2.synthesis(cfg, theta, [h * s for h in hard])
     mse = (pred - x).pow(2).mean(dim=(1, 2, 3))
     bpp = bits / (x.shape[2] * x.shape[3])
-    return bpp + mse / lam, bpp, mse
+    return rate_weight * bpp + mse / lam, bpp, mse
 
 
 def evaluate(model: Grid2Model, x: torch.Tensor) -> dict[str, float]:
@@ -115,6 +123,10 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
     run = Run(out)
 
     model = fresh_grid2_model(gcfg, name=out.name, seed=cfg.seed)
+    if cfg.init and not (resume and run.ckpt.is_file()):
+        start = init_model(Path(cfg.init), gcfg)
+        model.theta, model.analysis = start.theta, start.analysis
+        run.log(f"# initialised from {cfg.init} (model id {start.model_id.hex()})")
     model.theta = {k: v.to(device) for k, v in model.theta.items()}
     model.analysis = {k: v.to(device) for k, v in model.analysis.items()}
     params = list(model.theta.values()) + list(model.analysis.values())
@@ -141,7 +153,9 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
         x = crops_to_images(sampler.sample(cfg.batch), cfg.crop).to(device)
         lam = torch.from_numpy(2.0 ** np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, cfg.batch)).float()
         lam = lam.to(device)
-        loss, bpp, mse = amortised_loss(gcfg, model.theta, model.analysis, x, lam)
+        w = 1.0 if step >= cfg.rate_warmup else RATE_WARMUP_FROM + (1 - RATE_WARMUP_FROM) * step / cfg.rate_warmup
+        loss, bpp, mse = amortised_loss(gcfg, model.theta, model.analysis, x, lam,
+                                        grad_through_clamp=cfg.grad_through_clamp, rate_weight=w)
         opt.zero_grad(set_to_none=True)
         (loss * lam.sqrt() / 2**-4.0).mean().backward()  # equalise the weight of low- and high-rate samples
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -155,6 +169,18 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
     bar.close()
     checkpoint()
     return export(model, out, cfg, run, data, train_files, val_files, command)
+
+
+def init_model(path: Path, gcfg: grid2.Grid2Config) -> Grid2Model:
+    """The weights a fine-tune starts from: a model file (.pt) or a run's checkpoint.pt, same architecture."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        m = Grid2Model.from_state(st.get("model", st))
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MscnError(f"--init {path}: not a grid2 model or checkpoint ({type(e).__name__})") from None
+    if m.cfg != gcfg:
+        raise MscnError(f"--init {path}: architecture {m.cfg.to_dict()}, not {gcfg.to_dict()}")
+    return m
 
 
 def export_checkpoint(data: Path, out: Path, command: str) -> Path:
