@@ -92,9 +92,10 @@ def test_big_images_encode_tile_by_tile_and_decode(isolated_models, monkeypatch)
     assert np.abs(decode(tiled).astype(int) - out_tiled.astype(int)).max() <= 1
 
 
-def test_a_routed_decoder_update_leaves_big_images_to_the_base_model(isolated_models, monkeypatch):
+def test_a_routed_decoder_update_leaves_big_and_small_images_to_the_base_model(isolated_models, monkeypatch):
     """The update variants refine the whole frame at once (no tiles): where routing.json sends an effort to
-    one, an image over TILED_PIXELS (lowered here) gets the base model, tile by tile; a smaller one the route."""
+    one, an image over TILED_PIXELS (lowered here) gets the base model, tile by tile, and so does one under
+    the effort's UPDATE_MIN_PIXELS (lowered too: the update's bytes do not pay there); one between, the route."""
     import json
 
     from mscncodec import models
@@ -108,11 +109,14 @@ def test_a_routed_decoder_update_leaves_big_images_to_the_base_model(isolated_mo
     monkeypatch.setattr(tiles, "TILE", 32)
     monkeypatch.setattr(tiles, "HALO", 8)
     monkeypatch.setattr(tiles, "SYNTH_HALO", 16)
+    monkeypatch.setitem(grid2codec.UPDATE_MIN_PIXELS, "default", 2000)
     kw = {"bpp": 3.0, "arch": "grid2", "effort": "default", "steps": 2}
     big = encode_image(synthetic_image(96, 160, seed=3), **kw)
-    small = encode_image(synthetic_image(48, 64, seed=3), **kw)
+    mid = encode_image(synthetic_image(48, 64, seed=3), **kw)
+    small = encode_image(synthetic_image(32, 48, seed=3), **kw)
     assert bitstream.unpack(big)[0]["model_id"] == ids["g2route"]
-    assert bitstream.unpack(small)[0]["model_id"] == ids["g2route+dense"]
+    assert bitstream.unpack(mid)[0]["model_id"] == ids["g2route+dense"]
+    assert bitstream.unpack(small)[0]["model_id"] == ids["g2route"]
     assert decode(big).shape == (96, 160, 3)
 
 

@@ -96,10 +96,10 @@ def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None =
         return load_model("random-w32d5")
     m = load_model(model) if model else default_model(bpp, arch, effort)
     if not model and shape and m.arch == "grid2" and m.sends_update:
-        from mscncodec.families.grid2.encoder import tiled_frame
+        from mscncodec.families.grid2.encoder import routed_update_fits
 
-        if tiled_frame(m.cfg, *shape):  # a routed decoder update refines the whole frame at once: a big
-            m = load_model(m.name.split("+")[0])  # photo takes the base model, tile by tile, in bounded memory
+        if not routed_update_fits(m.cfg, *shape, effort):  # too small for the update to pay, or so big it
+            m = load_model(m.name.split("+")[0])            # must go tile by tile: the base model
     require_modality(m, "image")
     if arch is not None and m.arch != arch:
         raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")
