@@ -397,7 +397,7 @@ def train() -> None:
 @click.option("--init", "init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="grid2: fine-tune from this model .pt or run checkpoint.pt (same architecture), not a seeded init.")
 @click.option("--grad-through-clamp", is_flag=True,
-              help="grid2: the context model's scale clamp passes its gradient (frees grids a plain clamp left empty).")
+              help="grid2: the context model's scale clamp passes its gradient (an experiment against empty grids).")
 @click.option("--rate-warmup", type=int, default=0, show_default=True,
               help="grid2: steps over which the rate's weight in the loss ramps up from 0.05 to 1.")
 def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, log2_lam, lam, batch,

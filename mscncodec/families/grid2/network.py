@@ -248,11 +248,12 @@ def arm_float(cfg: Grid2Config, p: dict[str, torch.Tensor], ctx: list[torch.Tens
     """(mean, log-scale) in symbol units of every latent of one grid, from the context symbols `ctx`
     (finest first, (B,1,h,w)); the float twin of ``arm_fixed``.
 
-    `grad_through_clamp` (training): the scale's clamp passes its gradient on. A plain clamp gives none
-    to a scale below SCALE_MIN, and that traps a grid: the shipped grid2-l7's 1/16 and 1/32 grids sit at
-    raw log-scales of -4 to -6 (the floor is -3.9) at every lambda, so any non-zero latent there costs
-    ~30 bits, the analysis learned to leave them empty, and nothing could pull the scale back up
-    (benchmarks/grid2_levels.py). The forward value is the same either way."""
+    `grad_through_clamp` (training): the scale's clamp passes its gradient on; the forward value is the
+    same either way. A plain clamp gives no gradient to a scale below SCALE_MIN: the shipped grid2-l7's 1/16
+    and 1/32 grids sit at raw log-scales of -4 to -6 (the floor is -3.9) at every lambda, so a non-zero
+    latent there costs ~30 bits and the analysis leaves them empty (benchmarks/grid2_levels.py). Passing
+    the gradient did not bring them back, in a fine-tune or from scratch (README, "Two of the seven grids
+    are empty"): the flag is kept for the next try, not as a fix."""
     z = ctx[level]
     zp = F.pad(z, (PAD_L, PAD_R, PAD_T, 0))
     h0 = F.conv2d(zp, neighbour_kernel(p["arm.wn"]))
@@ -270,11 +271,11 @@ class _ClampPassingGradient(torch.autograd.Function):
     """clamp forward (bit for bit), identity backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         return x.clamp(lo, hi)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return g, None, None
 
 
