@@ -84,7 +84,7 @@ class Model:
         """The same initialisation encoded another way (ablations): magnitude masks or a dense update."""
         if sparsity == self.sparsity:
             return self
-        base = self.name.split("+")[0]
+        base = base_name(self.name)
         return replace(self, name=f"{base}+{sparsity}", sparsity=sparsity, gated=sparsity == "gates")
 
     arch = "siren"
@@ -185,7 +185,7 @@ class GridModel:
     def variant(self, sparsity: str) -> "GridModel":
         if sparsity == self.sparsity:
             return self
-        base = self.name.split("+")[0]
+        base = base_name(self.name)
         if sparsity == "scratch":  # same architecture, generic seeded init, latents from zero, everything sent
             generic = fresh_grid_model(self.cfg, name=f"{base}+scratch", seed=0, inner_steps=0)
             return replace(generic, sparsity="scratch", analysis={},
@@ -274,7 +274,7 @@ class Grid2Model:
     def variant(self, sparsity: str) -> "Grid2Model":
         if sparsity == self.sparsity:
             return self
-        base = self.name.split("+")[0]
+        base = base_name(self.name)
         if sparsity == "scratch":
             generic = fresh_grid2_model(self.cfg, name=f"{base}+scratch", seed=0)
             return replace(generic, sparsity="scratch", analysis={},
@@ -427,6 +427,11 @@ def _routing_file() -> dict:
         return data
     except (ValueError, TypeError) as e:
         raise MscnError(f"{path} is malformed ({type(e).__name__})") from None
+
+
+def base_name(name: str) -> str:
+    """The shipped model an ablation variant is made from: "grid2-l7+dense" -> "grid2-l7"."""
+    return name.split("+")[0]
 
 
 def default_arch() -> str:

@@ -20,7 +20,7 @@ from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
 from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError, below_minimum
 from mscncodec.modalities import image as imod
-from mscncodec.models import Model, default_model, find_by_id, load_model, require_modality, stream_model
+from mscncodec.models import Model, base_name, default_model, find_by_id, load_model, require_modality, stream_model
 from mscncodec.coding.update import dequantise_all, empty_update, unpack_update
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, EFFORT, OPEN_HEADROOM, fit_and_pack
 
@@ -99,7 +99,7 @@ def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None =
         from mscncodec.families.grid2.encoder import routed_update_fits
 
         if not routed_update_fits(m.cfg, *shape, effort):  # too small for the update to pay, or so big it
-            m = load_model(m.name.split("+")[0])            # must go tile by tile: the base model
+            m = load_model(base_name(m.name))               # must go tile by tile: the base model
     require_modality(m, "image")
     if arch is not None and m.arch != arch:
         raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")

@@ -41,7 +41,7 @@ from mscncodec.errors import BitstreamError, below_minimum
 from mscncodec.coding.latents import LOG2_LAMBDA_STEPS as LAMBDA_STEPS_PER_OCTAVE, lambda_index, lambda_value
 from mscncodec.families.grid2.train import ste, symbols_of
 from mscncodec.coding.latents import MAX_DEADZONE, grid_header, latent_step, pad_image, step_index_for, tied_step
-from mscncodec.models import Grid2Model, models_dir
+from mscncodec.models import Grid2Model, base_name, models_dir
 from mscncodec.optim import Adam
 from mscncodec.coding.quantize import dequantise, quantise, step_index
 from mscncodec.coding.sparsity import deterministic_gate, prob_open, sample_gate
@@ -335,7 +335,7 @@ def growth_file(model: Grid2Model) -> Path:
     variant that sends a decoder update has its own where one was measured (the update both lowers the
     latents' rate and costs bytes), else it shares its base model's."""
     own = models_dir() / f"{model.name}.growth.json"
-    return own if own.exists() else models_dir() / f"{model.name.split('+')[0]}.growth.json"
+    return own if own.exists() else models_dir() / f"{base_name(model.name)}.growth.json"
 
 
 @functools.cache
