@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= build
 BPP    ?= 0.5
 
-.PHONY: install demo test test-all bench bench-grid2 bench-grid2-max train-grid2 gpu-train-grid2 train-mesh bench-meshes train-sphere bench-fields clean
+.PHONY: install demo test test-all bench bench-grid2 bench-grid2-max train-grid2 gpu-train-grid2 gpu-data train-mesh bench-meshes train-sphere bench-fields clean
 
 install: $(STAMP)
 
@@ -57,12 +57,22 @@ GRID2_TRAIN = $(BIN)/mscn train image --arch grid2 --data ../shared/data/natural
 train-grid2: install
 	MSCN_THREADS=1 $(GRID2_TRAIN) --threads 1 --resume
 
-# The same on a lent GPU (device tool): needs the training photos under shared/natural-train in the checkout
-# (../shared does not travel); writes the model, card and checkpoint to $$OUT.
+# The same on a lent GPU (device tool), for a wall-clock budget, four recipes at once on one card:
+# scripts/gpu_train_grid2.sh (the machine's own python3; results in $$OUT/NAME.tgz). The training photos must
+# travel inside the checkout: `make gpu-data` copies into shared/natural-train all of natural-train but
+# Urban100 and as many Urban100 files as keep the tree under the device's 64 MiB (GPU_DATA_MB).
+GPU_MINUTES ?= 7
 gpu-train-grid2:
-	python3 -m venv $(VENV) && $(BIN)/pip install --quiet -e . && \
-	$(BIN)/mscn train image --arch grid2 --data shared/natural-train --out models/grid2-l7 --steps $(STEPS) --log2-lam -13,-1 --device cuda --resume --no-progress && \
-	cp models/grid2-l7.pt models/grid2-l7.md models/grid2-l7.run/checkpoint.pt models/grid2-l7.run/train.log $$OUT/
+	scripts/gpu_train_grid2.sh $(GPU_MINUTES) cuda
+
+GPU_DATA_MB ?= 53
+gpu-data:
+	rm -rf shared/natural-train && mkdir -p shared/natural-train
+	cp -r ../shared/data/natural-train/bsds500 ../shared/data/natural-train/mcmaster ../shared/data/natural-train/sunhays80 shared/natural-train/
+	mkdir -p shared/natural-train/urban100-subset
+	for f in ../shared/data/natural-train/urban100-subset/*.png; do \
+	  [ $$(( $$(du -sb shared/natural-train | cut -f1) + $$(stat -c %s $$f) )) -le $$(( $(GPU_DATA_MB) * 1000000 )) ] && cp $$f shared/natural-train/urban100-subset/; \
+	done; du -sh shared/natural-train; ls shared/natural-train/urban100-subset | wc -l
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -400,9 +400,14 @@ def train() -> None:
               help="grid2: the context model's scale clamp passes its gradient (an experiment against empty grids).")
 @click.option("--rate-warmup", type=int, default=0, show_default=True,
               help="grid2: steps over which the rate's weight in the loss ramps up from 0.05 to 1.")
+@click.option("--analysis", type=int, default=None,
+              help="grid2: channels of the amortised analysis network [32] (encoder only: no decoder cost).")
+@click.option("--minutes", type=float, default=0.0, show_default=True,
+              help="grid2: wall-clock budget of this run (0: none); it stops at --steps or the budget, whichever "
+                   "comes first, and the learning-rate schedule follows that one.")
 def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, log2_lam, lam, batch,
                 steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress, device,
-                export_only, init, grad_through_clamp, rate_warmup) -> None:
+                export_only, init, grad_through_clamp, rate_warmup, analysis, minutes) -> None:
     """Meta-train an image initialisation on a folder of photos (never on Kodak)."""
     import torch
 
@@ -412,8 +417,10 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
     torch.set_num_threads(threads or _root_threads() or max(1, (os.cpu_count() or 1) // world))
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
-    if arch != "grid2" and (export_only or device != "cpu" or init or grad_through_clamp or rate_warmup):
-        raise MscnError("--device, --export-only, --init, --grad-through-clamp and --rate-warmup are for --arch grid2")
+    if arch != "grid2" and (export_only or device != "cpu" or init or grad_through_clamp or rate_warmup or minutes
+                            or analysis):
+        raise MscnError("--device, --export-only, --init, --grad-through-clamp, --rate-warmup, --analysis and "
+                        "--minutes are for --arch grid2")
     if arch == "grid2":
         from mscncodec.families.grid2.train import Grid2TrainConfig, export_checkpoint, train as run_grid2
 
@@ -432,10 +439,13 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
         lv = levels or 7
         if not 2 <= lv <= 9:
             raise MscnError(f"--levels must be in [2, 9] for grid2, got {lv}")
-        g2 = Grid2TrainConfig(levels=lv, hidden=widths, crop=patch or 192, batch=batch or 6,
+        if analysis is not None and not 4 <= analysis <= 256:
+            raise MscnError(f"--analysis must be in [4, 256] channels, got {analysis}")
+        g2 = Grid2TrainConfig(levels=lv, hidden=widths, analysis=analysis or 32, crop=patch or 192, batch=batch or 6,
                               steps=steps, lr=lr or 2e-3, log2_lam=(lam_lo, lam_hi), val_every=val_every,
                               max_images=max_images, seed=seed, init=str(init or ""),
-                              grad_through_clamp=grad_through_clamp, rate_warmup=max(rate_warmup, 0))
+                              grad_through_clamp=grad_through_clamp, rate_warmup=max(rate_warmup, 0),
+                              minutes=max(minutes, 0.0))
         path = run_grid2(data, out, g2, resume=resume, command=command, progress=not no_progress, device=device)
         click.echo(f"wrote {path}")
         return

@@ -505,6 +505,24 @@ def test_train_grid2_fine_tunes_from_init_with_warmup_and_clamp_gradient(tmp_pat
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_train_grid2_stops_at_its_wall_clock_budget_and_validates_the_last_step(tmp_path, env, monkeypatch):
+    """--minutes ends a run before --steps (the lent-GPU recipe trains for a budget, not a step count): the
+    last step is validated and checkpointed, the budget is in the checkpoint's config, and the model exports."""
+    from conftest import photo_folder
+
+    data = photo_folder(tmp_path, 48)
+    out = tmp_path / "models" / "g2t"
+    r = _train(monkeypatch, data, out, env, "--steps", "100000", "--minutes", "0.0001", "--val-every", "100000")
+    assert r.exit_code == 0, r.output
+    ck = torch.load(out.parent / "g2t.run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["cfg"]["minutes"] == 0.0001 and 1 <= ck["step"] < 100000
+    log = (out.parent / "g2t.run" / "train.log").read_text()
+    assert f'"step": {ck["step"]},' in log  # the validation record of the step it stopped at
+    assert models.load_model("g2t").meta["steps"] == ck["step"]
+    r = _train(monkeypatch, data, tmp_path / "models" / "g2x", env, "--arch", "grid", "--minutes", "1")
+    assert r.exit_code != 0 and "--minutes" in r.stderr
+
+
 def test_the_scale_clamp_passes_its_gradient_only_when_asked():
     """Same forward value; the plain clamp gives a scale below the floor no gradient (the trap that left the
     shipped model's 1/16 and 1/32 grids empty), the training one does."""

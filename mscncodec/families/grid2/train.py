@@ -60,6 +60,8 @@ class Grid2TrainConfig:
     init: str = ""  # start from this model (.pt) or run checkpoint instead of the seeded init (a fine-tune)
     grad_through_clamp: bool = False  # the ARM's scale clamp passes its gradient (network.arm_float)
     rate_warmup: int = 0  # steps over which the rate's weight in the loss ramps from RATE_WARMUP_FROM to 1
+    minutes: float = 0.0  # a wall-clock budget for this invocation (0: none): the run stops at whichever of
+    # `steps` and the budget comes first, and the learning rate's cosine follows that one (a lent GPU's minutes)
 
     def grid_config(self) -> grid2.Grid2Config:
         return grid2.Grid2Config(levels=self.levels, hidden=tuple(self.hidden), arm_hidden=self.arm_hidden,
@@ -100,7 +102,7 @@ def evaluate(model: Grid2Model, x: torch.Tensor) -> dict[str, float]:
     """Held-out crops at three rates: estimated bpp and PSNR of the rounded amortised latents."""
     out = {}
     for tag, l2 in (("lo", -5.0), ("mid", -8.0), ("hi", -11.0)):
-        lam = torch.full((x.shape[0],), 2.0**l2)
+        lam = torch.full((x.shape[0],), 2.0**l2, device=x.device)
         with torch.no_grad():
             _, bpp, mse = amortised_loss(model.cfg, model.theta, model.analysis, x, lam, noisy=False)
         out[f"bpp_{tag}"] = round(float(bpp.mean()), 4)
@@ -133,7 +135,14 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
     for t in params:
         t.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))) * 0.95 + 0.05  # noqa: E731
+    t_start = time.monotonic()
+
+    def progress_of(s: int) -> float:
+        """How far the run is, 0..1: by steps, or by the wall-clock budget where that ends first."""
+        by_time = (time.monotonic() - t_start) / (60.0 * cfg.minutes) if cfg.minutes > 0 else 0.0
+        return min(max(s / cfg.steps, by_time), 1.0)
+
+    sched = lambda p: 0.5 * (1 + math.cos(math.pi * p)) * 0.95 + 0.05  # noqa: E731
     if resume and run.resume(model, opt, Grid2Model.from_state,
                              lambda m: None if m.cfg == gcfg else f"{m.cfg.to_dict()}, not {gcfg.to_dict()}"):
         sampler.rng = np.random.default_rng(cfg.seed + run.step)
@@ -147,9 +156,10 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
     run.start(asdict(cfg))
     bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train grid2")
     lo, hi = cfg.log2_lam
-    while step < cfg.steps:
+    frac = progress_of(step)
+    while frac < 1.0:
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * sched(step)
+            g["lr"] = cfg.lr * sched(frac)
         x = crops_to_images(sampler.sample(cfg.batch), cfg.crop).to(device)
         lam = torch.from_numpy(2.0 ** np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, cfg.batch)).float()
         lam = lam.to(device)
@@ -162,8 +172,11 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(bpp=f"{bpp.mean().item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.mean().item(), 1e-12)):.2f}")
-        run.tick(step, cfg.steps, cfg.val_every, cfg.ckpt_every_s,
+        if progress:  # .item() waits for a GPU: only for a bar someone watches
+            bar.set_postfix(bpp=f"{bpp.mean().item():.3f}",
+                            psnr=f"{10 * math.log10(1 / max(mse.mean().item(), 1e-12)):.2f}")
+        frac = progress_of(step)
+        run.tick(step, cfg.steps if frac < 1.0 else step, cfg.val_every, cfg.ckpt_every_s,
                  lambda: {**evaluate(model, val), "step": step, "wall_s": round(run.wall(), 1), "device": device},
                  checkpoint)
     bar.close()
