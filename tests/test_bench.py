@@ -165,6 +165,55 @@ def test_report_only_codecs_keep_their_cached_points_and_compute_nothing(dataset
     assert len(json.loads((out / "jpeg.json").read_text())["results"]["bpp"]) == 2
 
 
+class RoutedJpeg(CountingJpeg):
+    """A codec whose points are keyed per rate (a router), with a legacy key from before that scheme."""
+
+    legacy = "all-routes-v1"
+    routes = {0.5: "model-a", 1.0: "model-b"}
+
+    def version_at(self, target, shape):
+        return f"{self.routes[target]}@{shape[0]}x{shape[1]}"
+
+    def legacy_version(self):
+        return self.legacy
+
+
+def test_points_cached_under_a_legacy_key_are_refiled_once_and_a_new_route_reencodes_only_its_rate(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "out"
+    images = find_images(dataset)
+    monkeypatch.setattr(RoutedJpeg, "version_at", lambda self, t, s: self.legacy)  # an old cache: one key
+    run_bench(images, [RoutedJpeg()], out, [0.5, 1.0], plot=False, progress=False)
+    monkeypatch.undo()
+    RoutedJpeg.calls = 0
+    r = run_bench(images, [RoutedJpeg()], out, [0.5, 1.0], plot=False, progress=False)
+    assert RoutedJpeg.calls == 0 and (r.encoded, r.cached) == (0, 4)  # re-filed, not re-encoded
+    keys = [json.loads(ln)["key"] for ln in (out / "cache.jsonl").read_text().splitlines()]
+    assert sum("model-a@" in k for k in keys) == 2 and sum("model-b@" in k for k in keys) == 2
+    # the configuration changes: the legacy key moves on, and a new route at 0.5 re-encodes only 0.5
+    monkeypatch.setattr(RoutedJpeg, "legacy", "all-routes-v2")
+    monkeypatch.setattr(RoutedJpeg, "routes", {0.5: "model-c", 1.0: "model-b"})
+    r = run_bench(images, [RoutedJpeg()], out, [0.5, 1.0], plot=False, progress=False)
+    assert (r.encoded, r.cached) == (2, 2)
+
+
+def test_a_routed_mscn_point_is_keyed_by_the_model_that_encodes_it():
+    """mscn:grid2 at default effort: the dense-update variant on a Kodak-size image, the plain model on a
+    small one (families/grid2/encoder.routed_update_fits); fast effort: the plain model."""
+    from mscncodec.models import routing
+
+    (codec,) = resolve_codecs("mscn:grid2")[0]
+    (fast,) = resolve_codecs("mscn:grid2@fast")[0]
+    big, small = (512, 768), (256, 256)
+    dense = dict((b, n) for b, n in routing("grid2", "default"))
+    assert any(n.endswith("+dense") for n in dense.values())
+    assert "+dense" in codec.version_at(0.5, big) and "+dense" not in codec.version_at(0.5, small)
+    assert "+dense" not in fast.version_at(0.5, big)
+    assert codec.version_at(0.5, big) == codec.version_at(0.25, big)  # one route serves both rates
+    assert codec.legacy_version() == codec.version()
+    assert resolve_codecs("mscn:grid2-l7")[0][0].legacy_version() is None
+
+
 def test_unavailable_codec_is_skipped_with_notice(dataset: Path, tmp_path: Path):
     notices: list[str] = []
     result = run_bench(find_images(dataset, limit=1), [JpegCodec(), MissingCodec()], tmp_path / "o",

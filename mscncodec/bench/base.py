@@ -56,6 +56,16 @@ class Codec:
         """Library version; part of the cache key so upgrades invalidate results."""
         return ""
 
+    def version_at(self, target: float, shape: tuple[int, int]) -> str:
+        """The version of one point (target bpp, image height x width) for its cache key: `version()` unless
+        what encodes the point depends on the point (a router that picks a model per rate and size)."""
+        return self.version()
+
+    def legacy_version(self) -> str | None:
+        """A key version that older caches filed this codec's points under, where it differs from
+        `version_at` (None: none). The runner re-files such points under the new key, see runner.rekey."""
+        return None
+
     def encode(self, img: np.ndarray, q: Any) -> bytes:
         """Encode an HxWx3 uint8 RGB image at native quality ``q``."""
         raise NotImplementedError

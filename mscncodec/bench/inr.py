@@ -128,11 +128,40 @@ class MscnCodec(Codec):
     def version(self) -> str:
         return f"mscncodec-{getattr(_core(), '__version__', '?')}-{self.model_id}"
 
+    @property
+    def auto(self) -> bool:
+        """Routed: the model a user gets without --model (per rate, effort and image size)."""
+        return self.model == AUTO or self.model in ARCH_DEFAULTS
+
+    def version_at(self, target: float, shape: tuple[int, int]) -> str:
+        """A routed codec's point is keyed by what encodes it: the routed model (name and weights), its
+        encoder revision and rate-growth calibration. A new route then re-measures only the rates and
+        sizes it serves, where a hash of every model and route re-measured every point."""
+        if not self.auto or self.from_scratch:
+            return self.version()
+        import hashlib
+
+        from mscncodec.modalities.image_codec import routed_model
+
+        m = routed_model(target, None if self.model == AUTO else self.model, self.effort, shape)
+        mid = getattr(m, "model_id", b"")
+        h = hashlib.sha256(f"{m.name}|{mid.hex() if isinstance(mid, bytes) else mid}|r{encoder_revision(m)}".encode())
+        if getattr(m, "arch", "") == "grid2":
+            from mscncodec.families.grid2.encoder import growth_file
+
+            g = growth_file(m)
+            h.update(g.read_bytes() if g.is_file() else b"no growth file")
+        return f"mscncodec-{getattr(_core(), '__version__', '?')}-{m.name}-{h.hexdigest()[:16]}"
+
+    def legacy_version(self) -> str | None:
+        """Routed codecs were keyed by a hash of every model and route of the family (`version()`)."""
+        return self.version() if self.auto and not self.from_scratch else None
+
     def encode(self, img: np.ndarray, q: Any) -> bytes:
         return self.encode_at_bpp(img, float(q))
 
     def encode_at_bpp(self, img: np.ndarray, bpp: float) -> bytes:
-        auto = self.model == AUTO or self.model in ARCH_DEFAULTS
+        auto = self.auto
         kwargs: dict[str, Any] = {"bpp": bpp, "model": None if auto else self.model, "effort": self.effort}
         if self.model in ARCH_DEFAULTS:
             kwargs["arch"] = self.model

@@ -110,9 +110,29 @@ def prepare_images(paths: Iterable[Path]) -> list[ImageRef]:
 # --------------------------------------------------------------------------- one point
 
 
-def point_key(image_sha1: str, codec: Codec, target: float) -> str:
-    """Cache key: content hash + codec id + codec version + target bpp."""
-    return f"{image_sha1}|{codec.key}|{codec.version()}|{target:.6g}"
+def point_key(image: ImageRef, codec: Codec, target: float) -> str:
+    """Cache key: content hash + codec id + the codec's version for this point + target bpp."""
+    return f"{image.sha1}|{codec.key}|{codec.version_at(target, (image.height, image.width))}|{target:.6g}"
+
+
+def rekey(cache: dict[str, dict[str, Any]], path: Path, tasks: list, keys: list[str]) -> int:
+    """File under its per-point key each point that is cached only under its codec's legacy key.
+
+    Sound only because a legacy key is the codec's version *now* (e.g. a hash of every model and route
+    the router has today): a hit means the point was measured by exactly today's configuration, whose
+    per-point version is the new key. Once the configuration changes the legacy key changes too and
+    nothing more is re-filed, so this carries an old cache across the change of key scheme once."""
+    moved = 0
+    for (c, im, p), k in zip(tasks, keys):
+        legacy = c.legacy_version()
+        if k in cache or legacy is None:
+            continue
+        old = cache.get(f"{im.sha1}|{c.key}|{legacy}|{p:.6g}")
+        if old is not None:
+            cache[k] = {**old, "key": k}
+            append_cache(path, cache[k])
+            moved += 1
+    return moved
 
 
 def _finite(x: float) -> float | None:
@@ -123,7 +143,7 @@ def _finite(x: float) -> float | None:
 def run_point(codec: Codec, image: ImageRef, target: float) -> dict[str, Any]:
     """Encode, decode and measure one point.  Errors become a record, not a crash."""
     rec: dict[str, Any] = {
-        "key": point_key(image.sha1, codec, target),
+        "key": point_key(image, codec, target),
         "image": image.name,
         "codec": codec.key,
         "codec_name": codec.name,
@@ -224,7 +244,9 @@ def run_bench(
     cache = load_cache(cache_path)
     tasks = [(c, im, p) for im in refs for c in usable  # image-major: warm image cache
              for p in (slow_pts if c.slow else points)]
-    keys = [point_key(im.sha1, c, p) for c, im, p in tasks]
+    keys = [point_key(im, c, p) for c, im, p in tasks]
+    if (moved := rekey(cache, cache_path, tasks, keys)):
+        echo(f"re-filed {moved} cached points under per-point keys")
     done = {k: cache.get(k) for k in keys}
     skip = set(report_only)
     pending = [t for t, k in zip(tasks, keys) if done[k] is None and t[0].key not in skip]

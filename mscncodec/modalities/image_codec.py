@@ -106,6 +106,11 @@ def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None =
     return m
 
 
+def routed_model(bpp: float, arch: str | None, effort: str, shape: tuple[int, int]):
+    """The model `encode_image` uses without --model for this rate, effort and image size (H, W)."""
+    return _pick_model(None, bpp, False, arch, effort, shape)
+
+
 def encode_image(
     image: str | Path | np.ndarray,
     *,
