@@ -80,20 +80,32 @@ class Run:
     def wall(self) -> float:
         return time.time() - self.t0
 
-    def save(self, model, opt, cfg: dict) -> None:
+    def save(self, model, opt, cfg: dict, origin: dict | None = None) -> None:
+        """Write the checkpoint; `origin` (see `origin()`) travels with it, so a model exported from it on
+        another machine still names the machine, torch and command that trained it."""
         if not self.active:
             return
         tmp = self.ckpt.with_suffix(".tmp")
         torch.save({"model": model.state(), "opt": opt.state_dict(), "step": self.step, "elapsed": self.wall(),
-                    "history": self.history, "cfg": cfg}, tmp)
+                    "history": self.history, "cfg": cfg, **({"origin": origin} if origin else {})}, tmp)
         tmp.replace(self.ckpt)
 
-    def provenance(self, data: Path, train_files: list[Path], val_files: list[Path], command: str, cfg: dict) -> dict:
-        """What a model card records of the run."""
+    def provenance(self, data: Path, train_files: list[Path], val_files: list[Path], command: str, cfg: dict,
+                   origin: dict | None = None) -> dict:
+        """What a model card records of the run: the training machine, torch and command from `origin`
+        where given (the run's, kept in its checkpoint), else this process's."""
+        here = {"command": command, "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
         return {"train_config": cfg, "data": str(data), "data_files": len(train_files), "val_files": len(val_files),
                 "data_sha256": data_hash(train_files, data), "steps": self.step, "wall_s": round(self.wall(), 1),
-                "command": command, "validation": self.history[-1] if self.history else {},
-                "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
+                "validation": self.history[-1] if self.history else {}, **here, **(origin or {})}
+
+
+def origin(command: str, device: str = "cpu") -> dict:
+    """Where a run trains: its command, torch build and machine (with the GPU's name on a GPU)."""
+    machine = f"{platform.machine()} {os.cpu_count()} cores"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        machine += f", {torch.cuda.get_device_name()} ({device})"
+    return {"command": command, "torch": str(torch.__version__), "machine": machine}
 
 
 def data_hash(files: list[Path], root: Path) -> str:

@@ -519,6 +519,11 @@ def test_train_grid2_stops_at_its_wall_clock_budget_and_validates_the_last_step(
     log = (out.parent / "g2t.run" / "train.log").read_text()
     assert f'"step": {ck["step"]},' in log  # the validation record of the step it stopped at
     assert models.load_model("g2t").meta["steps"] == ck["step"]
+    # the checkpoint keeps where it trained: a model exported from it elsewhere names that run's command
+    assert "--minutes" in ck["origin"]["command"] and ck["origin"]["torch"] == torch.__version__
+    models._cache.clear()
+    assert _train(monkeypatch, data, out, env, "--export-only").exit_code == 0
+    assert "--minutes" in models.load_model("g2t").meta["command"]
     r = _train(monkeypatch, data, tmp_path / "models" / "g2x", env, "--arch", "grid", "--minutes", "1")
     assert r.exit_code != 0 and "--minutes" in r.stderr
 

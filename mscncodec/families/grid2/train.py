@@ -149,14 +149,16 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
         torch.manual_seed(cfg.seed + run.step)
     step = run.step
 
+    where = training.origin(command, device)
+
     def checkpoint() -> None:
         run.step = step
-        run.save(model, opt, asdict(cfg))
+        run.save(model, opt, asdict(cfg), where)
 
     run.start(asdict(cfg))
     bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train grid2")
     lo, hi = cfg.log2_lam
-    frac = progress_of(step)
+    frac = min(step / cfg.steps, 1.0)  # a budget run takes at least one step
     while frac < 1.0:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * sched(frac)
@@ -181,7 +183,7 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
                  checkpoint)
     bar.close()
     checkpoint()
-    return export(model, out, cfg, run, data, train_files, val_files, command)
+    return export(model, out, cfg, run, data, train_files, val_files, command, where)
 
 
 def init_model(path: Path, gcfg: grid2.Grid2Config) -> Grid2Model:
@@ -209,14 +211,14 @@ def export_checkpoint(data: Path, out: Path, command: str) -> Path:
     run.step, run.elapsed, run.history = ck["step"], ck["elapsed"], ck["history"]
     run.t0 = time.time() - run.elapsed
     train_files, val_files = training_files(data, cfg.val_fraction, cfg.max_images)
-    return export(model, out, cfg, run, data, train_files, val_files, command)
+    return export(model, out, cfg, run, data, train_files, val_files, command, ck.get("origin"))
 
 
 def export(model: Grid2Model, out: Path, cfg: Grid2TrainConfig, run: Run, data: Path, train_files, val_files,
-           command: str) -> Path:
-    """Freeze the model into OUT.pt with its card OUT.md."""
+           command: str, origin: dict | None = None) -> Path:
+    """Freeze the model into OUT.pt with its card OUT.md (`origin`: where the run trained, if not here)."""
     gcfg = model.cfg
-    model.meta = run.provenance(data, train_files, val_files, command, asdict(cfg))
+    model.meta = run.provenance(data, train_files, val_files, command, asdict(cfg), origin)
     model.description = (f"meta-learned grid2 start: {gcfg.levels} latent grids 1/1..1/{gcfg.align}, learned "
                          f"upsampling, synthesis {'-'.join(map(str, gcfg.hidden))} + 2 residual 3x3, "
                          f"{len(grid2.NEIGHBOURS)}-neighbour ARM, amortised analysis, {gcfg.macs_per_pixel():.0f} MAC/px")
