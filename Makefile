@@ -57,7 +57,8 @@ GRID2_TRAIN = $(BIN)/mscn train image --arch grid2 --data ../shared/data/natural
 train-grid2: install
 	MSCN_THREADS=1 $(GRID2_TRAIN) --threads 1 --resume
 
-# The same on a lent GPU (device tool), for a wall-clock budget, four recipes at once on one card:
+# The same on a lent GPU (device tool), for a wall-clock budget, the script's recipes at once on one card
+# (it resumes grid2-l7-c256 from its committed checkpoint and tries one more):
 # scripts/gpu_train_grid2.sh (the machine's own python3; results in $$OUT/NAME.tgz). The training photos must
 # travel inside the checkout: `make gpu-data` copies into shared/natural-train all of natural-train but
 # Urban100 and as many Urban100 files as keep the tree under the device's 64 MiB (GPU_DATA_MB).

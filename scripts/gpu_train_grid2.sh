@@ -23,12 +23,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 echo "data: $(find "$DATA" -type f | wc -l) files, $(du -sh "$DATA" | cut -f1)"
 
-# NAME and its options (beside --data/--out/--device/--threads)
+# NAME and its options (beside --data/--out/--device/--threads). A recipe whose models/NAME.run/checkpoint.pt is
+# committed resumes it (a warm restart: the cosine starts again from --lr over the budget).
+# 2026-11-30's four recipes and what came of them: benchmarks/grid2-gpu/README.md.
 RECIPES=(
-  "grid2-g256|--patch 256 --batch 32 --log2-lam -13,-1"
-  "grid2-a64|--patch 256 --batch 32 --log2-lam -13,-1 --analysis 64"
-  "grid2-g320w|--patch 320 --batch 20 --log2-lam -13,-1 --rate-warmup 1500 --grad-through-clamp --seed 1"
-  "grid2-ft256|--patch 256 --batch 32 --log2-lam -13,-1 --lr 5e-4 --init models/grid2-l7.run/checkpoint.pt"
+  "grid2-l7-c256|--patch 256 --batch 32 --log2-lam -13,-1 --lr 1e-3"
+  "grid2-c256-lam3|--patch 256 --batch 32 --log2-lam -13,-3"
 )
 train() {  # NAME OUTDIR extra...
   local name=$1 dir=$2; shift 2
@@ -46,8 +46,12 @@ done
 pids=()
 for r in "${RECIPES[@]}"; do
   name=${r%%|*}; opts=${r#*|}
+  resume=()
+  if [ -f "models/$name.run/checkpoint.pt" ]; then
+    rm -rf "$WORK/$name.run" && cp -r "models/$name.run" "$WORK/$name.run" && resume=(--resume)
+  fi
   # shellcheck disable=SC2086
-  train "$name" "$WORK" $opts --steps 1000000 --minutes "$MIN" > "$WORK/$name.out" 2>&1 &
+  train "$name" "$WORK" $opts --steps 1000000 --minutes "$MIN" "${resume[@]}" > "$WORK/$name.out" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || echo "a run exited with $?"; done

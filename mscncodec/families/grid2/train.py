@@ -34,7 +34,7 @@ from mscncodec.families.grid2 import network as grid2
 from mscncodec.errors import MscnError
 from mscncodec.coding.latents import step_for
 from mscncodec.modalities.image import crops_to_images
-from mscncodec.modalities.image import PatchSampler, load_rgb, training_files
+from mscncodec.modalities.image import PatchSampler, load_rgb, training_files, u8_crops_to_images
 from mscncodec.training import Run
 from mscncodec.models import Grid2Model, fresh_grid2_model
 
@@ -162,7 +162,7 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
     while frac < 1.0:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * sched(frac)
-        x = crops_to_images(sampler.sample(cfg.batch), cfg.crop).to(device)
+        x = u8_crops_to_images(torch.from_numpy(sampler.sample_u8(cfg.batch)).to(device))
         lam = torch.from_numpy(2.0 ** np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, cfg.batch)).float()
         lam = lam.to(device)
         w = 1.0 if step >= cfg.rate_warmup else RATE_WARMUP_FROM + (1 - RATE_WARMUP_FROM) * step / cfg.rate_warmup
