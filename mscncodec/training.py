@@ -81,7 +81,7 @@ class Run:
         return time.time() - self.t0
 
     def save(self, model, opt, cfg: dict, origin: dict | None = None) -> None:
-        """Write the checkpoint; `origin` (see `origin()`) travels with it, so a model exported from it on
+        """Write the checkpoint; `origin` (see `run_origin()`) travels with it, so a model exported from it on
         another machine still names the machine, torch and command that trained it."""
         if not self.active:
             return
@@ -94,13 +94,12 @@ class Run:
                    origin: dict | None = None) -> dict:
         """What a model card records of the run: the training machine, torch and command from `origin`
         where given (the run's, kept in its checkpoint), else this process's."""
-        here = {"command": command, "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
         return {"train_config": cfg, "data": str(data), "data_files": len(train_files), "val_files": len(val_files),
                 "data_sha256": data_hash(train_files, data), "steps": self.step, "wall_s": round(self.wall(), 1),
-                "validation": self.history[-1] if self.history else {}, **here, **(origin or {})}
+                "validation": self.history[-1] if self.history else {}, **run_origin(command), **(origin or {})}
 
 
-def origin(command: str, device: str = "cpu") -> dict:
+def run_origin(command: str, device: str = "cpu") -> dict:
     """Where a run trains: its command, torch build and machine (with the GPU's name on a GPU)."""
     machine = f"{platform.machine()} {os.cpu_count()} cores"
     if device.startswith("cuda") and torch.cuda.is_available():

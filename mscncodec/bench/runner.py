@@ -110,9 +110,10 @@ def prepare_images(paths: Iterable[Path]) -> list[ImageRef]:
 # --------------------------------------------------------------------------- one point
 
 
-def point_key(image: ImageRef, codec: Codec, target: float) -> str:
-    """Cache key: content hash + codec id + the codec's version for this point + target bpp."""
-    return f"{image.sha1}|{codec.key}|{codec.version_at(target, (image.height, image.width))}|{target:.6g}"
+def point_key(image: ImageRef, codec: Codec, target: float, version: str | None = None) -> str:
+    """Cache key: content hash + codec id + the codec's version for this point (or `version`) + target bpp."""
+    v = codec.version_at(target, (image.height, image.width)) if version is None else version
+    return f"{image.sha1}|{codec.key}|{v}|{target:.6g}"
 
 
 def rekey(cache: dict[str, dict[str, Any]], path: Path, tasks: list, keys: list[str]) -> int:
@@ -127,7 +128,7 @@ def rekey(cache: dict[str, dict[str, Any]], path: Path, tasks: list, keys: list[
         legacy = c.legacy_version()
         if k in cache or legacy is None:
             continue
-        old = cache.get(f"{im.sha1}|{c.key}|{legacy}|{p:.6g}")
+        old = cache.get(point_key(im, c, p, legacy))
         if old is not None:
             cache[k] = {**old, "key": k}
             append_cache(path, cache[k])

@@ -149,7 +149,7 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
         torch.manual_seed(cfg.seed + run.step)
     step = run.step
 
-    where = training.origin(command, device)
+    where = training.run_origin(command, device)
 
     def checkpoint() -> None:
         run.step = step
