@@ -24,9 +24,11 @@ def _random_arm(cfg: grid2.Grid2Config, seed: int, scale: float = 0.5) -> dict[s
     return {k: v + scale * torch.randn(v.shape, generator=g) for k, v in p.items()}
 
 
+@pytest.mark.parametrize("table_bytes", [0, 64 << 20])
 @pytest.mark.parametrize("seed", range(3))
-def test_chunked_arm_gives_the_same_stream_and_decodes(monkeypatch, seed):
-    """Packing and unpacking a few thousand latents at a time is exact: the same bytes as one pass."""
+def test_chunked_arm_gives_the_same_stream_and_decodes(monkeypatch, seed, table_bytes):
+    """Packing and unpacking a few thousand latents at a time is exact: the same bytes as one pass, with the
+    coarser grid's terms gathered from its table (table_bytes > 0) or computed per latent (0)."""
     shapes = grid2codec.grid_shapes(CFG, 45, 70)
     arm = grid2.FixedArm.from_params(_random_arm(CFG, seed, scale=1.0))
     rng = np.random.default_rng(seed)
@@ -34,6 +36,7 @@ def test_chunked_arm_gives_the_same_stream_and_decodes(monkeypatch, seed):
     lam_q = grid2.lambda_fixed(2.0**-5)
     whole = grid2codec.encode_latents(arm, sym, lam_q)
     monkeypatch.setattr(grid2codec, "ARM_CHUNK", 97)  # every grid chunked, blocks ending mid-wave
+    monkeypatch.setattr(grid2codec, "COARSE_TABLE_BYTES", table_bytes)
     assert grid2codec.encode_latents(arm, sym, lam_q) == whole
     out = grid2codec.decode_latents(arm, whole, shapes, lam_q)
     assert all(np.array_equal(a, b) for a, b in zip(sym, out))

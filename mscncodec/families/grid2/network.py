@@ -330,6 +330,9 @@ BULK = 4096  # from this many latents on, the head runs in torch (in place); bel
 _MEAN_MAX = SYMBOL_RANGE * 2**MEAN_BITS
 _LS_LO = math.log(SCALE_MIN)
 _LS_K = (N_SCALES - 1) / (math.log(SCALE_MAX) - math.log(SCALE_MIN))
+_OUT_MUL = np.array([2.0 ** (MEAN_BITS - W_BITS - A_BITS), 2.0 ** -(W_BITS + A_BITS)])
+_OUT_SUB, _OUT_K = np.array([0.0, _LS_LO]), np.array([1.0, _LS_K])
+_OUT_LO, _OUT_HI = np.array([-_MEAN_MAX, 0.0]), np.array([_MEAN_MAX, N_SCALES - 1])
 
 
 def arm_fixed(arm: FixedArm, level: int, neigh: np.ndarray, coarse_term: np.ndarray, lam_q: float
@@ -359,18 +362,23 @@ def arm_head(arm: FixedArm, neigh: np.ndarray, pre: np.ndarray) -> tuple[np.ndar
     h = _np_shift(z)
     o = h @ arm.w2
     o += arm.b2
-    mean_i = np.floor(o[:, 0] * 2.0 ** (MEAN_BITS - W_BITS - A_BITS) + 0.5)
-    np.minimum(np.maximum(mean_i, -_MEAN_MAX, out=mean_i), _MEAN_MAX, out=mean_i)
-    scale_i = np.floor((o[:, 1] * 2.0 ** -(W_BITS + A_BITS) - _LS_LO) * _LS_K + 0.5)
-    np.minimum(np.maximum(scale_i, 0.0, out=scale_i), N_SCALES - 1, out=scale_i)
-    return mean_i, scale_i
+    # both outputs in one pass over (N, 2), column by column the same IEEE operations as _head_torch
+    # (multiplying by 1 and subtracting 0 are exact), so that per-wave calls stay few
+    o *= _OUT_MUL
+    o -= _OUT_SUB
+    o *= _OUT_K
+    o += 0.5
+    np.floor(o, out=o)
+    np.minimum(np.maximum(o, _OUT_LO, out=o), _OUT_HI, out=o)
+    return o[:, 0], o[:, 1]
 
 
 def _np_shift(z: np.ndarray) -> np.ndarray:
-    """ReLU, then back from scale 2**(W+A) to 2**A by an exact floor shift, clamped (in place)."""
-    np.maximum(z, 0.0, out=z)
+    """ReLU, then back from scale 2**(W+A) to 2**A by an exact floor shift, clamped (in place). Scaling by a
+    power of two and flooring commute exactly with the ReLU (floor(0) = 0), so the clamps come last."""
     z *= 2.0**-W_BITS
     np.floor(z, out=z)
+    np.maximum(z, 0.0, out=z)
     return np.minimum(z, A_MAX, out=z)
 
 
@@ -389,15 +397,21 @@ def _head_torch(arm: FixedArm, neigh: np.ndarray, pre: np.ndarray) -> tuple[np.n
     return mean_i.numpy(), scale_i.numpy()
 
 
+def coarse_table(arm: FixedArm, coarse: np.ndarray) -> np.ndarray:
+    """Integer first-layer term (ch*cw, H) of each latent of the coarser grid: what the (up to four) finer
+    latents above it share."""
+    ch, cw = coarse.shape
+    cp = np.pad(np.clip(coarse, -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.float64) * 2.0**A_BITS, 1)
+    cols = np.stack([cp[1 + dy : 1 + dy + ch, 1 + dx : 1 + dx + cw].reshape(-1) for dy, dx in COARSE], 1)
+    return cols @ arm.wc
+
+
 def coarse_fixed(arm: FixedArm, coarse: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     """Integer first-layer term (h*w, H) from the coarser grid's symbols (None for the coarsest grid)."""
     h, w = shape
     if coarse is None:
         return np.zeros((h * w, arm.wc.shape[1]))
-    ch, cw = coarse.shape
-    cp = np.pad(np.clip(coarse, -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.float64) * 2.0**A_BITS, 1)
-    cols = np.stack([cp[1 + dy : 1 + dy + ch, 1 + dx : 1 + dx + cw].reshape(-1) for dy, dx in COARSE], 1)
-    per = (cols @ arm.wc).reshape(ch, cw, -1)
+    per = coarse_table(arm, coarse).reshape(*coarse.shape, -1)
     return per.repeat(2, 0).repeat(2, 1)[:h, :w].reshape(h * w, -1)
 
 
