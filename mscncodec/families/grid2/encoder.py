@@ -137,7 +137,7 @@ def coarse_rows(arm: grid2.FixedArm, coarse: np.ndarray | None, idx: np.ndarray,
     cy, cx = idx // w // 2, idx % w // 2
     if table is not None:
         return table[cy * coarse.shape[1] + cx]
-    cp = np.pad(np.clip(coarse, -grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE).astype(np.float64) * 2.0**grid2.A_BITS, 1)
+    cp = grid2.coarse_padded(coarse)
     cols = np.stack([cp[1 + dy + cy, 1 + dx + cx] for dy, dx in grid2.COARSE], 1)
     return cols @ arm.wc
 
@@ -519,8 +519,7 @@ def _choose_update(model: Grid2Model, x: torch.Tensor, y: list[torch.Tensor], de
         n_bytes = sum(len(b) for _, b in secs)
         with torch.no_grad():
             bits = _est_bits(model, p, y, lam_t) + 8 * n_bytes
-            mse = float((grid2.synthesis(model.cfg, p, [v * step for v in hard]) - x).pow(2).mean())
-        j = bits / n_pix + mse / lam
+        j = bits / n_pix + _mse(model, p, x, [v * step for v in hard]) / lam
         if os.environ.get("MSCN_DEBUG"):
             print(f"[grid2] update at relative step {rel}: {n_bytes} B, estimated J {j:.4f}", file=sys.stderr)
         if j < best_j:
@@ -684,6 +683,8 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
             lam, step = lambda_value(lam_idx), tied_step(lam_idx)
         tried.clear()
     y0 = None
+    if not model.sends_update:  # a big image's frame: only the update variants' size fit ranks by distortion
+        x = None
 
     # 3. the real size (the decoder update, if any, quantised as chosen above)
     yv = [v[0, 0].numpy().astype(np.float64) * step for v in y]  # latent values
@@ -812,7 +813,6 @@ def fit_size(pack, magnitudes, base_idx: int, target: int, mse=None) -> tuple[by
     lo_limit = max(base_idx - FINER, 0)
     good = bad = None
     if len(at(base_idx)) <= target:  # finer while it fits: gallop down, then bisect
-        fits[(base_idx, 0.5)] = cache[base_idx]
         good, gap = base_idx, 1
         while good > lo_limit:
             cand = max(good - gap, lo_limit)
@@ -835,14 +835,16 @@ def fit_size(pack, magnitudes, base_idx: int, target: int, mse=None) -> tuple[by
                 else:
                     bad, gap = cand, gap * 2
     if good is not None and bad is not None:
-        while abs(good - bad) > 1:  # invariant: `good` fits, `bad` (the finer side) overshoots
+        while good - bad > 1:  # invariant: `good` fits, `bad` (finer) overshoots
             mid = (good + bad) // 2
             if len(at(mid)) <= target:
                 good = mid
             else:
                 bad = mid
-    if good is not None:
+    if good is not None:  # inserted first: without `mse` a tie in size keeps it, as the biggest did before
         fits[(good, 0.5)] = cache[good]
+    if len(at(base_idx)) <= target:
+        fits.setdefault((base_idx, 0.5), cache[base_idx])
     if bad is not None and (good is None or len(cache[good]) < 0.995 * target):  # fill the gap at the finer
         filled = _deadzone_fill(pack, magnitudes, bad, len(at(bad)), target, patient=good is None)  # step
         if filled is not None:

@@ -397,11 +397,16 @@ def _head_torch(arm: FixedArm, neigh: np.ndarray, pre: np.ndarray) -> tuple[np.n
     return mean_i.numpy(), scale_i.numpy()
 
 
+def coarse_padded(coarse: np.ndarray) -> np.ndarray:
+    """The coarser grid's symbols, clamped, at activation scale 2**A_BITS, with a zero border of one."""
+    return np.pad(np.clip(coarse, -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.float64) * 2.0**A_BITS, 1)
+
+
 def coarse_table(arm: FixedArm, coarse: np.ndarray) -> np.ndarray:
     """Integer first-layer term (ch*cw, H) of each latent of the coarser grid: what the (up to four) finer
     latents above it share."""
     ch, cw = coarse.shape
-    cp = np.pad(np.clip(coarse, -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.float64) * 2.0**A_BITS, 1)
+    cp = coarse_padded(coarse)
     cols = np.stack([cp[1 + dy : 1 + dy + ch, 1 + dx : 1 + dx + cw].reshape(-1) for dy, dx in COARSE], 1)
     return cols @ arm.wc
 
