@@ -1,78 +1,103 @@
-"""ms per refinement step of grid2 on a Kodak-sized frame (512x768), before and after this session's cuts.
+"""ms per refinement step of grid2 on a Kodak-sized frame (512x768): this checkout's decoder against the
+decoder module of an earlier commit, measured in one process, interleaved (this VM's speed drifts by
+~20 % over minutes, so runs alternate and the median is reported).
 
-    .venv/bin/python benchmarks/grid2_stepcost.py --threads 2 --out benchmarks/grid2-speed/stepcost-2t.json
+    .venv/bin/python benchmarks/grid2_stepcost.py --threads 1 --before df8b250 \
+        --out benchmarks/grid2-speed/stepcost-1t.json
 
-"before": the first version of the decoder (GELU in the synthesis, upsampling by grouped
-conv_transpose2d); "after": the shipped one (ReLU, polyphase upsampling as elementwise ops). Random
-latents and image, generic init: the cost of a step does not depend on the values. Median of 3 runs
-of 6 steps after 2 warm-up steps.
+A step is what `refine` does: the rate of every latent grid (ARM + Laplace bits), the synthesis, MSE,
+backward, Adam. Two kinds: latents only (`fast`) and latents + the dense decoder update (`default`, `max`).
+The parts (rate and synthesis, forward + backward, with the decoder's gradients) are timed alone as well.
+Random latents and image, the shipped grid2-l7 weights: the cost of a step does not depend on the values.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mscncodec import _runtime
-from mscncodec.families.grid2 import network as grid2, encoder as grid2codec
-from mscncodec.models import fresh_grid2_model
+from mscncodec.families.grid2 import encoder as grid2codec, network as grid2
+from mscncodec.models import load_model
+
+NETWORK = "mscncodec/families/grid2/network.py"
 
 
-def _up2_convt(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    c = x.shape[1]
-    kw = k.reshape(1, 1, 1, 4).expand(c, 1, 1, 4)
-    y = F.conv_transpose2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), kw, stride=(1, 2), groups=c)
-    y = y[..., 3 : 3 + 2 * x.shape[3]]
-    y = F.conv_transpose2d(F.pad(y, (0, 0, 1, 1), mode="replicate"), kw.transpose(2, 3), stride=(2, 1), groups=c)
-    return y[:, :, 3 : 3 + 2 * x.shape[2]]
+def module_at(commit: str):
+    """grid2's network module as it was at `commit` (loaded beside the current one)."""
+    src = subprocess.run(["git", "show", f"{commit}:{NETWORK}"], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / "grid2_network_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("grid2_network_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--before", default="df8b250", help="commit whose decoder module is the baseline")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=4, help="refinement steps per timed run")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     _runtime.tune_allocator()
     torch.set_num_threads(a.threads)
-    m = fresh_grid2_model(grid2.Grid2Config(), name="t")
+    before = module_at(a.before)
+    shipped = {"rate_bits": grid2.rate_bits, "synthesis": grid2.synthesis}
+    variants = {"before": {"rate_bits": before.rate_bits, "synthesis": before.synthesis}, "after": shipped}
+
+    m = load_model("grid2-l7+dense")
     torch.manual_seed(0)
     x = torch.rand(1, 3, 512, 768)
-    y0 = [torch.randn(1, 1, h, w) for h, w in grid2codec.grid_shapes(m.cfg, 512, 768)]
-    shipped_up2, shipped_syn = grid2.up2, grid2.synthesis
+    y0 = [torch.randn(1, 1, h, w).mul(3) for h, w in grid2codec.grid_shapes(m.cfg, 512, 768)]
+    p = {k: v.clone().requires_grad_(True) for k, v in m.theta.items()}
+    yg = [v.round().requires_grad_(True) for v in y0]
+    lam = torch.tensor([2.0**-8])
 
-    def before_synthesis(cfg, p, latents):
-        up = grid2.upsample_all(cfg, p, latents)
-        bsz, _, hh, ww = up.shape
-        h = up.flatten(2).transpose(1, 2)
-        n = len(cfg.hidden) + 1
-        for i in range(n):
-            h = grid2._lin(h, p[f"syn.w{i}"], p[f"syn.b{i}"])
-            if i < n - 1:
-                h = F.gelu(h)
-        h = h.transpose(1, 2).reshape(bsz, 3, hh, ww)
-        h = h + F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), p["syn.c1w"], p["syn.c1b"])
-        h = h + F.conv2d(F.pad(F.gelu(h), (1, 1, 1, 1), mode="replicate"), p["syn.c2w"], p["syn.c2b"])
-        return h + 0.5
+    def use(tag: str) -> None:
+        for k, f in variants[tag].items():
+            setattr(grid2, k, f)
 
-    res = {}
-    for tag, up, syn in (("before", _up2_convt, before_synthesis), ("after", shipped_up2, shipped_syn)):
-        grid2.up2, grid2.synthesis = up, syn
-        grid2codec.refine(m, x, y0, 2.0**-8, 0.5, 2, 512 * 768)
-        runs = []
-        for _ in range(3):
-            t = time.perf_counter()
-            grid2codec.refine(m, x, y0, 2.0**-8, 0.5, 6, 512 * 768)
-            runs.append((time.perf_counter() - t) / 6 * 1000)
-        res[tag] = round(float(np.median(runs)), 1)
-        print(tag, res[tag], "ms/step", flush=True)
-    grid2.up2, grid2.synthesis = shipped_up2, shipped_syn
-    out = {"threads": a.threads, "frame": "512x768", "ms_per_step": res, "command": "benchmarks/grid2_stepcost.py"}
+    def step(update: bool):
+        return lambda: grid2codec.refine(m, x, y0, float(lam), 0.5, a.steps, 512 * 768, update=update)
+
+    jobs = {
+        "step, latents only (fast)": (step(False), a.steps),
+        "step, latents + dense update (default, max)": (step(True), a.steps),
+        "rate: ARM + Laplace bits, fwd + bwd": (lambda: grid2.rate_bits(m.cfg, p, yg, yg, lam).sum().backward(), 1),
+        "synthesis, fwd + bwd": (lambda: grid2.synthesis(m.cfg, p, [v * 0.5 for v in yg]).pow(2).mean().backward(), 1),
+    }
+    times: dict[str, dict[str, list[float]]] = {j: {"before": [], "after": []} for j in jobs}
+    try:
+        for r in range(a.runs + 1):  # the first round warms up and is dropped
+            for j, (f, n) in jobs.items():
+                for tag in ("before", "after"):
+                    use(tag)
+                    t = time.perf_counter()
+                    f()
+                    if r:
+                        times[j][tag].append((time.perf_counter() - t) / n * 1000)
+    finally:
+        use("after")
+    res = {j: {tag: round(statistics.median(v), 1) for tag, v in d.items()} for j, d in times.items()}
+    for j, d in res.items():
+        print(f"{j}: {d['before']} -> {d['after']} ms ({d['after'] / d['before']:.2f}x)", flush=True)
+    out = {"threads": a.threads, "frame": "512x768", "before": a.before, "ms": res,
+           "runs": {j: d for j, d in times.items()}, "torch": torch.__version__,
+           "command": f"benchmarks/grid2_stepcost.py --threads {a.threads} --before {a.before}"}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=1))
 

@@ -119,6 +119,67 @@ def test_fixed_point_arm_is_the_same_in_one_pass_and_wave_by_wave():
             assert np.array_equal(m, m_all[wave]) and np.array_equal(s, s_all[wave])
 
 
+def _masked_conv_reference(wn: torch.Tensor, wc: torch.Tensor, z: torch.Tensor, coarse: torch.Tensor | None
+                           ) -> torch.Tensor:
+    """The ARM's first layer written as convolutions (a masked kernel over the padded grid, a 3x3 one over the
+    coarser grid repeated 2x2): what the context columns must reproduce, forward and backward."""
+    k = wn.new_zeros(wn.shape[0], 1, grid2.PAD_T + 1, grid2.PAD_L + grid2.PAD_R + 1)
+    for i, (dy, dx) in enumerate(grid2.NEIGHBOURS):
+        k[:, 0, grid2.PAD_T + dy, grid2.PAD_L + dx] = wn[:, i]
+    h = F.conv2d(F.pad(z, (grid2.PAD_L, grid2.PAD_R, grid2.PAD_T, 0)), k)
+    if coarse is not None:
+        c = F.conv2d(coarse, wc.reshape(-1, 1, 3, 3), padding=1).repeat_interleave(2, 2).repeat_interleave(2, 3)
+        h = h + c[..., : z.shape[2], : z.shape[3]]
+    return h.flatten(2)
+
+
+@pytest.mark.parametrize("size", [(6, 10), (7, 5), (1, 1), (2, 9)])
+@pytest.mark.parametrize("with_coarse", [True, False])
+def test_context_columns_equal_the_masked_convolution_forward_and_backward(size, with_coarse):
+    """The gathered columns times the first-layer weights are the masked convolution, and their hand-written
+    backward gives the same gradients (float64 gradcheck as well), on odd sizes and batches of two."""
+    torch.manual_seed(0)
+    h, w = size
+    z = torch.randn(2, 1, h, w, dtype=torch.float64, requires_grad=True)
+    coarse = (torch.randn(2, 1, (h + 1) // 2, (w + 1) // 2, dtype=torch.float64, requires_grad=True)
+              if with_coarse else None)
+    wn = torch.randn(5, 16, dtype=torch.float64, requires_grad=True)
+    wc = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+    w0 = torch.cat([wn, wc], 1) if with_coarse else wn
+    got = torch.matmul(w0, grid2.context_columns(z, coarse))
+    ref = _masked_conv_reference(wn, wc, z, coarse)
+    assert torch.allclose(got, ref, atol=1e-12)
+    inputs = [z, wn] + ([coarse, wc] if with_coarse else [])
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda *t: grid2.context_columns(*t), (z, coarse))
+
+
+@pytest.mark.parametrize("bsz", [1, 3])
+def test_conv3x3_replicate_equals_padded_conv2d(bsz):
+    torch.manual_seed(1)
+    x = torch.randn(bsz, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    wgt = torch.randn(3, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    got = grid2.conv3x3_replicate(x, wgt, b)
+    ref = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), wgt, b)
+    assert torch.allclose(got, ref, atol=1e-12)
+    assert torch.autograd.gradcheck(grid2.conv3x3_replicate, (x, wgt, b))
+
+
+def test_channels_first_layer_is_a_1x1_convolution():
+    """linear_cf with shared weights, a shared or a per-sample bias, batch 1 or 3."""
+    torch.manual_seed(2)
+    wgt = torch.randn(4, 6, 1, 1)
+    for bsz in (1, 3):
+        x = torch.randn(bsz, 6, 5, 7)
+        for b in (torch.randn(4), torch.randn(bsz, 4)):
+            ref = F.conv2d(x, wgt) + b.reshape(-1, 4, 1, 1)
+            assert torch.allclose(grid2.linear_cf(wgt, x.flatten(2), b if b.dim() == 1 or bsz > 1 else b[0]),
+                                  ref.flatten(2), atol=1e-5)
+
+
 def test_float_arm_matches_the_fixed_point_one():
     """Training's float ARM and the coder's integer ARM differ only by the fixed-point roundings."""
     p = _random_arm(CFG, 5, scale=0.3)
