@@ -47,6 +47,12 @@ from mscncodec.coding.quantize import dequantise, quantise, step_index
 from mscncodec.coding.sparsity import deterministic_gate, prob_open, sample_gate
 
 EFFORT = {"fast": 8, "default": 50, "max": 400}  # refinement steps over the whole image (Kodak, 2 threads: ~10 s, ~25 s, ~2 min)
+# The variants that send a decoder update (default's route from 2^18 pixels and 0.125 bpp up, max) refine longer
+# at `default`: the faster step (benchmarks/grid2-speed/stepcost-*.json, 0.58x on one thread) spent on steps. On
+# the two held-out Kodak-size crops (beach_sun, ruin_sun, 512x768; 0.25 / 0.5 / 1.0 bpp) 80 steps gave +0.41 to
+# +0.96 dB over 50 (mean +0.68) at equal size; 120 gave about +0.2 dB more at 1.5x the time. The plain model's
+# routes keep EFFORT: at `fast` 14 steps were level with 8 there (mean +0.05 dB).
+UPDATE_EFFORT = {**EFFORT, "default": 80}
 LATENT_LR = 0.05  # Adam on latents, in symbol units
 LONG_STEPS, LONG_LATENT_LR = 100, 0.02  # refinements longer than LONG_STEPS move the latents slower. Measured
 # on a held-out photo at lambda 2^-8 (rate + D / lambda, the start 1.518): 50 steps are best at 0.05 (of 0.01,
@@ -69,12 +75,13 @@ LAMBDA_SEARCH = (lambda_index(2.0**-14), lambda_index(2.0**-2))
 LAMBDA_TRIES = 4  # secant steps of the lambda search (after two first tries)
 ARCH_CODE = 3  # bitstream.ARCHS
 ENCODER_REVISION = 2  # bench cache keys (bench/inr.py); 2: lambda aimed again on overshoot, dead zone on sparse grids
-UPDATE_REVISION = 7  # the same for the variants that send a decoder update; 3: lambda aimed again as for the
+UPDATE_REVISION = 8  # the same for the variants that send a decoder update; 3: lambda aimed again as for the
 # others, the update learns at DELTA_LR 3e-3, the latents at LATENT_LR however long the refinement; 4: a third aim
 # (AIMS_UPDATE), and the amortised start kept where the refined file is worse; 5: the coarser update step 1.0
 # and the variant's own rate-growth calibration; 6: the third aim neither follows sizes that do not fall with
 # lambda nor extrapolates far (_secant_index); 7: the size fit takes the stream that decodes best among those
-# that fit, not the biggest (fit_size's `mse`; the plain model's streams are unchanged until it is measured there)
+# that fit, not the biggest (fit_size's `mse`; the plain model's streams are unchanged until it is measured there);
+# 8: 80 refinement steps at `default` (UPDATE_EFFORT), and the faster step (values equal to float rounding)
 
 _FAMILY = constriction.stream.model.QuantizedLaplace(-grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE + 1)
 
@@ -593,7 +600,7 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
     x = tiles.padded_frame(rgb, cfg.align) if tiled else pad_image(rgb, cfg.align)  # tiled: uint8, float per tile
     header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": ARCH_CODE,
               "model_id": model.model_id, "height": h, "width": w, "channels": channels, "patch": cfg.align}
-    n_steps = EFFORT[effort] if steps is None else steps
+    n_steps = (UPDATE_EFFORT if model.sends_update else EFFORT)[effort] if steps is None else steps
     target_bytes = int(math.floor(bpp * n_pix / 8)) if bpp is not None else None
     overhead = bitstream.HEADER_SIZE + 8 * 5 + 8  # typical container bytes, for aiming lambda
     if target_bytes is not None:  # refuse a size no stream can have before any work
