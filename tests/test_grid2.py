@@ -280,6 +280,30 @@ def test_variants_send_a_decoder_update_and_round_trip(g2, variant):
     assert describe(data)["header"]["model"] == variant
 
 
+@pytest.mark.parametrize("variant,table", [("g2t+dense", "UPDATE_EFFORT"), ("g2t", "EFFORT")])
+def test_default_effort_refines_longer_where_the_decoder_update_is_sent(g2, variant, table, monkeypatch):
+    """`default` spends the faster step on steps only where a decoder update is refined with the latents
+    (the refinements asked for are recorded, and run 2 steps to keep the test short)."""
+    assert grid2codec.UPDATE_EFFORT["default"] > grid2codec.EFFORT["default"]
+    asked, refine = [], grid2codec.refine
+
+    def short(model, x, y0, lam, step, n_steps, *a, **k):
+        asked.append(n_steps)
+        return refine(model, x, y0, lam, step, min(n_steps, 2), *a, **k)
+
+    monkeypatch.setattr(grid2codec, "refine", short)
+    data = encode_image(synthetic_image(24, 40, seed=3), bpp=6.0, model=variant, effort="default")
+    assert asked and set(asked) == {getattr(grid2codec, table)["default"]} and decode(data).shape == (24, 40, 3)
+
+
+def test_size_fit_without_a_sparse_grid_has_nothing_to_zero(g2):
+    """An encode whose grids are all dense still fits its size: the dead-zone fill finds no candidates
+    instead of failing (it raised on this image at `default` effort until encoder r8)."""
+    img = synthetic_image(24, 40, seed=3)
+    data = encode_image(img, bpp=6.0, model=g2, effort="default")
+    assert len(data) <= 6.0 * 24 * 40 / 8 and decode(data).shape == img.shape
+
+
 def test_describe_shows_lambda_and_step(stream):
     _, data, _ = stream
     d = describe(data)

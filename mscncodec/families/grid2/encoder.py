@@ -718,7 +718,7 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
             for rows in (_row_blocks(v) if l in sparse else ()):
                 r = np.abs(v[rows].reshape(-1)) / s
                 parts.append(r[(r >= 0.5) & (r < MAX_DEADZONE)] * DEADZONE_LEVEL_GAIN**l)
-        return np.sort(np.concatenate(parts))
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0)  # no sparse grid: nothing to zero
 
     base_idx = step_index_for(lam)
     sparse = _sparse_levels(yv, latent_step(base_idx))
