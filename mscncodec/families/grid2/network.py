@@ -317,17 +317,19 @@ class _ContextColumns(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         bsz, h, w, cshape = ctx.dims
         g = g.view(bsz, -1, h, w)
-        gz = g.new_zeros(bsz, h + PAD_T, w + PAD_L + PAD_R)
-        for i, (dy, dx) in enumerate(NEIGHBOURS):
-            gz[:, PAD_T + dy : PAD_T + dy + h, PAD_L + dx : PAD_L + dx + w] += g[:, i]
-        gc = None
+        gz = gc = None
+        if ctx.needs_input_grad[0]:
+            gp = g.new_zeros(bsz, h + PAD_T, w + PAD_L + PAD_R)
+            for i, (dy, dx) in enumerate(NEIGHBOURS):
+                gp[:, PAD_T + dy : PAD_T + dy + h, PAD_L + dx : PAD_L + dx + w] += g[:, i]
+            gz = gp[:, PAD_T:, PAD_L : PAD_L + w][:, None]
         if cshape is not None and ctx.needs_input_grad[1]:
             hc, wc = cshape
             gu = g.new_zeros(bsz, 2 * hc + 4, 2 * wc + 4)
             for j, (dy, dx) in enumerate(COARSE):
                 gu[:, 2 + 2 * dy : 2 + 2 * dy + h, 2 + 2 * dx : 2 + 2 * dx + w] += g[:, len(NEIGHBOURS) + j]
             gc = gu[:, 2 : 2 + 2 * hc, 2 : 2 + 2 * wc].reshape(bsz, hc, 2, wc, 2).sum((2, 4))[:, None]
-        return gz[:, PAD_T:, PAD_L : PAD_L + w][:, None], gc
+        return gz, gc
 
 
 def context_columns(z: torch.Tensor, coarse: torch.Tensor | None) -> torch.Tensor:
