@@ -176,8 +176,7 @@ def test_channels_first_layer_is_a_1x1_convolution():
         x = torch.randn(bsz, 6, 5, 7)
         for b in (torch.randn(4), torch.randn(bsz, 4)):
             ref = F.conv2d(x, wgt) + b.reshape(-1, 4, 1, 1)
-            assert torch.allclose(grid2.linear_cf(wgt, x.flatten(2), b if b.dim() == 1 or bsz > 1 else b[0]),
-                                  ref.flatten(2), atol=1e-5)
+            assert torch.allclose(grid2.linear_cf(wgt, x.flatten(2), b), ref.flatten(2), atol=1e-5)
 
 
 def test_float_arm_matches_the_fixed_point_one():
