@@ -182,31 +182,23 @@ def analysis(cfg: Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor, lam:
 
 # ---------------------------------------------------------------- synthesis (decoder side)
 
-def _up2_last(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """2x along the last axis: the 4-tap transposed filter k (stride 2, edges replicated) written as its two
-    polyphase halves, even = k1 x[j] + k3 x[j-1], odd = k2 x[j] + k0 x[j+1]: elementwise, so several
-    times faster on the CPU than conv_transpose2d with one group per channel."""
-    xp = torch.cat([x[..., :1], x, x[..., -1:]], -1)
-    mid = xp[..., 1:-1]
-    even = k[1] * mid + k[3] * xp[..., :-2]
-    odd = k[2] * mid + k[0] * xp[..., 2:]
-    return torch.stack([even, odd], -1).flatten(-2)
-
-
-def _up2_rows(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The same 2x step along the rows (axis 2): the polyphase halves interleave whole rows, so no transpose
-    of the (B, C, h, 2w) intermediate is needed (~1.5x faster over a Kodak frame's stages, forward and back)."""
-    xp = torch.cat([x[:, :, :1], x, x[:, :, -1:]], 2)
-    mid = xp[:, :, 1:-1]
-    even = k[1] * mid + k[3] * xp[:, :, :-2]
-    odd = k[2] * mid + k[0] * xp[:, :, 2:]
-    return torch.stack([even, odd], 3).flatten(2, 3)
+def _up2_along(x: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    """2x along axis `dim` (2: rows, 3: columns) of (B, C, h, w): the 4-tap transposed filter k (stride 2, edges
+    replicated) written as its two polyphase halves, even = k1 x[j] + k3 x[j-1], odd = k2 x[j] + k0 x[j+1]:
+    elementwise, so several times faster on the CPU than conv_transpose2d with one group per channel. Along
+    the rows the halves interleave whole rows, so neither pass needs a transpose."""
+    n = x.shape[dim]
+    xp = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
+    mid = xp.narrow(dim, 1, n)
+    even = k[1] * mid + k[3] * xp.narrow(dim, 0, n)
+    odd = k[2] * mid + k[0] * xp.narrow(dim, 2, n)
+    return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
 
 
 def up2(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """2x upsampling of every channel (B, C, h, w) with the separable 4-tap transposed filter k (bilinear
     at init); edges replicated."""
-    return _up2_rows(_up2_last(x, k), k)
+    return _up2_along(_up2_along(x, k, 3), k, 2)
 
 
 def upsample_all(cfg: Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor]) -> torch.Tensor:
