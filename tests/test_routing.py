@@ -154,3 +154,26 @@ def test_the_plain_bench_key_follows_the_default_effort_routes(mixed_models):
     route["routes"].append({"max_bpp": 1e9, "model": "hi", "effort": "default"})
     (mixed_models / "routing.json").write_text(json.dumps(route))
     assert resolve_core_model("siren")[2] != plain
+
+
+def test_every_routed_grid2_model_aims_with_a_calibration_of_its_own_weights(monkeypatch):
+    """The encoder aims lambda at target / growth(steps) from models/NAME.growth.json (or the base model's):
+    a file measured on other weights (a model retrained or renamed without re-calibrating) would aim every
+    encode off and cost re-aims, so each shipped calibration must name the id of the model it sits beside,
+    and every grid2 route must find one."""
+    from pathlib import Path
+
+    from mscncodec.families.grid2.encoder import growth_file
+
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    monkeypatch.setenv("MSCN_MODELS", str(shipped))
+    monkeypatch.setattr(models, "_cache", {})
+    for path in sorted(shipped.glob("*.growth.json")):
+        cal = json.loads(path.read_text())
+        m = models.load_model(path.name[: -len(".growth.json")])
+        assert cal["model_id"] == m.model_id.hex(), path.name
+        assert cal["growth"] and all(0.25 < v < 4 for v in cal["growth"].values()), path.name
+    routes = json.loads((shipped / "routing.json").read_text())["arch_routes"]["grid2"]
+    assert routes
+    for r in routes:
+        assert growth_file(models.load_model(r["model"])).is_file(), r["model"]
