@@ -28,7 +28,8 @@ echo "data: $(find "$DATA" -type f | wc -l) files, $(du -sh "$DATA" | cut -f1)"
 # What came of each lease's recipes: benchmarks/grid2-gpu/README.md. Lease 2 (2026-11-30) shipped grid2-l7-ft256
 # (a fine-tune of grid2-l7, main rates); resuming grid2-l7-c256 at lr 1e-3 made it worse at its low rates (not
 # shipped, dropped here). Next: the shipped fine-tune resumed, and one more fine-tune of it over all rates (could one
-# model serve 0.1 bpp too?).
+# model serve 0.1 bpp too?). A CPU try of the latter at batch 8 was worse at every rate (benchmarks/grid2-gpu/README.md);
+# the batch-32 recipe is untested.
 RECIPES=(
   "grid2-l7-ft256|--init models/grid2-l7.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-3 --lr 5e-4"
   "grid2-ft256-all|--init models/grid2-l7-ft256.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-1 --lr 5e-4"
