@@ -53,12 +53,10 @@ def bd(by: dict[str, dict[float, list[dict]]], lo: float) -> None:
     refs = [r for r in BD_REFS if r in by]
     print("| test | " + " | ".join(refs) + " |")
     print("|---|" + "---|" * len(refs))
+    ref_curves = [mean_curve(by[ref]) for ref in refs]
     for test in sorted(c for c in by if c.startswith("mscn")):
         tb, tp = mean_curve(by[test], lo)
-        cells = []
-        for ref in refs:
-            rb, rp = mean_curve(by[ref])
-            cells.append(f"{bd_rate(rb, rp, tb, tp):+.1f} % / {bd_psnr(rb, rp, tb, tp):+.2f} dB")
+        cells = [f"{bd_rate(rb, rp, tb, tp):+.1f} % / {bd_psnr(rb, rp, tb, tp):+.2f} dB" for rb, rp in ref_curves]
         print(f"| {test} | " + " | ".join(cells) + " |")
 
 

@@ -161,11 +161,11 @@ def test_every_routed_grid2_model_aims_with_a_calibration_of_its_own_weights(mon
     a file measured on other weights (a model retrained or renamed without re-calibrating) would aim every
     encode off and cost re-aims, so each shipped calibration must name the id of the model it sits beside,
     and every grid2 route must find one."""
-    from pathlib import Path
+    from conftest import REPO
 
     from mscncodec.families.grid2.encoder import growth_file
 
-    shipped = Path(__file__).resolve().parents[1] / "models"
+    shipped = REPO / "models"
     monkeypatch.setenv("MSCN_MODELS", str(shipped))
     monkeypatch.setattr(models, "_cache", {})
     for path in sorted(shipped.glob("*.growth.json")):
