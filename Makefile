@@ -58,16 +58,17 @@ train-grid2: install
 	MSCN_THREADS=1 $(GRID2_TRAIN) --threads 1 --resume
 
 # The same on a lent GPU (device tool), for a wall-clock budget, the script's recipes at once on one card
-# (it resumes the shipped grid2-l7-ft256 from its committed checkpoint and tries one more):
+# (it resumes the shipped grid2-l7-ft256c from its committed checkpoint and tries one more):
 # scripts/gpu_train_grid2.sh (the machine's own python3; results in $$OUT/NAME.tgz). The training photos must
 # travel inside the checkout: `make gpu-data` copies into shared/natural-train all of natural-train but
 # Urban100 and as many Urban100 files as keep the tree under the device's 64 MiB (GPU_DATA_MB: 64 MiB less the
-# tracked files, ~19 MB since grid2-l7-ft256 and its checkpoint landed).
+# tracked files, ~19 MB since grid2-l7-ft256c and its checkpoint landed, less ~2 MB so that a run folder can be
+# carried for a continuation on the same lease).
 GPU_MINUTES ?= 7
 gpu-train-grid2:
 	scripts/gpu_train_grid2.sh $(GPU_MINUTES) cuda
 
-GPU_DATA_MB ?= 47
+GPU_DATA_MB ?= 45
 gpu-data:
 	rm -rf shared/natural-train && mkdir -p shared/natural-train
 	cp -r ../shared/data/natural-train/bsds500 ../shared/data/natural-train/mcmaster ../shared/data/natural-train/sunhays80 shared/natural-train/

@@ -26,13 +26,16 @@ echo "data: $(find "$DATA" -type f | wc -l) files, $(du -sh "$DATA" | cut -f1)"
 # NAME and its options (beside --data/--out/--device/--threads). A recipe whose models/NAME.run/checkpoint.pt is
 # committed resumes it (a warm restart: the cosine starts again from --lr over the budget).
 # What came of each lease's recipes: benchmarks/grid2-gpu/README.md. Lease 2 (2026-11-30) shipped grid2-l7-ft256
-# (a fine-tune of grid2-l7, main rates); resuming grid2-l7-c256 at lr 1e-3 made it worse at its low rates (not
-# shipped, dropped here). Next: the shipped fine-tune resumed, and one more fine-tune of it over all rates (could one
-# model serve 0.1 bpp too?). A CPU try of the latter at batch 8 was worse at every rate (benchmarks/grid2-gpu/README.md);
-# the batch-32 recipe is untested.
+# (a fine-tune of grid2-l7, main rates); resuming grid2-l7-c256 at lr 1e-3 made it worse at its low rates. Lease 3
+# (2026-12-01) resumed that fine-tune for 4531 more steps: shipped as grid2-l7-ft256c for `fast` (better from 0.5 bpp up,
+# worse at 0.25, where its held-out validation at lambda 2^-5 fell as the run went on; level at `default`). The
+# all-rates fine-tune (log2 lambda -13..-1, batch 32) was worse at every rate on held-out photos, as at batch 8 on
+# the CPU: dropped. A fine-tune on 512 px crops (batch 8; sees only the photos that big: Sun-Hays 80 and Urban100)
+# was level with grid2-l7-ft256 on held-out photos after 5015 steps: kept as a recipe, from the newer start.
+# Next: grid2-l7-ft256c resumed (its low rates may fall further: watch bpp_lo / psnr_lo in its log).
 RECIPES=(
-  "grid2-l7-ft256|--init models/grid2-l7.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-3 --lr 5e-4"
-  "grid2-ft256-all|--init models/grid2-l7-ft256.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-1 --lr 5e-4"
+  "grid2-l7-ft256c|--init models/grid2-l7.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-3 --lr 5e-4"
+  "grid2-ft512|--init models/grid2-l7-ft256c.run/checkpoint.pt --patch 512 --batch 8 --log2-lam -13,-3 --lr 3e-4"
 )
 if [ -n "${ONLY:-}" ]; then  # ONLY=NAME: that recipe alone (a short continuation on what is left of a lease)
   kept=(); for r in "${RECIPES[@]}"; do [ "${r%%|*}" = "$ONLY" ] && kept+=("$r"); done; RECIPES=("${kept[@]}")
