@@ -386,6 +386,31 @@ def test_lambda_is_aimed_again_when_the_refined_stream_overshoots(monkeypatch, c
     assert rep["psnr"] > honest[1]["psnr"] - 0.5
 
 
+def test_a_plain_model_aims_a_third_time_when_the_second_aim_misses(monkeypatch, capsys):
+    """Encoder revision 3: where the re-aimed refinement overshoots as well, the plain model gets the secant
+    aim the update variants had (before, the size fit cut the second refinement with a dead zone, unmeasured:
+    kodim05 at 0.25 bpp, fast, lost 0.7 dB that way). The second aim is forced 3 lambda indices too rich."""
+    name = _shipped(monkeypatch)
+    from PIL import Image
+
+    img = np.asarray(Image.open(REPO / "examples" / "example.png").convert("RGB"))
+    monkeypatch.setenv("MSCN_DEBUG", "1")
+    monkeypatch.setattr(grid2codec, "rate_growth", lambda model, n: 0.5)
+    real, calls = grid2codec._lambda_for, []
+
+    def second_too_rich(model, x, target_bits, guess):
+        idx, y, est = real(model, x, target_bits, guess)
+        calls.append(idx)
+        return (idx - 3, None, est) if len(calls) == 2 else (idx, y, est)
+
+    monkeypatch.setattr(grid2codec, "_lambda_for", second_too_rich)
+    data, rep = encode_image(img, bpp=0.5, model=name, return_report=True, effort="fast", steps=3)
+    err = capsys.readouterr().err
+    assert len(calls) == 2 and err.count("tied-step size") == 2  # both misses measured, then the third aim
+    assert 0.85 * int(0.5 * 256 * 256 / 8) <= len(data) <= int(0.5 * 256 * 256 / 8)
+    assert decode(data).shape == img.shape
+
+
 def test_lambda_is_aimed_again_with_the_decoder_update_counted(monkeypatch, capsys):
     """The variants that send a decoder update get the second aim too (the update changes the rate far
     more than latents alone do), with the update's own bytes and ARM in the tied-step size."""
