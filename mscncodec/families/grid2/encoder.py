@@ -684,8 +684,8 @@ def encode(model: Grid2Model, rgb: np.ndarray, channels: int, *, bpp: float | No
             y0 = y_new
             y, candidates, chosen = _refine_chosen(model, x, y0, lam, step, n_steps, n_pix, tiled, progress, None)
         fits = {i: t for i, t in tried.items() if (1 - REAIM_UNDER) * target_bytes <= t[0] <= target_bytes}
-        if lam_idx in tried and tried[lam_idx][0] > target_bytes and fits:  # the last aim overshoots where an
-            lam_idx = max(fits, key=lambda i: fits[i][0])                   # earlier one fitted: take that one
+        if tried[lam_idx][0] > target_bytes and fits:  # the last aim (always measured since revision 3)
+            lam_idx = max(fits, key=lambda i: fits[i][0])  # overshoots where an earlier one fitted: take that one
             _, y, candidates, chosen = fits[lam_idx]
             lam, step = lambda_value(lam_idx), tied_step(lam_idx)
         tried.clear()
