@@ -34,13 +34,19 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "natu
 CROP = (320, 480)
 
 
-def photos(n: int = 3, names: list[str] | None = None, crop: tuple[int, int] = CROP) -> list[tuple[str, np.ndarray]]:
-    """The first n validation photos, or those named (Kodak-size ones: beach_sun_*, ruin_sun_*), top-left crops."""
+def photos(n: int = 3, names: list[str] | None = None, crop: tuple[int, ...] = CROP) -> list[tuple[str, np.ndarray]]:
+    """The first n validation photos, or those named (Kodak-size ones: beach_sun_*, ruin_sun_*), crops
+    (h, w) from the top left or (h, w, y, x) from row y, column x: only two held-out photos are Kodak's size,
+    so a second crop of each doubles the photos a Kodak-size setting can be chosen on."""
     _, val = training_files(DATA, 0.05, 0)
     picked = [f for f in val if any(f.name.startswith(m) for m in names)] if names else val[:n]
     out = []
     for f in picked:
-        im = load_rgb(f)[: crop[0], : crop[1]]
+        y, x = crop[2:] if len(crop) == 4 else (0, 0)
+        im = load_rgb(f)[y : y + crop[0], x : x + crop[1]]
+        if len(crop) == 4 and im.shape[:2] != crop[:2]:  # an offset crop is asked for its size: say so
+            raise SystemExit(f"{f.name}: the {crop[0]}x{crop[1]} crop at row {y}, column {x} leaves the photo "
+                             f"(it gives {im.shape[0]}x{im.shape[1]})")
         out.append((f.name, np.ascontiguousarray(im)))
     return out
 
@@ -116,7 +122,8 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=3)
     ap.add_argument("--effort", default="default", help="rd: effort when --steps is 0")
     ap.add_argument("--names", default="", help="rd: comma-separated photo name prefixes instead of the first N")
-    ap.add_argument("--crop", default="320x480", help="rd: top-left crop HxW (512x768: Kodak's size)")
+    ap.add_argument("--crop", default="320x480",
+                    help="rd: crop HxW from the top left (512x768: Kodak's size), or HxW+Y+X from row Y, column X")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     _runtime.tune_allocator()
@@ -126,7 +133,7 @@ def main() -> None:
         rec = sorted({0, 50, 100, 250, 500, 1000, 1500, 2000, 3000, a.steps} - {s for s in range(a.steps + 1, 10**6)})
         res = capacity(a.steps, a.lr, [s for s in rec if s <= a.steps])
     else:
-        crop = tuple(int(v) for v in a.crop.split("x"))
+        crop = tuple(int(v) for v in a.crop.replace("+", "x").split("x"))
         res = rd(a.model, a.steps or None, [float(v) for v in a.bpp.split(",")], a.photos, a.effort,
                  [v for v in a.names.split(",") if v] or None, crop)
     res["command"] = "benchmarks/grid2_probe.py " + " ".join(__import__("sys").argv[1:])
