@@ -134,6 +134,8 @@ def main() -> None:
         res = capacity(a.steps, a.lr, [s for s in rec if s <= a.steps])
     else:
         crop = tuple(int(v) for v in a.crop.replace("+", "x").split("x"))
+        if len(crop) not in (2, 4):  # "HxW+Y" would otherwise crop from the top left, its Y dropped
+            ap.error(f"--crop {a.crop}: give HxW or HxW+Y+X")
         res = rd(a.model, a.steps or None, [float(v) for v in a.bpp.split(",")], a.photos, a.effort,
                  [v for v in a.names.split(",") if v] or None, crop)
     res["command"] = "benchmarks/grid2_probe.py " + " ".join(__import__("sys").argv[1:])
