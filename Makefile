@@ -36,24 +36,24 @@ test-all: install
 	$(BIN)/python -m pytest -q -m ''
 
 bench: install
-	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,mscn:siren@fast,mscn:grid@fast,mscn:grid --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2
+	$(BIN)/mscn bench ../shared/data/kodak --out results/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,mscn:siren@fast,mscn:grid@fast,mscn:grid --report-only mscn:grid@fast,mscn:grid --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2
 
-# grid2 on Kodak at two efforts beside the committed points (OUT/cache.jsonl): the classical codecs are cached,
-# the old siren/grid rows are reported from the cache only (they were measured at 0.25, 0.5, 1.0 bpp)
+# grid2 on Kodak at two efforts beside the committed points (results/kodak/cache.jsonl, committed as cache.jsonl.gz):
+# the classical codecs are cached, the old siren/grid rows are reported from the cache only (measured at 0.25, 0.5, 1.0 bpp)
 OLD_INR = mscn:siren@fast,mscn:grid@fast,mscn:grid
 bench-grid2: install
-	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,$(OLD_INR),mscn:grid2@fast,mscn:grid2 --report-only $(OLD_INR) --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.1,0.25,0.5,0.75,1.0 --jobs 2
+	$(BIN)/mscn bench ../shared/data/kodak --out results/kodak --codecs jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,$(OLD_INR),mscn:grid2@fast,mscn:grid2 --report-only $(OLD_INR) --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.1,0.25,0.5,0.75,1.0 --jobs 2
 
 # grid2 at `max` effort (its route: the per-file dense decoder update, 400 steps) on a Kodak subset beside fast,
 # default and the classical codecs; raise MAX_IMAGES for more of Kodak (each max encode: minutes)
 MAX_IMAGES ?= 4
 bench-grid2-max: install
-	$(BIN)/mscn bench ../shared/data/kodak --out benchmarks/kodak-max --codecs jpeg2000,heic,webp,mscn:grid2@fast,mscn:grid2,mscn:grid2@max --limit $(MAX_IMAGES) --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2 --no-anchors
+	$(BIN)/mscn bench ../shared/data/kodak --out results/kodak-max --codecs jpeg2000,heic,webp,mscn:grid2@fast,mscn:grid2,mscn:grid2@max --limit $(MAX_IMAGES) --points 0.1,0.2,0.3,0.5,0.75,1.0 --inr-points 0.25,0.5,1.0 --jobs 2 --no-anchors
 
-# Resume the flagship grid2 meta-training from its committed checkpoint (models/grid2-l7.run/); raise STEPS
+# Resume the flagship grid2 meta-training from its committed checkpoint (mscncodec/weights/grid2-l7.run/); raise STEPS
 # to train longer. One thread: the other core stays free.
 STEPS ?= 24000
-GRID2_TRAIN = $(BIN)/mscn train image --arch grid2 --data ../shared/data/natural-train --out models/grid2-l7 --steps $(STEPS) --log2-lam -13,-1
+GRID2_TRAIN = $(BIN)/mscn train image --arch grid2 --data ../shared/data/natural-train --out mscncodec/weights/grid2-l7 --steps $(STEPS) --log2-lam -13,-1
 train-grid2: install
 	MSCN_THREADS=1 $(GRID2_TRAIN) --threads 1 --resume
 
@@ -83,15 +83,15 @@ clean:
 # Meta-train (or resume) the shipped signed-distance SIREN for meshes on the training collection (one thread)
 MESH_STEPS ?= 20000
 train-mesh: install
-	MSCN_THREADS=1 $(BIN)/mscn train mesh --data ../shared/data/meshes-collection --out models/sdf-w32 --width 32 --batch 8 --steps $(MESH_STEPS) --lr 2e-4 --threads 1 --no-progress --resume
+	MSCN_THREADS=1 $(BIN)/mscn train mesh --data ../shared/data/meshes-collection --out mscncodec/weights/sdf-w32 --width 32 --batch 8 --steps $(MESH_STEPS) --lr 2e-4 --threads 1 --no-progress --resume
 
 # Mesh bench: the test meshes and the trainer's detailed held-out meshes, mscn against Draco and
-# quadric decimation + Draco at 2, 4 and 8 KB (results, plots and pictures in benchmarks/meshes/)
+# quadric decimation + Draco at 2, 4 and 8 KB (results, plots and pictures in results/meshes/)
 MESH_CODECS ?= draco,simplify-draco,mscn,mscn:sdf-w32,mscn:sdf-w32+dense,mscn:random-sdf-w32d5+dense
 bench-meshes: install
-	$(BIN)/python benchmarks/mesh_heldout.py ../shared/data/meshes-collection build/meshes-heldout --min-faces 1000
-	$(BIN)/mscn bench ../shared/data/meshes-test --out benchmarks/meshes/test --codecs $(MESH_CODECS) --sizes 2000,4000,8000
-	$(BIN)/mscn bench build/meshes-heldout --out benchmarks/meshes/heldout --codecs $(MESH_CODECS) --sizes 2000,4000,8000
+	$(BIN)/python scripts/mesh_heldout.py ../shared/data/meshes-collection build/meshes-heldout --min-faces 1000
+	$(BIN)/mscn bench ../shared/data/meshes-test --out results/meshes/test --codecs $(MESH_CODECS) --sizes 2000,4000,8000
+	$(BIN)/mscn bench build/meshes-heldout --out results/meshes/heldout --codecs $(MESH_CODECS) --sizes 2000,4000,8000
 
 # Meta-train (or resume) the shipped SIRENs for global fields: run B06.57 of the annual 2 m temperature and the
 # monthly surface temperature train, run B06.59 is held out (one thread). sphere-w32 (<= 6 KB):
@@ -101,11 +101,11 @@ SPHERE_WIDTH ?= 32
 SPHERE_LR ?= 2e-4
 SPHERE_BATCH ?= 8
 train-sphere: install
-	MSCN_THREADS=1 $(BIN)/mscn train sphere --data ../shared/data/spherical --out models/sphere-w$(SPHERE_WIDTH) --width $(SPHERE_WIDTH) --steps $(SPHERE_STEPS) --lr $(SPHERE_LR) --batch $(SPHERE_BATCH) --threads 1 --no-progress --resume
+	MSCN_THREADS=1 $(BIN)/mscn train sphere --data ../shared/data/spherical --out mscncodec/weights/sphere-w$(SPHERE_WIDTH) --width $(SPHERE_WIDTH) --steps $(SPHERE_STEPS) --lr $(SPHERE_LR) --batch $(SPHERE_BATCH) --threads 1 --no-progress --resume
 
 # Fields bench: 3 fields of the held-out run and the 1-degree January 2 m temperature, mscn against zfp,
-# SZ3 and JPEG 2000 16-bit at 1-8 KB (results, plot and error maps in benchmarks/sphere/)
+# SZ3 and JPEG 2000 16-bit at 1-8 KB (results, plot and error maps in results/fields/)
 FIELD_CODECS ?= zfp,sz3,jpeg2000-16,mscn,mscn:sphere-w32,mscn:random-sphere-w32d5+dense
 bench-fields: install
 	mkdir -p build/fields && ln -sf $(abspath ../shared/data/spherical/ccsm-trefht-annual/TREFHT.B06.59.atm.1890-1999ANN.nc) $(abspath ../shared/data/spherical/single-fields/T2m_1x1.nc) build/fields/
-	$(BIN)/mscn bench build/fields --out benchmarks/sphere --codecs $(FIELD_CODECS) --per-file 3
+	$(BIN)/mscn bench build/fields --out results/fields --codecs $(FIELD_CODECS) --per-file 3

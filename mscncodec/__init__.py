@@ -1,8 +1,6 @@
 """mscn: a neural codec that sends sparse, quantised, arithmetic-coded updates to a meta-learned INR."""
 
-from mscncodec._runtime import tune_allocator
-
-tune_allocator()
+from mscncodec._runtime import tune_allocator  # an explicit call (the CLI makes it): importing changes nothing
 
 __version__ = "0.2.0"
 
@@ -28,4 +26,4 @@ def decode(data: bytes, **kwargs):
     return _dec(data, **kwargs)
 
 
-__all__ = ["encode", "encode_image", "decode", "__version__"]
+__all__ = ["encode", "encode_image", "decode", "tune_allocator", "__version__"]

@@ -1,8 +1,10 @@
-"""Process-wide runtime tuning, applied once at import.
+"""Process-wide runtime tuning: threads, progress bars, logging, and the allocator.
 
 glibc returns large freed blocks to the OS and page-faults them back on the next
 training step; on the 2-core CI machine this made every fitting step 2-2.6x slower.
-Raising the mmap and trim thresholds keeps those blocks in the heap.
+Raising the mmap and trim thresholds keeps those blocks in the heap. That changes the
+whole process, so it is an explicit call (``tune_allocator()``: the CLI, its batch
+workers and the scripts make it), never a side effect of ``import mscncodec``.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def idle_cpus(before: CpuSample | None = None) -> int:
     """Our CPUs that other processes leave idle, read over IDLE_WINDOW seconds from `before` (our own CPU
     time in the window is not counted). Why: torch's threads wait for each other at every operation, so one
     thread on a CPU another job holds stalls them all -- a default-effort grid2 encode took 118 s with 2
-    threads against 17 s with 1 while the other core trained (benchmarks/threads/). At least 1."""
+    threads against 17 s with 1 while the other core trained (experiments/2026-11-threads/). At least 1."""
     n = available_cpus()
     before = before or cpu_sample()
     if before is None or n == 1:
@@ -119,6 +121,20 @@ def set_threads(n: int | None = None) -> int:
     n = n or default_threads(before)
     torch.set_num_threads(n)
     return n
+
+
+def set_logging(level: str | None = None) -> None:
+    """Send the package's log records (``logging.getLogger("mscncodec...")``) to stderr at MSCN_LOG's level
+    (debug, info, warning: the default; MSCN_DEBUG=1 means debug), unless the host configured logging."""
+    import logging
+
+    name = (level or os.environ.get("MSCN_LOG") or ("debug" if os.environ.get("MSCN_DEBUG") else "warning")).upper()
+    log = logging.getLogger("mscncodec")
+    log.setLevel(getattr(logging, name, logging.WARNING))
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        log.addHandler(handler)
 
 
 def show_progress(progress: bool = True) -> bool:

@@ -51,7 +51,7 @@ def _limit(value, name: str, default: int) -> int:
     return int(value)
 
 
-def _resolution(res) -> int:
+def checked_resolution(res) -> int:
     """A mesh decoding grid, range-checked as the mesh codec does (before the voxel limit sees it)."""
     lo, hi = bitstream.MIN_RESOLUTION, bitstream.MAX_RESOLUTION
     if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or not lo <= res <= hi:
@@ -81,14 +81,7 @@ def encode(src, *, modality: str | None = None, max_pixels: int | None = None, m
     is ignored."""
     mod = by_name(modality) if modality else input_modality(src)
     pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
-    if mod.name == "image":
-        kw["max_pixels"] = pixels
-    elif mod.name == "mesh" and kw.get("resolution") is None:
-        from mscncodec.modalities.mesh import DEFAULT_RESOLUTION
-
-        check_voxels(DEFAULT_RESOLUTION, voxels)
-    elif mod.name == "mesh":
-        check_voxels(_resolution(kw["resolution"]), voxels)
+    kw = mod.hook("encode_limits")(kw, pixels, voxels)
     other = {o for m in _all() if m is not mod for o in m.options} - set(mod.options)
     given = sorted(k for k, v in kw.items() if k in other and v is not None)
     if given:
@@ -113,12 +106,7 @@ def decode(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None
         raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name} stream")
     kw = {k: v for k, v in kw.items() if v is not None}
     pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
-    if mod.name == "image":
-        kw["max_pixels"] = pixels
-    elif mod.name == "mesh":
-        check_voxels(_resolution(kw.get("resolution", header["resolution"])), voxels)
-    elif mod.name == "sphere":
-        kw["max_points"] = pixels
+    kw = mod.hook("decode_limits")(header, kw, pixels, voxels)
     return mod.decode(bytes(data), **kw)
 
 

@@ -64,21 +64,8 @@ def decode_one(src: str, suffix: str, options: dict) -> tuple[bytes, dict]:
     check_format(mod, suffix, src)
     t = time.perf_counter()
     signal = decode(data, **options)
-    info = signal_info(mod.name, signal, len(data), time.perf_counter() - t)
+    info = mod.signal_info(signal, len(data), time.perf_counter() - t)
     return mod.write(signal, suffix), info
-
-
-def signal_info(modality: str, signal, n_bytes: int, seconds: float) -> dict:
-    """What a decode summary says of a decoded signal (cli._decode_summary prints it)."""
-    info = {"modality": modality, "bytes": n_bytes, "seconds": seconds}
-    if modality == "image":
-        info["height"], info["width"] = signal.shape[:2]
-    elif modality == "mesh":
-        info["vertices"], info["faces"] = len(signal.vertices), len(signal.faces)
-    else:
-        info["nlat"], info["nlon"] = signal.shape
-        info["variable"], info["units"] = signal.name, signal.units
-    return info
 
 
 def check_format(mod, suffix: str, src) -> None:
@@ -92,6 +79,10 @@ def _in_worker(threads: int, work: Callable, *args):
     job's function may have changed them)."""
     import torch
 
+    from mscncodec._runtime import set_logging, tune_allocator
+
+    tune_allocator()  # a spawned worker is a fresh process: the CLI's tuning does not carry over
+    set_logging()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return work(*args)

@@ -39,8 +39,10 @@ class _Group(click.Group):
                    "[MSCN_THREADS, else the CPUs this process may run on that no other process is using].")
 def main(threads: int | None) -> None:
     """mscn: compress images into small .mscn files with meta-learned sparse neural networks."""
-    from mscncodec._runtime import set_threads
+    from mscncodec._runtime import set_logging, set_threads, tune_allocator
 
+    tune_allocator()  # the CLI owns its process: fitting steps run 2-2.6x faster with freed blocks kept
+    set_logging()
     set_threads(threads)
 
 
@@ -82,6 +84,14 @@ def _finish_batch(failures) -> None:
 
 from mscncodec.container.bitstream import MAX_PIXELS, MAX_VOXELS  # noqa: E402  (stdlib only: `mscn` starts light)
 
+def _image_families(trains: bool = False, docs: bool = False) -> list:
+    """The families that encode (or train) images, from the registry: --arch's choices."""
+    from mscncodec import families
+
+    found = families.names(**({"trains": "image"} if trains else {"encodes": "image"}))
+    return [(n, families.by_name(n).doc) for n in found] if docs else found
+
+
 SPHERE_TRAIN, SPHERE_VAL = "ccsm-trefht-annual/*B06.57*,ccsm-ts-monthly/*.nc", "ccsm-trefht-annual/*B06.59*"
 
 _max_pixels = click.option("--max-pixels", type=click.IntRange(1, None), default=MAX_PIXELS, show_default=True,
@@ -108,17 +118,8 @@ _jobs = click.option("-j", "--jobs", type=click.IntRange(1, None), default=1, sh
                      help="With --out-dir: worker processes (each gets --threads / JOBS torch threads).")
 
 
-def _encode_summary(out: Path, data: bytes, report: dict, mod_name: str, seconds: float) -> str:
-    if mod_name == "image":
-        return (f"{out}: {len(data)} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
-                f"(model {report['model']}, arch {report['arch']}, {seconds:.1f} s)")
-    if mod_name == "sphere":
-        u = report["units"] or "units"
-        return (f"{out}: {len(data)} bytes, area-weighted RMSE {report['rmse']:.4g} {u}, max error "
-                f"{report['max_abs']:.4g} {u}, PSNR {report['psnr']:.2f} dB over the range (model {report['model']}, "
-                f"{seconds:.1f} s)")
-    return (f"{out}: {len(data)} bytes, Chamfer-L1 {report['chamfer_l1']:.5f} of the diagonal, "
-            f"IoU {report['iou']:.3f} at {report['resolution']}^3 (model {report['model']}, {seconds:.1f} s)")
+def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
+    return f"{out}: {mod.encode_summary(report)}, {seconds:.1f} s)"
 
 
 @main.command()
@@ -133,7 +134,7 @@ def _encode_summary(out: Path, data: bytes, report: dict, mod_name: str, seconds
               help="Target file size in bytes (at or just under), for any modality.")
 @click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a size target.")
 @click.option("--model", "model_name", default=None, help="Model name (see `mscn models`); default: picked for the rate.")
-@click.option("--arch", type=click.Choice(["siren", "grid", "grid2"]), default=None,
+@click.option("--arch", type=click.Choice(_image_families()), default=None,
               help="Images: INR family when no --model is given [default: the shipped default, see `mscn models`].")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=None,
               help="Meshes: default decoding grid stored in the file [128].")
@@ -176,7 +177,7 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
                               return_report=True, max_pixels=max_pixels, max_voxels=max_voxels, **sphere)
     write_atomic(out, data, force)
     if not quiet:
-        click.echo(_encode_summary(out, data, report, mod.name, time.perf_counter() - t))
+        click.echo(_encode_summary(out, report, mod, time.perf_counter() - t))
         if report.get("note"):
             click.echo(f"note: {report['note']}")
 
@@ -210,8 +211,8 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
         data, report = result
         write_atomic(job.out, data, force)
         if not quiet:
-            mod = "sphere" if "rmse" in report else "image" if "psnr" in report else "mesh"
-            say(_encode_summary(job.out, data, report, mod, report.get("encode_s", 0) + report.get("decode_s", 0)))
+            say(_encode_summary(job.out, report, input_modality(job.src),
+                                report.get("encode_s", 0) + report.get("decode_s", 0)))
             if report.get("note"):
                 say(f"note: {report['note']}")
 
@@ -265,20 +266,13 @@ def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: 
     dt = time.perf_counter() - t
     write_atomic(out, mod.write(signal, out.suffix), force)
     if verbose:
-        from mscncodec.batch import signal_info
-
-        click.echo(_decode_summary(out, signal_info(mod.name, signal, len(data), dt)))
+        click.echo(_decode_summary(out, mod.signal_info(signal, len(data), dt)))
 
 
 def _decode_summary(out: Path, info: dict) -> str:
-    if info["modality"] == "image":
-        h, w, n = info["height"], info["width"], info["bytes"]
-        return f"{out}: {w}x{h}, decoded {n} bytes ({8 * n / (h * w):.4f} bpp) in {info['seconds']:.2f} s"
-    if info["modality"] == "sphere":
-        return (f"{out}: {info['variable']} [{info['units']}] on {info['nlat']}x{info['nlon']} points, decoded "
-                f"{info['bytes']} bytes in {info['seconds']:.2f} s")
-    return (f"{out}: {info['vertices']} vertices, {info['faces']} faces, decoded {info['bytes']} bytes "
-            f"in {info['seconds']:.2f} s")
+    from mscncodec.modalities import by_name
+
+    return f"{out}: {by_name(info['modality']).decode_summary(info)} in {info['seconds']:.2f} s"
 
 
 def _decode_batch(srcs: list[Path], out_dir: Path, fmt: str | None, force: bool, verbose: bool, quiet: bool,
@@ -358,32 +352,29 @@ def models_cmd() -> None:
 
 @main.group()
 def train() -> None:
-    """Meta-train an initialisation (writes models/NAME.pt + model card)."""
+    """Meta-train an initialisation (writes NAME.pt + its model card)."""
 
 
 @train.command("image")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
-@click.option("--arch", type=click.Choice(["siren", "grid", "grid2"]), default="siren", show_default=True,
-              help="siren: the paper's SIREN over patches; grid: latent grids + synthesis network; "
-                   "grid2: full-resolution grids, learned upsampling, auto-regressive context model.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="mscncodec/weights/NAME (no suffix).")
+@click.option("--arch", type=click.Choice(_image_families(trains=True)), default="siren", show_default=True,
+              help="; ".join(f"{n}: {d}" for n, d in _image_families(trains=True, docs=True)) + ".")
 @click.option("--mode", type=click.Choice(["full", "shift"]), default="full", show_default=True,
               help="siren: full = unstructured gates on every weight; shift = structured per-neuron shifts.")
 @click.option("--width", type=int, default=32, show_default=True, help="siren width.")
 @click.option("--depth", type=int, default=5, show_default=True, help="siren depth.")
-@click.option("--patch", type=int, default=None, help="siren patch / grid crop side [siren 32, grid 32, grid2 192].")
-@click.option("--levels", type=int, default=None, help="grid/grid2: number of latent grids [grid 6, grid2 7].")
-@click.option("--first", type=int, default=1, show_default=True, help="grid: the finest grid is at 1/2**FIRST resolution.")
-@click.option("--hidden", default=None, help="grid/grid2: synthesis hidden widths [grid 24,24; grid2 20,20].")
-@click.option("--inner-steps", type=int, default=None, help="Meta-SGD inner steps [siren 3, grid 1].")
-@click.option("--inner-every", type=int, default=4, show_default=True, help="grid: inner loop on every k-th step.")
+@click.option("--patch", type=int, default=None, help="siren patch / grid2 crop side [siren 32, grid2 192].")
+@click.option("--levels", type=int, default=None, help="grid2: number of latent grids [7].")
+@click.option("--hidden", default=None, help="grid2: synthesis hidden widths [20,20].")
+@click.option("--inner-steps", type=int, default=None, help="siren: Meta-SGD inner steps [3].")
 @click.option("--log2-lam", default=None,
-              help="grid/grid2 [-12,-2 / -13,-3]: range of log2(lambda) sampled in training (rate + MSE / lambda): the rates the model covers.")
+              help="grid2 [-13,-3]: range of log2(lambda) sampled in training (rate + MSE / lambda): the rates the model covers.")
 @click.option("--lam", type=float, default=0.1, show_default=True, help="siren: L0 weight (higher = sparser).")
-@click.option("--batch", type=int, default=None, help="Batch of crops [siren 32, grid 8].")
+@click.option("--batch", type=int, default=None, help="Batch of crops [siren 32, grid2 6].")
 @click.option("--steps", type=int, default=20000, show_default=True)
-@click.option("--lr", type=float, default=None, help="Outer learning rate [siren 2e-4, grid 2e-3].")
-@click.option("--first-order", is_flag=True, help="First-order Meta-SGD (no second derivatives).")
+@click.option("--lr", type=float, default=None, help="Outer learning rate [siren 2e-4, grid2 2e-3].")
+@click.option("--first-order", is_flag=True, help="siren: first-order Meta-SGD (no second derivatives).")
 @click.option("--val-every", type=int, default=250, show_default=True)
 @click.option("--max-images", type=int, default=0, help="Use only the first N training images (tests).")
 @click.option("--val-patches", type=int, default=256, show_default=True)
@@ -396,98 +387,26 @@ def train() -> None:
 @click.option("--export-only", is_flag=True, help="grid2: freeze OUT.run/checkpoint.pt into OUT.pt + card, no training.")
 @click.option("--init", "init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="grid2: fine-tune from this model .pt or run checkpoint.pt (same architecture), not a seeded init.")
-@click.option("--grad-through-clamp", is_flag=True,
-              help="grid2: the context model's scale clamp passes its gradient (an experiment against empty grids).")
-@click.option("--rate-warmup", type=int, default=0, show_default=True,
-              help="grid2: steps over which the rate's weight in the loss ramps up from 0.05 to 1.")
 @click.option("--analysis", type=int, default=None,
               help="grid2: channels of the amortised analysis network [32] (encoder only: no decoder cost).")
 @click.option("--minutes", type=float, default=0.0, show_default=True,
               help="grid2: wall-clock budget of this run (0: none); it stops at --steps or the budget, whichever "
                    "comes first, and the learning-rate schedule follows that one.")
-def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidden, inner_steps, inner_every, log2_lam, lam, batch,
-                steps, lr, first_order, val_every, max_images, val_patches, seed, resume, threads, no_progress, device,
-                export_only, init, grad_through_clamp, rate_warmup, analysis, minutes) -> None:
-    """Meta-train an image initialisation on a folder of photos (never on Kodak)."""
+def train_image(data, out, arch, threads, no_progress, resume, **options) -> None:
+    """Meta-train an image initialisation on a folder of photos (never on Kodak): the family's trainer
+    (families.REGISTRY) gets the image modality's training data and these options."""
     import torch
 
-    if "kodak" in str(data).lower():
-        raise MscnError("refusing to train on Kodak: it is a benchmark set")
+    from mscncodec import families
+    from mscncodec.modalities.image import training_data
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     torch.set_num_threads(threads or _root_threads() or max(1, (os.cpu_count() or 1) // world))
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
-    if arch != "grid2" and (export_only or device != "cpu" or init or grad_through_clamp or rate_warmup or minutes
-                            or analysis):
-        raise MscnError("--device, --export-only, --init, --grad-through-clamp, --rate-warmup, --analysis and "
-                        "--minutes are for --arch grid2")
-    if arch == "grid2":
-        from mscncodec.families.grid2.train import Grid2TrainConfig, export_checkpoint, train as run_grid2
-
-        if export_only:
-            click.echo(f"wrote {export_checkpoint(data, out, command.replace(' --export-only', ''))}")
-            return
-        if world > 1:
-            raise MscnError("--arch grid2 trains on one process (no torchrun)")
-        try:
-            widths = tuple(int(v) for v in (hidden or "20,20").split(","))
-            lam_lo, lam_hi = (float(v) for v in (log2_lam or "-13,-3").split(","))
-        except ValueError:
-            raise MscnError("--hidden must be comma-separated integers and --log2-lam two numbers MIN,MAX") from None
-        if not -20 <= lam_lo < lam_hi <= 0:
-            raise MscnError(f"--log2-lam needs -20 <= MIN < MAX <= 0, got {log2_lam!r}")
-        lv = levels or 7
-        if not 2 <= lv <= 9:
-            raise MscnError(f"--levels must be in [2, 9] for grid2, got {lv}")
-        if analysis is not None and not 4 <= analysis <= 256:
-            raise MscnError(f"--analysis must be in [4, 256] channels, got {analysis}")
-        g2 = Grid2TrainConfig(levels=lv, hidden=widths, analysis=analysis or 32, crop=patch or 192, batch=batch or 6,
-                              steps=steps, lr=lr or 2e-3, log2_lam=(lam_lo, lam_hi), val_every=val_every,
-                              max_images=max_images, seed=seed, init=str(init or ""),
-                              grad_through_clamp=grad_through_clamp, rate_warmup=max(rate_warmup, 0),
-                              minutes=max(minutes, 0.0))
-        path = run_grid2(data, out, g2, resume=resume, command=command, progress=not no_progress, device=device)
-        click.echo(f"wrote {path}")
-        return
-    levels = levels or 6
-    hidden = hidden or "24,24"
-    patch = patch or 32
-    log2_lam = log2_lam or "-12,-2"
-    if arch == "grid":
-        from mscncodec.families.grid.train import GridTrainConfig, train as run_grid
-
-        if world > 1:
-            raise MscnError("--arch grid trains on one process (no torchrun)")
-        try:
-            widths = tuple(int(v) for v in hidden.split(","))
-        except ValueError:
-            raise MscnError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-        try:
-            lam_lo, lam_hi = (float(v) for v in log2_lam.split(","))
-        except ValueError:
-            raise MscnError(f"--log2-lam must be two numbers MIN,MAX, got {log2_lam!r}") from None
-        if not -20 <= lam_lo < lam_hi <= 0:
-            raise MscnError(f"--log2-lam needs -20 <= MIN < MAX <= 0, got {log2_lam!r}")
-        align = 2 ** (first + levels - 1)
-        if levels < 1 or first < 0 or not 4 <= align <= 256:
-            raise MscnError(f"2**(first+levels-1) = {align} must be in [4, 256] (the stream's alignment field)")
-        if patch % align:
-            raise MscnError(f"--patch {patch} must be a multiple of 2**(first+levels-1) = {align}")
-        gcfg = GridTrainConfig(levels=levels, first=first, hidden=widths, crop=patch, batch=batch or 8, steps=steps,
-                               inner_steps=1 if inner_steps is None else inner_steps, inner_every=inner_every,
-                               log2_lam=(lam_lo, lam_hi),
-                               lr=lr or 2e-3, val_every=val_every, max_images=max_images, seed=seed,
-                               first_order=first_order)
-        path = run_grid(data, out, gcfg, resume=resume, command=command, progress=not no_progress)
-        click.echo(f"wrote {path}")
-        return
-    from mscncodec.families.siren.train import TrainConfig, train as run
-
-    cfg = TrainConfig(width=width, depth=depth, mode=mode, patch=patch,
-                      inner_steps=3 if inner_steps is None else inner_steps, lam=lam,
-                      batch=batch or 32, steps=steps, lr=lr or 2e-4, first_order=first_order, val_every=val_every,
-                      max_images=max_images, val_patches=val_patches, seed=seed)
-    path = run(data, out, cfg, resume=resume, command=command, progress=not no_progress)
+    trainer = families.by_name(arch).trainer("image")
+    path = trainer(training_data(data, options["max_images"]), out, options, resume=resume, command=command,
+                   progress=not no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"wrote {path}")
 
@@ -495,7 +414,7 @@ def train_image(data, out, arch, mode, width, depth, patch, levels, first, hidde
 @train.command("mesh")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder of meshes (a MESHES.tsv there selects the watertight ones).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="mscncodec/weights/NAME (no suffix).")
 @click.option("--width", type=int, default=64, show_default=True)
 @click.option("--depth", type=int, default=5, show_default=True)
 @click.option("--inner-steps", type=int, default=3, show_default=True, help="Meta-SGD inner steps.")
@@ -521,7 +440,7 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
     if "meshes-test" in str(data):
         raise MscnError("refusing to train on meshes-test: it is a benchmark set")
     torch.set_num_threads(threads or _root_threads() or (os.cpu_count() or 1))
-    from mscncodec.families.siren.train_sdf import MeshTrainConfig, train as run_mesh
+    from mscncodec.modalities.mesh_train import MeshTrainConfig, train as run_mesh
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--export-only")]
     cfg = MeshTrainConfig(width=width, depth=depth, inner_steps=inner_steps, lam=lam, batch=batch, points=points,
@@ -535,7 +454,7 @@ def train_mesh(data, out, width, depth, inner_steps, lam, batch, points, steps, 
 @train.command("sphere")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder of netCDF files (the --train and --val globs are relative to it).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="models/NAME (no suffix).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="mscncodec/weights/NAME (no suffix).")
 @click.option("--train", "train_glob", default=SPHERE_TRAIN, show_default=True, help="Training files (globs, comma-separated).")
 @click.option("--val", "val_glob", default=SPHERE_VAL, show_default=True, help="Held-out files for validation.")
 @click.option("--width", type=int, default=32, show_default=True)
@@ -559,7 +478,7 @@ def train_sphere(data, out, train_glob, val_glob, width, depth, inner_steps, lam
     import torch
 
     torch.set_num_threads(threads or _root_threads() or (os.cpu_count() or 1))
-    from mscncodec.families.siren.train_sphere import SphereTrainConfig, train as run_sphere
+    from mscncodec.modalities.sphere_train import SphereTrainConfig, train as run_sphere
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--export-only")]
     cfg = SphereTrainConfig(width=width, depth=depth, inner_steps=inner_steps, lam=lam, batch=batch, points=points,

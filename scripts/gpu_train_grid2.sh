@@ -23,9 +23,9 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 echo "data: $(find "$DATA" -type f | wc -l) files, $(du -sh "$DATA" | cut -f1)"
 
-# NAME and its options (beside --data/--out/--device/--threads). A recipe whose models/NAME.run/checkpoint.pt is
+# NAME and its options (beside --data/--out/--device/--threads). A recipe whose mscncodec/weights/NAME.run/checkpoint.pt is
 # committed resumes it (a warm restart: the cosine starts again from --lr over the budget).
-# What came of each lease's recipes: benchmarks/grid2-gpu/README.md. Lease 2 (2026-11-30) shipped grid2-l7-ft256
+# What came of each lease's recipes: experiments/2026-11-grid2-gpu/README.md. Lease 2 (2026-11-30) shipped grid2-l7-ft256
 # (a fine-tune of grid2-l7, main rates); resuming grid2-l7-c256 at lr 1e-3 made it worse at its low rates. Lease 3
 # (2026-12-01) resumed that fine-tune for 4531 more steps: shipped as grid2-l7-ft256c for `fast` (better from 0.5 bpp up,
 # worse at 0.25, where its held-out validation at lambda 2^-5 fell as the run went on; level at `default`). The
@@ -34,8 +34,8 @@ echo "data: $(find "$DATA" -type f | wc -l) files, $(du -sh "$DATA" | cut -f1)"
 # was level with grid2-l7-ft256 on held-out photos after 5015 steps: kept as a recipe, from the newer start.
 # Next: grid2-l7-ft256c resumed (its low rates may fall further: watch bpp_lo / psnr_lo in its log).
 RECIPES=(
-  "grid2-l7-ft256c|--init models/grid2-l7.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-3 --lr 5e-4"
-  "grid2-ft512|--init models/grid2-l7-ft256c.run/checkpoint.pt --patch 512 --batch 8 --log2-lam -13,-3 --lr 3e-4"
+  "grid2-l7-ft256c|--init mscncodec/weights/grid2-l7.run/checkpoint.pt --patch 256 --batch 32 --log2-lam -13,-3 --lr 5e-4"
+  "grid2-ft512|--init mscncodec/weights/grid2-l7-ft256c.run/checkpoint.pt --patch 512 --batch 8 --log2-lam -13,-3 --lr 3e-4"
 )
 if [ -n "${ONLY:-}" ]; then  # ONLY=NAME: that recipe alone (a short continuation on what is left of a lease)
   kept=(); for r in "${RECIPES[@]}"; do [ "${r%%|*}" = "$ONLY" ] && kept+=("$r"); done; RECIPES=("${kept[@]}")
@@ -62,8 +62,8 @@ pids=()
 for r in "${RECIPES[@]}"; do
   name=${r%%|*}; opts=${r#*|}
   resume=()
-  if [ -f "models/$name.run/checkpoint.pt" ]; then
-    rm -rf "$WORK/$name.run" && cp -r "models/$name.run" "$WORK/$name.run" && resume=(--resume)
+  if [ -f "mscncodec/weights/$name.run/checkpoint.pt" ]; then
+    rm -rf "$WORK/$name.run" && cp -r "mscncodec/weights/$name.run" "$WORK/$name.run" && resume=(--resume)
   fi
   # shellcheck disable=SC2086
   train "$name" "$WORK" $opts --steps 1000000 --minutes "$MIN" "${resume[@]}" > "$WORK/$name.out" 2>&1 &

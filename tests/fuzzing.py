@@ -1,4 +1,4 @@
-"""The stream fuzzer shared by tests/test_fuzz.py (hypothesis drives it) and benchmarks/fuzz.py (a seeded
+"""The stream fuzzer shared by tests/test_fuzz.py (hypothesis drives it) and scripts/fuzz.py (a seeded
 random generator drives it): real small streams, mutated, truncated and spliced, with or without a
 recomputed CRC, decoded under a time and memory watch.
 

@@ -288,35 +288,32 @@ def test_real_process_exit_code_and_stderr(dirs, stream, tmp_path):
 @pytest.fixture()
 def arch_models(env) -> Path:
     """A models folder with one tiny untrained model of each image architecture (--arch picks it)."""
-    from mscncodec.families.grid import network as grid
     from mscncodec.families.grid2 import network as grid2
+    from mscncodec.families.grid2.model import fresh_grid2_model
+    from mscncodec.families.siren.model import fresh_model
     from mscncodec.families.siren.network import SirenConfig
-    from mscncodec.models import fresh_grid2_model, fresh_grid_model, fresh_model
 
     d = Path(env["MSCN_MODELS"])
     d.mkdir()
     fresh_model(SirenConfig(width=8, depth=3), name="tiny-siren", patch=16).save(d / "tiny-siren.pt")
-    fresh_grid_model(grid.GridConfig(levels=3, hidden=(8,), ctx_hidden=4, analysis=4), name="tiny-grid").save(
-        d / "tiny-grid.pt")
     fresh_grid2_model(grid2.Grid2Config(levels=3, hidden=(8,), arm_hidden=6, analysis=4), name="tiny-grid2").save(
         d / "tiny-grid2.pt")
     return d
 
 
-@pytest.mark.parametrize("arch", ["siren", "grid", "grid2"])
+@pytest.mark.parametrize("arch", ["siren", "grid2"])
 @pytest.mark.parametrize("target", [["--bpp", "0.001"], ["--bytes", "1"]])
 def test_unreachable_rate_is_a_rate_error_for_every_arch(runner, tmp_path, arch_models, monkeypatch, arch, target):
     """0.001 bpp of a 32x32 image is 0 bytes (it was a ZeroDivisionError in the grid encoder): a RateError
     naming the minimum in bpp and bytes, found before any fitting, and no file."""
     from mscncodec.errors import RateError
-    from mscncodec.families.grid import encoder as genc
-    from mscncodec.families.grid2 import encoder as g2enc
-    from mscncodec.modalities import image_codec
+    from mscncodec.families.grid2 import refine as g2refine
+    from mscncodec.families.siren import image as siren_image
 
     def no_fitting(*a, **k):
         raise AssertionError("the encoder fitted before refusing an unreachable size")
 
-    for mod, name in ((image_codec, "fit_and_pack"), (genc, "inner_loop"), (genc, "Adam"), (g2enc, "refine")):
+    for mod, name in ((siren_image, "fit_and_pack"), (g2refine, "refine"), (g2refine, "Adam")):
         monkeypatch.setattr(mod, name, no_fitting)
     Image.fromarray(synthetic_image(32, 32, seed=2)).save(tmp_path / "small.png")
     r = runner.invoke(main, ["encode", str(tmp_path / "small.png"), "-o", str(tmp_path / "x.mscn"), "--arch", arch,

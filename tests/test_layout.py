@@ -84,3 +84,58 @@ def test_every_registered_modality_is_complete(name):
     for ref in (m.encode_fn, m.decode_fn, m.write_fn, m.describe_fn):
         module, fn = ref.split(":")
         assert callable(getattr(importlib.import_module(module), fn)), ref
+
+
+def _family_names() -> set[str]:
+    from mscncodec import families
+
+    return set(families.REGISTRY)
+
+
+def _compared_strings(tree: ast.AST) -> set[str]:
+    """String constants that take part in a comparison (==, !=, in, not in), tuples and sets of them included."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                elts = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                found.update(e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str))
+    return found
+
+
+def test_no_module_outside_families_compares_family_names():
+    """Code outside families/ asks the registry (families.of(model), by_name, names) instead of testing names."""
+    names = _family_names()
+    for name, path in MODULES.items():
+        if name.startswith("mscncodec.families"):
+            continue
+        hits = _compared_strings(ast.parse(path.read_text())) & names
+        assert not hits, f"{name} compares family names {sorted(hits)}: ask mscncodec.families instead"
+
+
+@pytest.mark.parametrize("prefix, forbidden", [
+    ("mscncodec.coding", ("mscncodec.models", "mscncodec.families", "mscncodec.modalities")),
+    ("mscncodec.container", ("mscncodec.models", "mscncodec.families", "mscncodec.modalities")),
+    ("mscncodec.families.", ("mscncodec.modalities", "mscncodec.models", "mscncodec.api", "mscncodec.cli",
+                             "mscncodec.bench")),
+])
+def test_layering(prefix, forbidden):
+    """coding/ and the container import no model, family or modality; a family imports no modality and not
+    the zoo (the layers: container, coding <- families <- models (zoo), modalities <- api <- cli, bench)."""
+    for name, path in MODULES.items():
+        if not name.startswith(prefix):
+            continue
+        for imp in _imports(path, name, top_level_only=False):
+            assert not any(imp == f or imp.startswith(f + ".") for f in forbidden), f"{name} imports {imp}"
+
+
+def test_every_registered_family_is_complete():
+    from mscncodec import families
+
+    for f in families.REGISTRY.values():
+        assert bitstream.ARCHS[f.code] == f.name
+        assert f.model_class().arch == f.name
+        assert f.decoders, f"{f.name} decodes nothing"
+        for ref in (*f.encoders.values(), *f.decoders.values(), *f.describers.values(), *f.trainers.values()):
+            module, fn = ref.split(":")
+            assert callable(getattr(importlib.import_module(module), fn)), ref

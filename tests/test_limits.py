@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import mscncodec
+from mscncodec.families.siren import image as siren_image, patches
 from mscncodec.cli import main
 from mscncodec.coding.update import pack_update
 from mscncodec.container import bitstream
@@ -40,7 +41,7 @@ def empty_image_stream(h: int, w: int, pad_to: int = 0, model: str = PROVISIONAL
     """The SIREN stream that sends no update for an h x w image (the encoder's smallest), its VALS section
     padded with zero words until the stream has at least `pad_to` bytes (the decoder never reads them)."""
     m = load_model(model)
-    gh, gw = imod.patch_grid(h, w, m.patch)
+    gh, gw = patches.patch_grid(h, w, m.patch)
     header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": 1,
               "model_id": m.model_id, "height": h, "width": w, "channels": 3, "patch": m.patch}
     zeros = {k: np.zeros((gh * gw, int(np.prod(s))), np.int32) for k, s in m.cfg.update_shapes().items()}
@@ -106,7 +107,7 @@ def test_the_streams_of_the_report_are_refused_before_any_work(monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("the decoder started decoding")
 
-    monkeypatch.setattr(image_codec, "unpack_update", no_work)
+    monkeypatch.setattr(siren_image, "unpack_update", no_work)
     for data in (small, big):
         err, dt, peak = _cheap(mscncodec.decode, data)
         assert isinstance(err, BitstreamError) and "cannot code" in str(err) and "0.005 bpp" in str(err)
@@ -139,7 +140,7 @@ def test_siren_target_under_the_rule_is_a_rate_error_naming_it(monkeypatch):
     def no_fitting(*a, **k):
         raise AssertionError("fitted before refusing")
 
-    monkeypatch.setattr(image_codec, "fit_and_pack", no_fitting)
+    monkeypatch.setattr(siren_image, "fit_and_pack", no_fitting)
     img = np.full((512, 768, 3), 120, np.uint8)
     with pytest.raises(RateError) as ei:
         image_codec.encode_image(img, target_bytes=200, model=PROVISIONAL, effort="fast")
@@ -149,28 +150,24 @@ def test_siren_target_under_the_rule_is_a_rate_error_naming_it(monkeypatch):
 
 @pytest.fixture()
 def tiny_grid_models(env) -> Path:
-    from mscncodec.families.grid import network as grid
     from mscncodec.families.grid2 import network as grid2
-    from mscncodec.models import fresh_grid2_model, fresh_grid_model
+    from mscncodec.families.grid2.model import fresh_grid2_model
 
     d = Path(env["MSCN_MODELS"])
     d.mkdir()
-    fresh_grid_model(grid.GridConfig(levels=3, hidden=(8,), ctx_hidden=4, analysis=4), name="tiny-grid").save(
-        d / "tiny-grid.pt")
     fresh_grid2_model(grid2.Grid2Config(levels=3, hidden=(8,), arm_hidden=6, analysis=4), name="tiny-grid2").save(
         d / "tiny-grid2.pt")
     return d
 
 
-@pytest.mark.parametrize("arch", ["grid", "grid2"])
+@pytest.mark.parametrize("arch", ["grid2"])
 def test_grid_targets_under_the_rule_are_rate_errors_naming_it(tiny_grid_models, monkeypatch, arch):
-    from mscncodec.families.grid import encoder as genc
-    from mscncodec.families.grid2 import encoder as g2enc
+    from mscncodec.families.grid2 import refine as g2refine
 
     def no_fitting(*a, **k):
         raise AssertionError("fitted before refusing")
 
-    for mod, name in ((genc, "inner_loop"), (genc, "Adam"), (g2enc, "refine"), (g2enc, "Adam")):
+    for mod, name in ((g2refine, "refine"), (g2refine, "Adam")):
         monkeypatch.setattr(mod, name, no_fitting)
     img = np.full((512, 768, 3), 120, np.uint8)
     with pytest.raises(RateError) as ei:
@@ -198,7 +195,7 @@ def test_decode_max_pixels_refuses_before_decoding(small_stream, monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("the decoder started decoding")
 
-    monkeypatch.setattr(image_codec, "unpack_update", no_work)
+    monkeypatch.setattr(siren_image, "unpack_update", no_work)
     with pytest.raises(LimitError, match=f"{n} pixels.*limit of {n - 1}"):
         mscncodec.decode(data, max_pixels=n - 1)
     for bad in (0, -5, 2.5, "10", True):

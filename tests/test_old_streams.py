@@ -17,7 +17,7 @@ from mscncodec import models
 from mscncodec.modalities.image_codec import decode, describe
 
 FIX = Path(__file__).resolve().parent / "fixtures"
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+REPO_MODELS = Path(__file__).resolve().parents[1] / "mscncodec" / "weights"
 
 
 @pytest.fixture()

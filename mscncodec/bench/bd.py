@@ -53,16 +53,22 @@ def _mean_gap(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray) ->
     return float((area2 - area1) / (hi - lo))
 
 
+def _bd_gap(rate_ref, psnr_ref, rate_test, psnr_test, at_equal_psnr: bool) -> float:
+    """The mean gap between the two cleaned curves: in log-rate at equal PSNR, or in PSNR at equal rate;
+    nan when either curve has fewer than two points."""
+    lr1, d1 = _clean(rate_ref, psnr_ref)
+    lr2, d2 = _clean(rate_test, psnr_test)
+    if len(d1) < 2 or len(d2) < 2:
+        return math.nan
+    return _mean_gap(d1, lr1, d2, lr2) if at_equal_psnr else _mean_gap(lr1, d1, lr2, d2)
+
+
 def bd_rate(
     rate_ref: Sequence[float], psnr_ref: Sequence[float],
     rate_test: Sequence[float], psnr_test: Sequence[float],
 ) -> float:
     """Average bitrate change of *test* vs *reference* at equal PSNR, in percent."""
-    lr1, d1 = _clean(rate_ref, psnr_ref)
-    lr2, d2 = _clean(rate_test, psnr_test)
-    if len(d1) < 2 or len(d2) < 2:
-        return math.nan
-    gap = _mean_gap(d1, lr1, d2, lr2)  # x = PSNR, y = log-rate
+    gap = _bd_gap(rate_ref, psnr_ref, rate_test, psnr_test, at_equal_psnr=True)
     return (math.exp(gap) - 1.0) * 100.0 if math.isfinite(gap) else math.nan
 
 
@@ -71,8 +77,4 @@ def bd_psnr(
     rate_test: Sequence[float], psnr_test: Sequence[float],
 ) -> float:
     """Average PSNR change (dB) of *test* vs *reference* at equal rate."""
-    lr1, d1 = _clean(rate_ref, psnr_ref)
-    lr2, d2 = _clean(rate_test, psnr_test)
-    if len(d1) < 2 or len(d2) < 2:
-        return math.nan
-    return _mean_gap(lr1, d1, lr2, d2)  # x = log-rate, y = PSNR
+    return _bd_gap(rate_ref, psnr_ref, rate_test, psnr_test, at_equal_psnr=False)

@@ -74,10 +74,10 @@ class JpegCodec(PillowCodec):
     key, name, format, feature = "jpeg", "JPEG 4:2:0", "JPEG", "jpg"
     description = "JPEG (Pillow/libjpeg), 4:2:0 chroma subsampling, quality 1-100"
     qmin, qmax = 1, 100
-    subsampling: ClassVar[int] = 2  # Pillow: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0
+    settings: ClassVar[dict[str, Any]] = {"subsampling": 2}  # Pillow: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0
 
     def save_kwargs(self, q: Any) -> dict[str, Any]:
-        return {"quality": int(q), "subsampling": self.subsampling}
+        return {"quality": int(q), **self.settings}
 
 
 class Jpeg444Codec(JpegCodec):
@@ -85,7 +85,7 @@ class Jpeg444Codec(JpegCodec):
 
     key, name = "jpeg444", "JPEG 4:4:4"
     description = "JPEG (Pillow/libjpeg), 4:4:4 (no chroma subsampling), quality 1-100"
-    subsampling = 0
+    settings = {"subsampling": 0}
 
 
 class WebPCodec(PillowCodec):
@@ -93,9 +93,10 @@ class WebPCodec(PillowCodec):
 
     key, name, format, feature = "webp", "WebP", "WEBP", "webp"
     description = "WebP lossy (Pillow/libwebp), method 4, quality 0-100"
+    settings = {"method": 4}
 
     def save_kwargs(self, q: Any) -> dict[str, Any]:
-        return {"quality": int(q), "method": 4}
+        return {"quality": int(q), **self.settings}
 
 
 class AvifCodec(PillowCodec):
@@ -103,9 +104,10 @@ class AvifCodec(PillowCodec):
 
     key, name, format, feature = "avif", "AVIF", "AVIF", "avif"
     description = "AVIF (Pillow/libavif), 4:2:0, speed 6, 1 thread, quality 0-100"
+    settings = {"subsampling": "4:2:0", "speed": 6, "max_threads": 1}
 
     def save_kwargs(self, q: Any) -> dict[str, Any]:
-        return {"quality": int(q), "subsampling": "4:2:0", "speed": 6, "max_threads": 1}
+        return {"quality": int(q), **self.settings}
 
 
 class Jpeg2000Codec(PillowCodec):
@@ -119,25 +121,25 @@ class Jpeg2000Codec(PillowCodec):
 
     key, name, format, feature = "jpeg2000", "JPEG 2000", "JPEG2000", "jpg_2000"
     description = "JPEG 2000 (Pillow/OpenJPEG), 9/7 wavelet, mct=1, rate mode"
+    settings = {"quality_mode": "rates", "mct": 1, "irreversible": True}
+    shave, tries = 0.97, 40  # the rate search below: nominal rate x shave until the file fits
+
+    def config(self) -> dict[str, Any]:
+        return {**self.settings, "search": [self.shave, self.tries]}  # no quality range: the knob is the rate
 
     def save_kwargs(self, q: Any) -> dict[str, Any]:
         ratio = 24.0 / max(float(q), 1e-3)
-        return {
-            "quality_mode": "rates",
-            "quality_layers": [ratio],
-            "mct": 1,
-            "irreversible": True,
-        }
+        return {**self.settings, "quality_layers": [ratio]}
 
     def search_quality(self, img: np.ndarray, bpp: float) -> tuple[Any, bytes]:
         """OpenJPEG hits the rate within ~1%; shave the nominal rate until it fits."""
         budget = int(bpp * img.shape[0] * img.shape[1] / 8)
         q = bpp
-        for _ in range(40):
+        for _ in range(self.tries):
             data = self.encode(img, q)
             if len(data) <= budget:
                 break
-            q *= 0.97
+            q *= self.shave
         return q, data
 
 
@@ -153,6 +155,7 @@ class HeicCodec(Codec):
 
     key, name = "heic", "HEIC (x265 4:4:4)"
     description = "HEVC intra (pillow-heif/libheif/x265), 4:4:4, quality 0-100"
+    settings = {"chroma": 444, "enc_params": {"x265:pools": "1"}}
 
     @classmethod
     def available(cls) -> Availability:
@@ -173,7 +176,7 @@ class HeicCodec(Codec):
         import pillow_heif
 
         heif = pillow_heif.from_bytes("RGB", (img.shape[1], img.shape[0]), img.tobytes())
-        kwargs: dict[str, Any] = {"quality": int(q), "chroma": 444, "enc_params": {"x265:pools": "1"}}
+        kwargs: dict[str, Any] = {"quality": int(q), **self.settings}
         if hasattr(pillow_heif.options, "GRID_TILE_SIZE"):
             kwargs["tile_size"] = 0  # one coded image, no grid overhead (option exists in newer releases)
         buf = io.BytesIO()

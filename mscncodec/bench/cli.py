@@ -15,7 +15,7 @@ from mscncodec.bench.runner import DEFAULT_POINTS, IMAGE_EXTS, BenchError, find_
 
 #: What a plain `mscn bench DIR` runs: every classical codec at DEFAULT_POINTS (cheap: about a second per
 #: image and point) and the default mscn model at `fast` effort at DEFAULT_INR_POINTS, chosen so the 24
-#: Kodak images finish within an hour on 2 cores (benchmarks/bench-time/). `--full` is the old sweep.
+#: Kodak images finish within an hour on 2 cores (experiments/2026-11-bench-time/). `--full` is the old sweep.
 DEFAULT_CODECS = "jpeg,jpeg444,webp,jpeg2000,avif,heic,jxl,mscn:auto@fast"
 DEFAULT_INR_POINTS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
 #: `--full`: every codec id (each shipped mscn model at default effort, and the COIN baseline) at every point.
@@ -161,7 +161,10 @@ def _bench_fields(dataset_dir: Path, out: Path, codecs: str | None, sizes: str |
     if not selected:
         raise click.ClickException("no usable field codecs (all were unavailable)")
     refs = fields.find_fields(dataset_dir, per_file, limit)
-    fields.run_fields_bench(refs, selected, targets, out, plot=not no_plot)
+    try:
+        fields.run_fields_bench(refs, selected, targets, out, plot=not no_plot, echo=lambda m: click.echo(m, err=True))
+    except BenchError as exc:
+        raise click.ClickException(str(exc))
     click.echo((out / "summary.md").read_text(encoding="utf-8"))
 
 

@@ -72,8 +72,9 @@ def render_panels(img: np.ndarray, picked: list[tuple[Codec, float]],
 
 def plot_crops(panels: list[tuple[np.ndarray, str]], box: tuple[int, int, int], path: Path, title: str) -> None:
     """A grid of the same crop of every panel, shown pixel-exact at 2x (no smoothing hides artefacts)."""
-    from matplotlib.figure import Figure
+    from mscncodec.bench.base import extra
 
+    Figure = extra("matplotlib.figure").Figure
     top, left, side = box
     cols = min(COLUMNS, len(panels))
     rows = -(-len(panels) // cols)

@@ -4,44 +4,40 @@ A bench that silently runs for hours is one people kill; an estimate up front le
 points or codecs instead. The table is wall seconds per megapixel for one (image, target) point --
 rate search, encode, decode, PSNR and MS-SSIM, as :func:`runner.run_point` does them -- measured on
 one Kodak image on the 2-core machine with its other core busy training
-(``benchmarks/bench-time/times.json``), so it errs on the slow side. After the first image the
+(``experiments/2026-11-bench-time/times.json``), so it errs on the slow side. After the first image the
 measured time replaces the table's guess for the rest of the run.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mscncodec.bench.base import Codec
 
-#: Classical codecs, seconds per MP per point (benchmarks/bench-time/times.json, kodim01, 0.39 MP).
+#: Classical codecs, seconds per MP per point (experiments/2026-11-bench-time/times.json, kodim01, 0.39 MP).
 SECONDS_PER_MP: dict[str, float] = {
     "jpeg": 0.35, "jpeg444": 0.35, "webp": 0.55, "jpeg2000": 0.75, "avif": 3.7, "heic": 3.7, "jxl": 2.8,
 }
 #: mscn, per family at `default` effort, with the threads `mscn` picks (1 while the other core is busy; 2
 #: threads there took 128 s/MP at `fast`, times.json). grid2: 26 s/MP at `fast` in the 2-image Kodak run
-#: (benchmarks/bench-time/kodak-2/); grid, siren: the README's Kodak medians.
+#: (experiments/2026-11-bench-time/kodak-2/); grid, siren: the Kodak medians (docs/results.md).
 MSCN_SECONDS_PER_MP: dict[str, float] = {"grid2": 78.0, "grid": 150.0, "siren": 120.0}
 #: Cost of an effort relative to `default` (grid2 refinement steps 8 / 50 / 400 plus the fixed work).
 EFFORT_FACTOR: dict[str, float] = {"fast": 0.33, "default": 1.0, "max": 6.0}
 UNKNOWN_SECONDS_PER_MP = 5.0  # a codec nobody timed: a classical one's order of magnitude
 
 
-def mscn_family(model: str) -> str:
-    """The INR family a bench model name belongs to (``auto``: the shipped default architecture)."""
-    if model == "auto":
-        try:
-            from mscncodec.models import default_arch
+def mscn_family(model: str) -> str | None:
+    """The INR family a bench model name belongs to, asked of the family registry (``auto``: the shipped
+    default family; a family's name: itself); None when the core cannot tell (the codec will be skipped)."""
+    try:
+        from mscncodec.bench.inr import model_family
 
-            return default_arch()
-        except Exception:  # noqa: BLE001 - no usable core: the codec will be skipped anyway
-            return "grid2"
-    for fam in ("grid2", "grid", "siren"):
-        if model.startswith(fam):
-            return fam
-    return "siren"  # random-w32d5 (COIN) and the other SIREN models
+        return model_family(model).name
+    except Exception:  # noqa: BLE001 - no usable core, or an unknown model
+        return None
 
 
 def seconds_per_mp(codec: Codec) -> float:
@@ -52,7 +48,10 @@ def seconds_per_mp(codec: Codec) -> float:
     if model is None:
         return UNKNOWN_SECONDS_PER_MP
     effort = getattr(codec, "effort", "default")
-    return MSCN_SECONDS_PER_MP[mscn_family(model)] * EFFORT_FACTOR.get(effort, 1.0)
+    family = mscn_family(model)
+    per_mp = MSCN_SECONDS_PER_MP.get(family, max(MSCN_SECONDS_PER_MP.values())) if family else max(
+        MSCN_SECONDS_PER_MP.values())  # an untimed family: the slowest timed one (the estimate errs slow)
+    return per_mp * EFFORT_FACTOR.get(effort, 1.0)
 
 
 def point_seconds(codec: Codec, height: int, width: int) -> float:
@@ -124,5 +123,3 @@ def make_estimate(tasks: Iterable[tuple[Codec, str, int, int]], workers: int, ex
     extra = sum(point_seconds(c, *extra_shape) for c in extra_codecs)
     return Estimate(pending, max(workers, 1), extra)
 
-
-EchoFn = Callable[[str], None]

@@ -15,6 +15,9 @@ carries the mask in its stream.
 
 Metrics (modalities/sphere.compare): area-weighted (cos latitude) RMSE and mean absolute error in the
 field's units, max absolute error, PSNR over the value range.
+
+Finished points go to ``OUT/cache.jsonl`` (:mod:`.cache`), keyed by the codec's id and declared
+identity (:class:`.base.Keyed`), the field (file stem and time step) and the target.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mscncodec.bench.base import Availability, need_modules
-from mscncodec.bench.runner import append_cache, load_cache  # one cache format for every bench
+from mscncodec.bench.base import Availability, Keyed, dist_version, model_identity, need_modules, require_extras
+from mscncodec.bench.cache import append_cache, open_cache, refile  # one cache for every bench
 from mscncodec.modalities import sphere as smod
 
 DEFAULT_SIZES = (1000, 2000, 3000, 5000, 8000)
@@ -62,8 +65,9 @@ def find_fields(directory: Path, per_file: int = 1, limit: int | None = None) ->
     return refs[:limit] if limit else refs
 
 
-class FieldCodec:
-    """One codec: `encode(field, target_bytes) -> bytes` (at most that many), `decode(data, field) -> values`."""
+class FieldCodec(Keyed):
+    """One codec: `encode(field, target_bytes) -> bytes` (at most that many), `decode(data, field) -> values`;
+    its ``version()`` and ``config()`` key its cached points (:class:`.base.Keyed`)."""
 
     key = "codec"
     name = "codec"
@@ -88,17 +92,22 @@ def _filled(f: smod.SphereField) -> np.ndarray:
 class _ErrorBounded(FieldCodec):
     """A codec with an absolute error bound: bisect log(bound) for the largest stream <= target."""
 
+    finest, steps = 1e-7, 30  # the bounds searched: finest x range .. range, in this many bisections
+
+    def config(self) -> dict[str, Any]:
+        return {"bound": [self.finest, 1.0], "steps": self.steps}
+
     def compress(self, v: np.ndarray, bound: float) -> bytes:
         raise NotImplementedError
 
     def encode(self, f: smod.SphereField, target_bytes: int) -> bytes:
         v = _filled(f)
         span = float(np.ptp(v)) or 1.0
-        lo, hi = math.log(span * 1e-7), math.log(span)  # fine (big file) .. coarse (small file)
+        lo, hi = math.log(span * self.finest), math.log(span)  # fine (big file) .. coarse (small file)
         best = self.compress(v, math.exp(hi))
         if len(best) > target_bytes:
             return best  # even the coarsest bound overshoots: reported as it is
-        for _ in range(30):
+        for _ in range(self.steps):
             mid = 0.5 * (lo + hi)
             d = self.compress(v, math.exp(mid))
             if len(d) <= target_bytes:
@@ -114,6 +123,9 @@ class Zfp(_ErrorBounded):
     @classmethod
     def available(cls) -> Availability:
         return need_modules("zfpy")
+
+    def version(self) -> str:
+        return f"zfpy-{dist_version('zfpy')}"
 
     def compress(self, v: np.ndarray, bound: float) -> bytes:
         import zfpy
@@ -133,6 +145,9 @@ class Sz3(_ErrorBounded):
     def available(cls) -> Availability:
         return need_modules("pysz")
 
+    def version(self) -> str:
+        return f"pysz-{dist_version('pysz')}"
+
     def compress(self, v: np.ndarray, bound: float) -> bytes:
         import pysz
 
@@ -151,6 +166,15 @@ class Sz3(_ErrorBounded):
 
 class Jpeg2000(FieldCodec):
     key, name = "jpeg2000-16", "JPEG 2000 16-bit"
+    steps = 20  # bisections of the compression ratio
+
+    def version(self) -> str:
+        import PIL
+
+        return f"pillow-{PIL.__version__}"
+
+    def config(self) -> dict[str, Any]:
+        return {"bits": 16, "irreversible": True, "steps": self.steps}
 
     def _encode(self, v: np.ndarray, vmin: float, vmax: float, ratio: float) -> bytes:
         from PIL import Image
@@ -168,7 +192,7 @@ class Jpeg2000(FieldCodec):
         best = self._encode(v, vmin, vmax, hi)
         if len(best) > target_bytes:
             return best
-        for _ in range(20):
+        for _ in range(self.steps):
             mid = math.sqrt(lo * hi)
             d = self._encode(v, vmin, vmax, mid)
             if len(d) <= target_bytes:
@@ -190,6 +214,22 @@ class Mscn(FieldCodec):
         self.model, self.effort = model, effort
         self.key = "mscn" + (f":{model}" if model else "") + (f"@{effort}" if effort != "default" else "")
         self.name = "mscn" + (f" ({model})" if model else "") + (f" @{effort}" if effort != "default" else "")
+
+    def version(self) -> str:
+        import mscncodec
+
+        return f"mscncodec-{getattr(mscncodec, '__version__', '?')}"
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model, "effort": self.effort}
+
+    def identity(self, target: int) -> tuple[str, str, dict[str, Any]]:
+        """What encodes the point: the model routed for this byte target (family encoder revision, weights
+        id: :func:`.base.model_identity`) and the effort."""
+        from mscncodec.modalities.sphere_codec import pick_model
+
+        version, config = model_identity(pick_model(self.model, float(target)))
+        return self.key, version, {**config, "effort": self.effort}
 
     def encode(self, f: smod.SphereField, target_bytes: int) -> bytes:
         from mscncodec.modalities.sphere_codec import encode_field
@@ -235,23 +275,34 @@ def run_point(codec: FieldCodec, f: smod.SphereField, ref: FieldRef, target: int
 
 
 def point_key(codec: FieldCodec, ref: FieldRef, target: int) -> str:
+    return f"{codec.key}|{codec.cache_version(int(target))}|{ref.label}|{target}"
+
+
+def legacy_key(codec: FieldCodec, ref: FieldRef, target: int) -> str:
+    """The key before the identity scheme: no version at all (re-filed once, see :func:`.cache.refile`)."""
     return f"{codec.key}|{ref.label}|{target}"
 
 
 def run_fields_bench(refs: Sequence[FieldRef], codecs: Sequence[FieldCodec], sizes: Sequence[int], out: Path,
-                     progress: bool = True, plot: bool = True) -> list[dict[str, Any]]:
+                     progress: bool = True, plot: bool = True,
+                     echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Every codec at every size on every field (cached in OUT/cache.jsonl, so a rerun resumes), then
     OUT/results.json, points.csv, summary.md, rd.png and map.png."""
     from mscncodec._runtime import progress_bar
 
+    if plot:
+        require_extras("matplotlib")  # before the work, not after it
     out.mkdir(parents=True, exist_ok=True)
-    cache_path = out / "cache.jsonl"
-    cache = load_cache(cache_path)
+    cache_path, cache = open_cache(out, echo)
     records = []
     jobs = [(ref, c, s) for ref in refs for c in codecs for s in sizes]
+    keys = [point_key(c, ref, s) for ref, c, s in jobs]
+    if (moved := refile(cache, cache_path, ((k, [legacy_key(c, ref, s)]) for (ref, c, s), k in zip(jobs, keys)
+                                             if k not in cache))) and echo:
+        echo(f"re-filed {moved} cached points under their current cache keys (a one-time migration)")
     fields: dict[FieldRef, smod.SphereField] = {}
-    for ref, codec, size in progress_bar(jobs, desc="fields bench", progress=progress, unit="point"):
-        key = point_key(codec, ref, size)
+    for (ref, codec, size), key in progress_bar(list(zip(jobs, keys)), desc="fields bench", progress=progress,
+                                                unit="point"):
         if key not in cache:
             if ref not in fields:
                 fields[ref] = smod.load(ref.path, time=ref.time)
@@ -315,11 +366,16 @@ def write_reports(records: list[dict], out: Path, plot: bool = True, refs: Seque
             plot_map(records, refs[0], out / "map.png")
 
 
-def plot_rd(records: list[dict], path: Path) -> None:
-    import matplotlib
+def _pyplot():
+    """matplotlib's pyplot on the Agg canvas (headless); missing: the bench extra's one-line error."""
+    from mscncodec.bench.base import extra
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    extra("matplotlib").use("Agg")
+    return extra("matplotlib.pyplot")
+
+
+def plot_rd(records: list[dict], path: Path) -> None:
+    plt = _pyplot()
 
     fields = sorted({r["field"] for r in records})
     fig, axes = plt.subplots(1, len(fields) + 1, figsize=(4.2 * (len(fields) + 1), 3.8), squeeze=False)
@@ -351,10 +407,7 @@ def plot_rd(records: list[dict], path: Path) -> None:
 
 def plot_map(records: list[dict], ref: FieldRef, path: Path, target: int = 3000) -> None:
     """The field, and each codec's error map at the size nearest `target`, on one colour scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     f = smod.load(ref.path, time=ref.time)
     rows = [r for r in records if r["field"] == ref.label]

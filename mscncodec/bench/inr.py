@@ -12,7 +12,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mscncodec.bench.base import Availability, Codec
+from mscncodec.bench.base import Availability, Codec, calibration_bytes, model_identity
+
+AUTO = "auto"  # mscn:auto: the model a user gets without --model or --arch
+MODALITY = "image"
 
 
 def _core() -> Any:
@@ -26,74 +29,80 @@ def _core() -> Any:
 
 
 def list_core_models() -> list[tuple[str, str, str]]:
-    """(name, description, weights id) of every shipped model; raises if the core is absent.
+    """(name, description, weights id) of every shipped image model a family can encode with (what a bare
+    ``mscn`` measures); raises if the core is absent. The provisional starts only when nothing is trained."""
+    from mscncodec import families
+    from mscncodec.models import list_models
 
-    The weights id (when the core provides ``model_id``) goes into the cache
-    key, so retraining a model under the same name invalidates its old points.
-    """
-    from mscncodec.models import PROVISIONAL, list_models
-
-    found = list_models()
-    trained = [m for m in found if m.name not in PROVISIONAL]
+    provisional = families.provisional()
+    found = [m for m in list_models() if m.modality == MODALITY and MODALITY in families.of(m).encoders]
+    trained = [m for m in found if m.name not in provisional]
     out = []
-    for m in trained or found:  # the provisional start only when nothing is trained
+    for m in trained or found:
         mid = getattr(m, "model_id", b"")
         out.append((m.name, getattr(m, "description", "") or "", mid.hex() if isinstance(mid, bytes) else str(mid)))
     return out
 
 
-AUTO = "auto"
-ARCH_DEFAULTS = ("siren", "grid", "grid2")  # mscn:siren / mscn:grid: the default model of one family
+def routed_name(name: str) -> bool:
+    """Whether a bench model name is routed (the model a user gets without --model): ``auto`` (the default
+    family) or a family's name (``mscn:grid2``: that family's routed model)."""
+    from mscncodec import families
+
+    return name == AUTO or name in families.REGISTRY
 
 
 def resolve_core_model(name: str, route_effort: str | None = None) -> tuple[str, str, str]:
-    """(name, description, weights id) of one model, ablation variants (NAME+dense) included.
+    """(name, description, configuration id) of one model, ablation variants (NAME+dense) included.
 
-    ``auto`` is what a user gets without --model: the shipped model routed by target
-    rate (models/routing.json) and, where the routing names efforts, by effort; its id hashes every
-    shipped model and the routes.
+    ``auto`` is what a user gets without --model: the shipped model routed by target rate
+    (weights/routing.json) and, where the routing names efforts, by effort; a family's name is that
+    family's routed model. The id of a routed name hashes its routes, every shipped image model of the family
+    and the family's encoder revision; of a model, its weights id and encoder revision (``-rN`` where N > 1).
+    It is what caches from before the identity scheme keyed the codec's points by (:meth:`MscnCodec.legacy_versions`).
     """
     import hashlib
-    from types import SimpleNamespace
 
-    from mscncodec.models import PROVISIONAL, default_arch, list_models, load_model, routing
+    from mscncodec import families
+    from mscncodec.models import default_arch, list_models, load_model, routing
 
     name, _, effort = name.partition("@")  # NAME@fast: an effort level other than the default
     if effort:
         n, d, i = resolve_core_model(name, effort)
         return (f"{n}@{effort}", f"{d} (effort {effort})", f"{i}-{effort}")
-    if name == AUTO or name in ARCH_DEFAULTS:
-        arch = default_arch() if name == AUTO else name
-        routes = routing(arch, route_effort or "default")  # no @EFFORT: the codec encodes at "default"
+    if routed_name(name):
+        fam = families.by_name(default_arch() if name == AUTO else name)
+        routes = routing(fam.name, route_effort or "default")  # no @EFFORT: the codec encodes at "default"
         h = hashlib.sha256(repr(routes).encode())
-        rev = max((encoder_revision(load_model(n)) for _, n in routes),
-                  default=encoder_revision(SimpleNamespace(arch=arch)))
+        rev = max((encoder_revision(load_model(n)) for _, n in routes), default=fam.encoder_revision(None))
         if rev > 1:
             h.update(f"encoder r{rev}".encode())
-        for m in list_models():
-            if m.name not in PROVISIONAL and getattr(m, "arch", "siren") == arch:
+        provisional = families.provisional()
+        for m in list_models():  # the models the route may pick: the family's image models (a mesh model of
+            if m.name not in provisional and families.of(m) is fam and m.modality == MODALITY:  # it is no route)
                 h.update(m.model_id)
-        desc = f"default {arch} model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
-        return (name, desc if routes else f"default {arch} model", h.hexdigest()[:16])
+        desc = f"default {fam.name} model per target rate (" + ", ".join(f"<={b:g}: {n}" for b, n in routes) + ")"
+        return (name, desc if routes else f"default {fam.name} model", h.hexdigest()[:16])
     m = load_model(name)
     rev = encoder_revision(m)
     return (m.name, m.description, m.model_id.hex() + (f"-r{rev}" if rev > 1 else ""))
 
 
 def encoder_revision(model) -> int:
-    """A model's encoder revision: its family's ENCODER_REVISION, or UPDATE_REVISION for the variants that
-    send a decoder update where the family has one; raised when the encoder's results change while streams
-    stay readable (same format, other bytes), so the bench's cache keys change and the old encoder's points
-    are not reported as the new one's."""
-    import importlib
+    """A model's encoder revision, as its family declares it (``Family.encoder_revision``)."""
+    from mscncodec import families
 
-    try:
-        mod = importlib.import_module(f"mscncodec.families.{getattr(model, 'arch', 'siren')}.encoder")
-    except ImportError:
-        return 1
-    if getattr(model, "sends_update", False) and hasattr(mod, "UPDATE_REVISION"):
-        return int(mod.UPDATE_REVISION)
-    return int(getattr(mod, "ENCODER_REVISION", 1))
+    return families.of(model).encoder_revision(model)
+
+
+def model_family(name: str):
+    """The family (``families.Family``) of a bench model name: a routed name's, else the model's."""
+    from mscncodec import families
+    from mscncodec.models import default_arch, load_model
+
+    if routed_name(name):
+        return families.by_name(default_arch() if name == AUTO else name)
+    return families.of(load_model(name))
 
 
 def _safe(name: str) -> str:
@@ -125,37 +134,65 @@ class MscnCodec(Codec):
             return Availability(False, f"mscn core not usable ({type(exc).__name__}: {exc})")
         return Availability(True)
 
-    def version(self) -> str:
-        return f"mscncodec-{getattr(_core(), '__version__', '?')}-{self.model_id}"
-
     @property
     def auto(self) -> bool:
         """Routed: the model a user gets without --model (per rate, effort and image size)."""
-        return self.model == AUTO or self.model in ARCH_DEFAULTS
+        return routed_name(self.model)
 
-    def version_at(self, target: float, shape: tuple[int, int]) -> str:
-        """A routed codec's point is keyed by what encodes it: the routed model (name and weights), its
-        encoder revision and rate-growth calibration. A new route then re-measures only the rates and
-        sizes it serves, where a hash of every model and route re-measured every point."""
-        if not self.auto or self.from_scratch:
-            return self.version()
-        import hashlib
+    @property
+    def spec(self) -> str:
+        """The ``--codecs`` id that names this codec."""
+        return f"{'coin' if self.from_scratch else 'mscn'}:{self.model}" + (
+            "" if self.effort == "default" else f"@{self.effort}")
 
+    def model_at(self, target: float, shape: tuple[int, int]):
+        """The model that encodes one point (target bpp, image height x width), as ``encode_image`` picks it."""
+        from mscncodec.models import load_model
+
+        if self.from_scratch:  # the modality's provisional start, whatever the architecture label
+            from mscncodec.modalities import by_name
+
+            return load_model(by_name(MODALITY).provisional_model)
+        if not self.auto:
+            return load_model(self.model)
         from mscncodec.modalities.image_codec import routed_model
 
-        m = routed_model(target, None if self.model == AUTO else self.model, self.effort, shape)
-        mid = getattr(m, "model_id", b"")
-        h = hashlib.sha256(f"{m.name}|{mid.hex() if isinstance(mid, bytes) else mid}|r{encoder_revision(m)}".encode())
-        if getattr(m, "arch", "") == "grid2":
-            from mscncodec.families.grid2.encoder import growth_file
+        return routed_model(target, None if self.model == AUTO else self.model, self.effort, shape)
 
-            g = growth_file(m)
-            h.update(g.read_bytes() if g.is_file() else b"no growth file")
-        return f"mscncodec-{getattr(_core(), '__version__', '?')}-{m.name}-{h.hexdigest()[:16]}"
+    def identity(self, target: float, shape: tuple[int, int]) -> tuple[str, str, dict[str, Any]]:
+        """What encodes the point: the model (routed per rate, effort and size) with its family's encoder
+        revision, weights id and calibration, and the effort. A new route re-measures only the rates and
+        sizes it serves; a retrained model or a new encoder revision, only that model's points."""
+        version, config = model_identity(self.model_at(target, shape))
+        return self.key, version, {**config, "effort": self.effort, "from_scratch": self.from_scratch}
 
-    def legacy_version(self) -> str | None:
-        """Routed codecs were keyed by a hash of every model and route of the family (`version()`)."""
-        return self.version() if self.auto and not self.from_scratch else None
+    def legacy_versions(self, target: float, shape: tuple[int, int]) -> tuple[str, ...]:
+        """Before the identity scheme: a routed point was keyed by its routed model (name, weights, encoder
+        revision, calibration), and before that every point by the configuration id (resolve_core_model)."""
+        package = f"mscncodec-{getattr(_core(), '__version__', '?')}"
+        old = (f"{package}-{self.model_id}",)
+        if not self.auto or self.from_scratch:
+            return old
+        import hashlib
+
+        m = self.model_at(target, shape)
+        h = hashlib.sha256(f"{m.name}|{m.model_id.hex()}|r{encoder_revision(m)}".encode())
+        cal = calibration_bytes(m)
+        if cal is not None:
+            h.update(cal)
+        return (f"{package}-{m.name}-{h.hexdigest()[:16]}", *old)
+
+    def unmeasurable(self) -> str | None:
+        if self.from_scratch:
+            return None
+        try:
+            fam = model_family(self.model)
+        except Exception:  # noqa: BLE001 - an unknown model: its encode reports why, point by point
+            return None
+        if MODALITY in fam.encoders:
+            return None
+        return (f"the {fam.name} family is decode-only (it has no image encoder): its cached points can only be "
+                f"reported, with --report-only {self.spec}")
 
     def encode(self, img: np.ndarray, q: Any) -> bytes:
         return self.encode_at_bpp(img, float(q))
@@ -163,8 +200,8 @@ class MscnCodec(Codec):
     def encode_at_bpp(self, img: np.ndarray, bpp: float) -> bytes:
         auto = self.auto
         kwargs: dict[str, Any] = {"bpp": bpp, "model": None if auto else self.model, "effort": self.effort}
-        if self.model in ARCH_DEFAULTS:
-            kwargs["arch"] = self.model
+        if auto and self.model != AUTO:
+            kwargs["arch"] = self.model  # a family's name: its routed model
         if self.from_scratch:
             kwargs["from_scratch"] = True
         return _core().encode_image(img, **kwargs)

@@ -43,7 +43,10 @@ def ms_ssim(ref: np.ndarray, rec: np.ndarray) -> float:
     if min(ref.shape[:2]) <= MS_SSIM_MIN_SIDE:
         return math.nan
     import torch
-    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    from mscncodec.bench.base import extra
+
+    _ms_ssim = extra("pytorch_msssim").ms_ssim
 
     def to_tensor(a: np.ndarray) -> "torch.Tensor":
         return torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1)[None]  # copy: input may be read-only

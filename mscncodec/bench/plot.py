@@ -27,8 +27,9 @@ def _xy(xs: list[Any], ys: list[Any]) -> tuple[list[float], list[float]]:
 
 def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool = True) -> None:
     """PSNR-vs-bpp for every measured codec (solid) and published anchor (dashed, hollow)."""
-    from matplotlib.figure import Figure
+    from mscncodec.bench.base import extra
 
+    Figure = extra("matplotlib.figure").Figure
     fig = Figure(figsize=(8, 5.5), dpi=120)
     ax = fig.add_subplot()
     xmax, ys_seen = 0.0, []
@@ -61,7 +62,7 @@ def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool =
 
 def _color(i: int) -> tuple[float, ...]:
     """Distinct colours for up to 20 curves (tab20 ordering: dark shades first)."""
-    from matplotlib import colormaps
+    from mscncodec.bench.base import extra
 
-    cmap = colormaps["tab20"]
+    cmap = extra("matplotlib").colormaps["tab20"]
     return cmap((2 * i) % 20 + (i // 10) % 2)

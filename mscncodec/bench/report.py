@@ -12,16 +12,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from mscncodec.bench.base import Codec
 from mscncodec.bench.bd import bd_psnr, bd_rate
 from mscncodec.bench.metrics import psnr_from_mse
-
-if TYPE_CHECKING:
-    from mscncodec.bench.codecs import Codec
-    from mscncodec.bench.runner import BenchResult
+from mscncodec.bench.result import BenchResult
 
 CSV_FIELDS = (
     "image", "codec", "codec_name", "target_bpp", "bpp", "bytes", "psnr", "ms_ssim", "mse",

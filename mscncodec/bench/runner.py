@@ -1,7 +1,8 @@
 """The benchmark loop: every (image, codec, target bpp) point, resumable.
 
-Each finished point is appended as one JSON line to ``OUT/cache.jsonl``,
-keyed by the image's content hash, the codec id and version, and the target.
+Each finished point is appended as one JSON line to ``OUT/cache.jsonl`` (:mod:`.cache`; seeded
+from ``OUT/cache.jsonl.gz`` when only the archive is there), keyed by the image's content hash, the
+codec id, the codec's declared identity at that point (:class:`.base.Keyed`) and the target.
 A rerun (after a crash, Ctrl-C, or with more codecs/points) therefore only
 encodes what is missing; renaming an image file does not invalidate it, but
 editing its pixels does.  Failed points are not cached, so they are retried.
@@ -10,7 +11,6 @@ editing its pixels does.  Failed points are not cached, so they are retried.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,44 +28,16 @@ from tqdm import tqdm  # tqdm.write: messages that do not break a live bar
 
 from mscncodec._runtime import available_cpus, progress_bar
 from mscncodec.bench import metrics
-from mscncodec.bench.base import Codec, available_codecs
+from mscncodec.bench.base import BenchError, Codec, available_codecs, require_extras
+from mscncodec.bench.cache import CACHE_NAME, append_cache, load_cache, open_cache, refile
 from mscncodec.bench.estimate import make_estimate
+from mscncodec.bench.result import BenchResult, ImageRef
+
+__all__ = ["BenchError", "BenchResult", "ImageRef", "CACHE_NAME", "DEFAULT_POINTS", "IMAGE_EXTS", "append_cache",
+           "find_images", "load_cache", "load_image", "point_key", "prepare_images", "run_bench", "run_point"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 DEFAULT_POINTS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
-CACHE_NAME = "cache.jsonl"
-
-
-class BenchError(Exception):
-    """A user-facing problem (bad dataset, unreadable image): reported in one line."""
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An input image identified by content, so the cache survives renames."""
-
-    path: Path
-    name: str
-    sha1: str
-    height: int
-    width: int
-
-
-@dataclass
-class BenchResult:
-    """What a run produced; the CLI prints from it and tests inspect it."""
-
-    out: Path
-    records: list[dict[str, Any]]
-    codecs: list[Codec]
-    points: list[float]
-    images: list[ImageRef]
-    encoded: int = 0
-    cached: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    notices: list[str] = field(default_factory=list)
-    bd: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- images
@@ -111,29 +82,14 @@ def prepare_images(paths: Iterable[Path]) -> list[ImageRef]:
 
 
 def point_key(image: ImageRef, codec: Codec, target: float, version: str | None = None) -> str:
-    """Cache key: content hash + codec id + the codec's version for this point (or `version`) + target bpp."""
-    v = codec.version_at(target, (image.height, image.width)) if version is None else version
+    """Cache key: content hash + codec id + the codec's identity at this point (or `version`) + target bpp."""
+    v = codec.cache_version(target, (image.height, image.width)) if version is None else version
     return f"{image.sha1}|{codec.key}|{v}|{target:.6g}"
 
 
-def rekey(cache: dict[str, dict[str, Any]], path: Path, tasks: list, keys: list[str]) -> int:
-    """File under its per-point key each point that is cached only under its codec's legacy key.
-
-    Sound only because a legacy key is the codec's version *now* (e.g. a hash of every model and route
-    the router has today): a hit means the point was measured by exactly today's configuration, whose
-    per-point version is the new key. Once the configuration changes the legacy key changes too and
-    nothing more is re-filed, so this carries an old cache across the change of key scheme once."""
-    moved = 0
-    for (c, im, p), k in zip(tasks, keys):
-        legacy = c.legacy_version()
-        if k in cache or legacy is None:
-            continue
-        old = cache.get(point_key(im, c, p, legacy))
-        if old is not None:
-            cache[k] = {**old, "key": k}
-            append_cache(path, cache[k])
-            moved += 1
-    return moved
+def legacy_keys(image: ImageRef, codec: Codec, target: float) -> list[str]:
+    """The keys caches from before the identity scheme filed this point under (see :func:`.cache.refile`)."""
+    return [point_key(image, codec, target, v) for v in codec.legacy_versions(target, (image.height, image.width))]
 
 
 def _finite(x: float) -> float | None:
@@ -180,28 +136,6 @@ def _init_worker() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-# --------------------------------------------------------------------------- cache
-
-
-def load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """Read finished points; a torn last line (killed mid-write) is ignored."""
-    cache: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "key" in rec and "error" not in rec:
-                cache[rec["key"]] = rec
-    return cache
-
-
-def append_cache(path: Path, rec: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -241,22 +175,29 @@ def run_bench(
     for n in notices:
         echo(n)
 
-    cache_path = out / CACHE_NAME
-    cache = load_cache(cache_path)
+    if plot:
+        require_extras("matplotlib")  # before the work, not after it
+    cache_path, cache = open_cache(out, echo)
     tasks = [(c, im, p) for im in refs for c in usable  # image-major: warm image cache
              for p in (slow_pts if c.slow else points)]
     keys = [point_key(im, c, p) for c, im, p in tasks]
-    if (moved := rekey(cache, cache_path, tasks, keys)):
-        echo(f"re-filed {moved} cached points under per-point keys")
+    if (moved := refile(cache, cache_path, ((k, legacy_keys(im, c, p)) for (c, im, p), k in zip(tasks, keys)
+                                             if k not in cache))):
+        echo(f"re-filed {moved} cached points under their current cache keys (a one-time migration)")
     done = {k: cache.get(k) for k in keys}
     skip = set(report_only)
     pending = [t for t, k in zip(tasks, keys) if done[k] is None and t[0].key not in skip]
+    for c in dict.fromkeys(c for c, _, _ in pending):
+        if (why := c.unmeasurable()):
+            raise BenchError(f"cannot measure {c.key}: {why}")
+    if pending:
+        require_extras("pytorch_msssim")
     n_skipped = sum(1 for (c, _, _), k in zip(tasks, keys) if done[k] is None and c.key in skip)
     all_points = set(points) | (set(slow_pts) if any(c.slow for c in usable) else set())
     result = BenchResult(out, [], usable, sorted(all_points), refs,
                          cached=len(tasks) - len(pending) - n_skipped, notices=notices)
 
-    crop_codecs = [c for c in usable if c.key not in skip] if plot else []
+    crop_codecs = [c for c in usable if c.key not in skip and not c.unmeasurable()] if plot else []
     est = make_estimate([(c, im.name, im.height, im.width) for c, im, _ in pending],
                         min(jobs, available_cpus(), max(len(pending), 1)), crop_codecs, (refs[0].height, refs[0].width))
     echo(est.start_line(len(refs), result.cached))

@@ -4,12 +4,13 @@ Laplace bin probabilities, the channel-last 1x1 layer, image padding and the gri
 from __future__ import annotations
 
 import math
-import struct
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mscncodec.container.bitstream import Field
+from mscncodec.container.sections import Section
 from mscncodec.errors import BitstreamError
 
 
@@ -87,17 +88,23 @@ def pad_image(rgb: np.ndarray, align: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
 
 
-def grid_header(model, header: dict, sections: dict[str, bytes], tag: str) -> tuple[int, int]:
-    """Validate a latent-grid stream's alignment and sections; -> (lambda index, latent step index) from
-    the 2-byte section `tag` (GRID for grid, GRD2 for grid2)."""
+def grid_section(tag: str) -> Section:
+    """The latent-grid families' 2-byte section (GRID for grid, GRD2 for grid2): the lambda index and the
+    latent-step index, declared once for packing, decoding and `mscn info`."""
+    return Section(tag, (
+        Field("lambda", "B", "index into the lambda table", None, lambda v: f"{lambda_value(v):.3g} (index {v})"),
+        Field("latent_step", "B", "index into the latent-step table", None, lambda v: f"{latent_step(v):.4g} (index {v})"),
+    ))
+
+
+def grid_header(model, header: dict, sections: dict[str, bytes], section: Section) -> tuple[int, int]:
+    """Validate a latent-grid stream's alignment and sections; -> (lambda index, latent step index)."""
     if header["patch"] != model.cfg.align:
         raise BitstreamError(f"corrupted .mscn file (alignment {header['patch']} does not match model {model.name})")
-    for t in (tag, "LATS"):
-        if t not in sections:
-            raise BitstreamError(f"corrupted .mscn file (missing section {t})")
-    if len(sections[tag]) != 2:
-        raise BitstreamError(f"corrupted .mscn file ({tag} section must be 2 bytes)")
-    return struct.unpack("<BB", sections[tag])
+    values = section.unpack(sections)
+    if "LATS" not in sections:
+        raise BitstreamError("corrupted .mscn file (missing section LATS)")
+    return values["lambda"], values["latent_step"]
 
 
 MAX_DEADZONE = 1.5  # latents below 1.5 steps may be zeroed to fit the size (a dead-zone quantiser)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # models imports this module
-    from mscncodec.models import Model
+if TYPE_CHECKING:  # a type only: coding imports no model class
+    from mscncodec.coding.update import UpdateModel as Model
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1

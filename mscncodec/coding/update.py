@@ -12,7 +12,18 @@ from mscncodec.coding.entropy import Decoder, Encoder, MaskModel, ValueModel
 from mscncodec.coding.quantize import dequantise
 from mscncodec.coding.sparsity import BETA, GAMMA, ZETA
 from mscncodec.errors import BitstreamError
-from mscncodec.models import Model
+from typing import Protocol
+
+
+class UpdateModel(Protocol):
+    """What the update coder needs of a model (any family's): its update shapes and gate priors."""
+
+    gated: bool
+    cfg: object  # has update_shapes() -> {name: shape}
+    log_alpha: dict
+
+
+Model = UpdateModel
 
 
 def mask_prior(model: Model, key: str) -> np.ndarray:

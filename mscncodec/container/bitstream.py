@@ -24,8 +24,25 @@ from mscncodec.errors import BitstreamError
 
 MAGIC = b"MSCN"
 VERSION = 1
+# The one table of codes: the modality and family registries look their codes up here (a code, once
+# written into streams, never changes meaning).
 MODALITIES = {1: "image", 2: "mesh", 3: "sphere"}
 ARCHS = {1: "siren", 2: "grid", 3: "grid2"}
+
+
+def _code(table: dict[int, str], name: str, table_name: str) -> int:
+    for code, n in table.items():
+        if n == name:
+            return code
+    raise ValueError(f"the container has no code for {name!r}: add one to bitstream.{table_name}")
+
+
+def arch_code(name: str) -> int:
+    return _code(ARCHS, name, "ARCHS")
+
+
+def modality_code(name: str) -> int:
+    return _code(MODALITIES, name, "MODALITIES")
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 25
 MAX_SECTIONS = 16

@@ -74,11 +74,6 @@ def read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def encode_image_file(img: np.ndarray, path: Path) -> bytes:
-    """Encode a decoded image into the format named by the output suffix (in memory)."""
-    return image_file_bytes(img, path.suffix)
-
-
 def image_file_bytes(img: np.ndarray, suffix: str) -> bytes:
     """The bytes of an image file in the format an extension names."""
     from PIL import Image

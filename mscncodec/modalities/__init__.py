@@ -10,6 +10,16 @@ editing another modality. The functions a modality provides:
 * ``decode(data, **options) -> signal`` (what ``write`` takes)
 * ``write(signal, suffix) -> bytes`` (the output file's bytes, for an atomic write)
 * ``describe(data) -> dict`` (header, sections, size; for ``mscn info``)
+
+and, in its ``hooks`` module (its codec module), what the API, the CLI and batch mode ask of any modality:
+
+* ``encode_limits(kw, max_pixels, max_voxels) -> kw`` / ``decode_limits(header, kw, max_pixels, max_voxels)
+  -> kw``: the work bounds checked before any work (a LimitError), or passed on as options;
+* ``encode_summary(report) -> str``, ``signal_info(signal) -> dict`` and ``decode_summary(info) -> str``:
+  what ``mscn encode`` / ``mscn decode --verbose`` print.
+
+Adding a modality: its module(s), one ``register`` line below, and its header body in
+``container/bitstream.py`` (``MODALITIES`` + ``BODIES``). Its trainer, if any, is a ``mscn train`` command.
 """
 
 from __future__ import annotations
@@ -20,21 +30,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mscncodec.container import bitstream
 from mscncodec.errors import BitstreamError, InputError, MscnError
 
 
 @dataclass(frozen=True)
 class Modality:
     name: str
-    code: int  # the container's modality field
     inputs: tuple[str, ...]  # file extensions read by encode ("*": anything not claimed by another modality)
     outputs: tuple[str, ...]  # file extensions written by decode ("*": the writer decides)
     encode_fn: str
     decode_fn: str
     write_fn: str
     describe_fn: str
+    hooks: str = ""  # the module with the limit and summary hooks (see above)
     options: tuple[str, ...] = ()  # encode/decode options only this modality understands
     default_output: str = ""  # the extension batch decoding writes when no --format is given
+    plural: str = ""  # how messages name several signals ("model X codes meshes, not images")
+    provisional_model: str = ""  # the start made in code when no trained model of this modality ships
+
+    @property
+    def code(self) -> int:
+        """The container's modality field (bitstream.MODALITIES is the one table of codes)."""
+        return bitstream.modality_code(self.name)
 
     def _fn(self, ref: str) -> Callable:
         module, name = ref.split(":")
@@ -51,6 +69,18 @@ class Modality:
 
     def describe(self, data: bytes) -> dict:
         return self._fn(self.describe_fn)(data)
+
+    def hook(self, name: str) -> Callable:
+        return getattr(importlib.import_module(self.hooks), name)
+
+    def encode_summary(self, report: dict) -> str:
+        return self.hook("encode_summary")(report)
+
+    def signal_info(self, signal, n_bytes: int, seconds: float) -> dict:
+        return {"modality": self.name, "bytes": n_bytes, "seconds": seconds, **self.hook("signal_info")(signal)}
+
+    def decode_summary(self, info: dict) -> str:
+        return self.hook("decode_summary")(info)
 
 
 REGISTRY: dict[str, Modality] = {}
@@ -97,16 +127,19 @@ def for_input(path: str | Path) -> Modality:
     return next(m for m in REGISTRY.values() if "*" in m.inputs)
 
 
-register(Modality("image", 1, ("*",), ("*",),
+register(Modality("image", ("*",), ("*",),
                   "mscncodec.modalities.image_codec:encode_image", "mscncodec.modalities.image_codec:decode",
                   "mscncodec.container.files:image_file_bytes",
-                  "mscncodec.modalities.image_codec:describe", options=("bpp", "arch"), default_output=".png"))
-register(Modality("mesh", 2, (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", ".ply", ".stl", ".off", ".glb"),
+                  "mscncodec.modalities.image_codec:describe", "mscncodec.modalities.image_codec", options=("bpp", "arch"), default_output=".png",
+                  plural="images", provisional_model="random-w32d5"))
+register(Modality("mesh", (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", ".ply", ".stl", ".off", ".glb"),
                   "mscncodec.modalities.mesh_codec:encode_mesh", "mscncodec.modalities.mesh_codec:decode_mesh",
                   "mscncodec.modalities.mesh:encode_file",
-                  "mscncodec.modalities.mesh_codec:describe", options=("resolution",), default_output=".ply"))
-register(Modality("sphere", 3, (".nc", ".nc4", ".npy"), (".nc", ".nc4", ".npy"),
+                  "mscncodec.modalities.mesh_codec:describe", "mscncodec.modalities.mesh_codec", options=("resolution",), default_output=".ply",
+                  plural="meshes", provisional_model="random-sdf-w32d5+dense"))
+register(Modality("sphere", (".nc", ".nc4", ".npy"), (".nc", ".nc4", ".npy"),
                   "mscncodec.modalities.sphere_codec:encode_field", "mscncodec.modalities.sphere_codec:decode_field",
                   "mscncodec.modalities.sphere:write",
-                  "mscncodec.modalities.sphere_codec:describe", options=("var", "time", "level", "grid"),
-                  default_output=".nc"))
+                  "mscncodec.modalities.sphere_codec:describe", "mscncodec.modalities.sphere_codec",
+                  options=("var", "time", "level", "grid"),
+                  default_output=".nc", plural="fields", provisional_model="random-sphere-w32d5+dense"))

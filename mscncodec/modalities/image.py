@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -160,36 +161,6 @@ def restore_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
         return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
     return rgb
 
-
-
-def grid_coords(p: int) -> torch.Tensor:
-    """(p*p, 2) pixel-centre coordinates in [-1, 1], row-major (y, x)."""
-    t = torch.linspace(-1.0, 1.0, p)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=1)
-
-
-def patch_grid(h: int, w: int, p: int) -> tuple[int, int]:
-    return -(-h // p), -(-w // p)
-
-
-def to_patches(rgb: np.ndarray, p: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (N, p*p, 3) float in [-1, 1], edge-padded, row-major patch order."""
-    h, w, _ = rgb.shape
-    gh, gw = patch_grid(h, w, p)
-    padded = np.pad(rgb, ((0, gh * p - h), (0, gw * p - w), (0, 0)), mode="edge")
-    x = torch.from_numpy(padded).float().div_(127.5).sub_(1.0)
-    x = x.reshape(gh, p, gw, p, 3).permute(0, 2, 1, 3, 4).reshape(gh * gw, p * p, 3)
-    return x.contiguous()
-
-
-def from_patches(x: torch.Tensor, h: int, w: int, p: int) -> np.ndarray:
-    """Inverse of to_patches (crops the padding) -> uint8 (H, W, 3)."""
-    gh, gw = patch_grid(h, w, p)
-    img = x.reshape(gh, gw, p, p, 3).permute(0, 2, 1, 3, 4).reshape(gh * p, gw * p, 3)[:h, :w]
-    return img.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """RGB PSNR in dB with peak 255 (inf for identical images)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -259,11 +230,31 @@ class PatchSampler:
         return out
 
 
-def u8_crops_to_images(batch: torch.Tensor) -> torch.Tensor:
-    """PatchSampler.sample_u8's (B, P, P, 3) uint8 (on any device) -> (B, 3, P, P) float in [0, 1]."""
-    return batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+@dataclass(frozen=True)
+class ImageTrainingData:
+    """What the image modality hands a family's trainer: the split of a folder of photos (for the model card
+    and its data hash) and crop samplers over their pixels. The family opens no file itself."""
+
+    root: Path
+    train_files: tuple[Path, ...]
+    val_files: tuple[Path, ...]
+
+    def sampler(self, crop: int, seed: int) -> PatchSampler:
+        """Random crops of the training photos."""
+        return PatchSampler([load_rgb(f) for f in self.train_files], crop, seed)
+
+    def val_sampler(self, crop: int, seed: int) -> PatchSampler:
+        """Random crops of the held-out photos (a fixed seed gives a fixed validation set)."""
+        return PatchSampler([load_rgb(f) for f in self.val_files], crop, seed)
 
 
-def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
-    """PatchSampler's (B, P*P, 3) in [-1, 1] -> (B, 3, P, P) in [0, 1]."""
-    return batch.reshape(-1, p, p, 3).permute(0, 3, 1, 2).add(1).mul(0.5).contiguous()
+VAL_FRACTION = 0.05  # the held-out share of a training folder (a hash split: the same photos every run)
+
+
+def training_data(root: Path, max_images: int = 0) -> ImageTrainingData:
+    """The training split of a folder of photos (refusing a benchmark set)."""
+    if "kodak" in str(root).lower():
+        raise MscnError("refusing to train on Kodak: it is a benchmark set")
+    train_files, val_files = training_files(root, VAL_FRACTION, max_images)
+    return ImageTrainingData(Path(root), tuple(train_files), tuple(val_files))
+

@@ -1,106 +1,40 @@
-"""The image codec: picks the model and family for a target, hands the image to that family's
-encoder (SIREN patches, or latent grids), and decodes any image stream back to pixels.
+"""The image codec: picks the model (and so the family) for a target, builds the container header,
+hands the pixels to that family's image encoder (``families.REGISTRY``), and decodes any image stream
+back to pixels.
 
-Image-specific here: the patch grid the SIREN family sees (one group per 32x32 patch), the rate
-target in bits per pixel, the quality knob, channel restoration, and the encode report (PSNR of the
-decoded file).
+Image-specific here: the rate target in bits per pixel, the quality knob, the header's image fields,
+channel restoration, the density rule, and the encode report (PSNR of the decoded file).
 """
 
 from __future__ import annotations
 
-import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mscncodec import families
 from mscncodec._runtime import show_progress
 from mscncodec.container import bitstream
-from mscncodec.families.siren import network as siren
-from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError, below_minimum
-from mscncodec.modalities import image as imod
-from mscncodec.models import Model, base_name, default_model, find_by_id, load_model, require_modality, stream_model
-from mscncodec.coding.update import dequantise_all, empty_update, unpack_update
-from mscncodec.families.siren.encoder import BITS_PER_ENTRY, EFFORT, OPEN_HEADROOM, fit_and_pack
+from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
+from mscncodec.modalities import by_name, image as imod
+from mscncodec.models import base_name, default_model, find_by_id, load_model, require_modality, stream_model
 
-# Patches evaluated at once when rendering (32 patches of 32x32 = 32K pixels). With 2048, a 1024x1024
-# image was one chunk: peak RSS 1.55 GB and 10.5 s for its decode; with 32, 0.39 GB and 1.1 s (whole
-# process, one thread; the decoded pixels are identical).
-DECODE_CHUNK = 32
-
-
-
-
-# ---------------------------------------------------------------- update <-> sections
-
-
-
-
-
-
-
-def render(model: Model, delta: dict[str, torch.Tensor], n_groups: int) -> torch.Tensor:
-    """Evaluate all patches in chunks (bounded memory), -> (G, P*P, 3) clamped to [-1, 1]."""
-    coords = imod.grid_coords(model.patch)
-    outs = []
-    with torch.no_grad():
-        for a in range(0, n_groups, DECODE_CHUNK):
-            d = {k: v[a : a + DECODE_CHUNK] for k, v in delta.items()}
-            n = min(DECODE_CHUNK, n_groups - a)
-            outs.append(siren.forward(model.cfg, model.theta, d, coords, n).clamp_(-1, 1))
-    return torch.cat(outs)
-
-
-# ---------------------------------------------------------------- encode
-
-
-
-
-
-
-
-
-
-
-
-
-
-def nominal_bpp(quality: int) -> float:
-    """The nominal rate of a quality setting (0 -> 0.05, 50 -> 0.28, 100 -> 1.6 bpp).
-
-    It picks the model and the encode-time L0 weight; the file size then follows from
-    the quantisation step (no rate search), so real sizes differ: quality 50 gave
-    0.9 bpp on examples/example.png. Use --bpp when the size matters.
-    """
-    return 0.05 * 2.0 ** (quality / 20)
-
-
-def encode_lambda(bpp: float) -> float:
-    """L0 weight for encode-time fitting at a target rate (tuned on held-out training photos).
-
-    The loss is MSE (signal in [-1, 1]) + lam * E[open entries] / pixels-per-group;
-    lower rates need proportionally sparser updates, hence lam ~ 1 / bpp.
-    """
-    return LAMBDA_RATE / bpp
-
-
-LAMBDA_RATE = 0.2
+EFFORTS = ("fast", "default", "max")
+MODALITY = "image"
 
 
 def _pick_model(model, bpp: float | None, from_scratch: bool, arch: str | None = None, effort: str | None = None,
                 shape: tuple[int, int] | None = None):
     if model is not None and not isinstance(model, str):
-        return model  # a Model or GridModel object
+        return model  # a model object
     if from_scratch:
-        return load_model("random-w32d5")
+        return load_model(by_name(MODALITY).provisional_model)
     m = load_model(model) if model else default_model(bpp, arch, effort)
-    if not model and shape and m.arch == "grid2" and m.sends_update:
-        from mscncodec.families.grid2.encoder import routed_update_fits
-
-        if not routed_update_fits(m.cfg, *shape, effort):  # too small for the update to pay, or so big it
-            m = load_model(base_name(m.name))               # must go tile by tile: the base model
-    require_modality(m, "image")
+    if not model and shape and not m.routable(*shape, effort):  # e.g. a decoder update too small to pay, or a
+        m = load_model(base_name(m.name))                          # frame so big it must go tile by tile
+    require_modality(m, MODALITY)
     if arch is not None and m.arch != arch:
         raise MscnError(f"model {m.name} is a {m.arch} model, not {arch}")
     return m
@@ -116,7 +50,7 @@ def encode_image(
     *,
     bpp: float | None = None,
     quality: int | None = None,
-    model: str | Model | None = None,
+    model=None,
     steps: int | None = None,
     effort: str = "default",
     from_scratch: bool = False,
@@ -131,9 +65,10 @@ def encode_image(
 
     bpp: target rate (real file size, at or just under); quality: 0-100 instead of a
     rate target (default 50 when neither is given). from_scratch: COIN-style
-    baseline, a provisional SIREN init fitted with the same step budget. arch: "siren"
-    or "grid" picks that family's default model (default: models/routing.json's). max_pixels: refuse a
-    larger image (LimitError) from its file header, before its pixels are decoded or any work is done.
+    baseline, a provisional SIREN init fitted with the same step budget. arch: a family name
+    (``families.names(encodes="image")``) picks that family's routed model (default: weights/routing.json's).
+    max_pixels: refuse a larger image (LimitError) from its file header, before its pixels are decoded or
+    any work is done.
     """
     if target_bytes is not None:
         if bpp is not None:
@@ -147,59 +82,39 @@ def encode_image(
         raise MscnError("give either bpp or quality, not both")
     if bpp is not None and not (np.isfinite(bpp) and bpp > 0):
         raise MscnError(f"bpp must be a positive number, got {bpp}")
-    if effort not in EFFORT:
-        raise MscnError(f"unknown effort {effort!r} (fast, default, max)")
+    if effort not in EFFORTS:
+        raise MscnError(f"unknown effort {effort!r} ({', '.join(EFFORTS)})")
     with torch.random.fork_rng():  # deterministic: the same input and options give the same bytes
         torch.manual_seed(0)
         return _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch,
                        max_pixels)
 
 
+def nominal_bpp(quality: int) -> float:
+    """The rate a quality setting aims at when routing a model (0 -> 0.05, 50 -> 0.28, 100 -> 1.6 bpp)."""
+    return 0.05 * 2.0 ** (quality / 20)
+
+
+def image_header(m, h: int, w: int, channels: int) -> dict:
+    """The container header of an image stream coded with model m."""
+    return {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": bitstream.modality_code(MODALITY),
+            "arch": families.of(m).code, "model_id": m.model_id, "height": h, "width": w, "channels": channels,
+            "patch": m.patch}
+
+
 def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch=None,
             max_pixels=None):
     t0 = time.perf_counter()
-    progress = show_progress(progress)  # the SIREN fit's bars (families/siren) take the flag as given
+    progress = show_progress(progress)
     rgb, channels = imod.load(image, max_pixels)
-    rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what we aim at
+    rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what routing aims at
     m = _pick_model(model, rate, from_scratch, arch, effort, rgb.shape[:2])
-    if m.arch in ("grid", "grid2"):
-        from mscncodec.families.grid2 import encoder as grid2codec
-        from mscncodec.families.grid import encoder as gridcodec
-
-        fam = gridcodec if m.arch == "grid" else grid2codec
-        data, info = fam.encode(m, rgb, channels, bpp=bpp, quality=quality, steps=steps, effort=effort,
-                                      progress=progress)
-        _check_density(data, rgb.shape[0], rgb.shape[1])
-        return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
     h, w, _ = rgb.shape
-    p = m.patch
-    target = imod.to_patches(rgb, p)
-    coords = imod.grid_coords(p)
-    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": 1, "arch": 1,
-              "model_id": m.model_id, "height": h, "width": w, "channels": channels, "patch": p}
-
-    lam = encode_lambda(rate) if lam is None else lam
-    target_bytes = int(np.floor(bpp * h * w / 8)) if bpp is not None else None
-    if target_bytes is not None:  # refuse an unreachable size before fitting, not after
-        floor, dense = _empty_update_bytes(m, header, target.shape[0]), bitstream.min_image_bytes(h, w)
-        if target_bytes < max(floor, dense):
-            raise below_minimum(bpp, target_bytes, w, h, max(floor, dense),
-                                "at its coarsest setting (no update sent)" if floor >= dense else bitstream.DENSITY_NOTE)
-    final, floor = fit_and_pack(m, coords, target, header, lam=lam, open_per_group=rate * p * p / BITS_PER_ENTRY * OPEN_HEADROOM,
-                                target_bytes=target_bytes, quality=quality, effort=effort, steps=steps,
-                                from_scratch=from_scratch, progress=progress)
-    n_pix = h * w
-    if final is None:
-        raise below_minimum(bpp, target_bytes, w, h, floor, "at its coarsest setting")
-    note = ""
-    if target_bytes is not None and final.size < 0.95 * target_bytes:
-        note = (f"target {bpp} bpp not reached: this model tops out at {8 * final.size / n_pix:.4f} bpp "
-                f"for this image at effort '{effort}'")
-    data = bitstream.pack(header, final.sections)
+    options = {"lam": lam, "from_scratch": from_scratch} if (lam is not None or from_scratch) else {}
+    data, info = families.of(m).encoder(MODALITY)(m, rgb, image_header(m, h, w, channels), bpp=bpp, quality=quality,
+                                                  steps=steps, effort=effort, progress=progress, **options)
     _check_density(data, h, w)
-    if not return_report:
-        return data
-    return _finish(data, rgb, channels, m, t0, int(sum((s != 0).sum() for s in final.symbols.values())), note)
+    return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
 
 
 def _check_density(data: bytes, h: int, w: int) -> None:
@@ -208,11 +123,6 @@ def _check_density(data: bytes, h: int, w: int) -> None:
     if len(data) < need:
         raise RateError(f"this {w}x{h} image codes to {len(data)} bytes ({8 * len(data) / (h * w):.4f} bpp), under the "
                         f"format's minimum of {bitstream.MIN_BPP} bpp ({need} bytes): ask for a higher rate or quality")
-
-
-def _empty_update_bytes(m: Model, header: dict, n_groups: int) -> int:
-    """Size of the stream that sends no update entry at all: the smallest a SIREN image stream can be."""
-    return len(bitstream.pack(header, empty_update(m, n_groups)))
 
 
 def _finish(data: bytes, rgb: np.ndarray, channels: int, m, t0: float, n_open: int, note: str) -> tuple[bytes, dict]:
@@ -230,10 +140,10 @@ def _finish(data: bytes, rgb: np.ndarray, channels: int, m, t0: float, n_open: i
 
 # ---------------------------------------------------------------- decode
 
-def _model_for(header: dict) -> Model:
-    m = stream_model(header, "image")
+def _model_for(header: dict):
+    m = stream_model(header, MODALITY)
     if m.patch != header["patch"]:
-        what = "alignment" if m.arch in ("grid", "grid2") else "patch"
+        what = m.patch_field  # what the header's patch field means to this family
         raise BitstreamError(f"corrupted .mscn file ({what} {header['patch']} does not match model {m.name})")
     return m
 
@@ -247,23 +157,13 @@ def decode(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MscnError("decode expects bytes")
     header, sections = bitstream.unpack(bytes(data))
-    if header["modality"] != 1:
+    if header["modality"] != bitstream.modality_code(MODALITY):
         raise BitstreamError(f"not an image stream (modality {bitstream.MODALITIES[header['modality']]}): "
                              "use mscncodec.decode")
     bitstream.check_image_density(header, len(data))
     limit_pixels(header, max_pixels)
     m = _model_for(header)
-    if m.arch in ("grid", "grid2"):
-        from mscncodec.families.grid2 import encoder as grid2codec
-        from mscncodec.families.grid import encoder as gridcodec
-
-        fam = gridcodec if m.arch == "grid" else grid2codec
-        return imod.restore_channels(fam.decode(m, header, sections), header["channels"])
-    h, w, p = header["height"], header["width"], header["patch"]
-    gh, gw = imod.patch_grid(h, w, p)
-    symbols, steps = unpack_update(m, sections, gh * gw)
-    pred = render(m, dequantise_all(symbols, steps), gh * gw)
-    return imod.restore_channels(imod.from_patches(pred, h, w, p), header["channels"])
+    return imod.restore_channels(families.of(m).decoder(MODALITY)(m, header, sections), header["channels"])
 
 
 def limit_pixels(header: dict, max_pixels: int | None) -> None:
@@ -275,35 +175,39 @@ def limit_pixels(header: dict, max_pixels: int | None) -> None:
 
 
 def describe(data: bytes) -> dict:
-    """Header fields, per-section sizes and bpp (for `mscn info`)."""
+    """Header fields, per-section sizes and bpp (for `mscn info`); the family adds what its sections hold."""
     header, sections = bitstream.unpack(data)
-    if header["modality"] != 1:
+    if header["modality"] != bitstream.modality_code(MODALITY):
         raise BitstreamError(f"not an image stream (modality {bitstream.MODALITIES[header['modality']]})")
     d = bitstream.describe_header(header)
     m = find_by_id(header["model_id"])
     d["model"] = m.name if m else "(unknown to this decoder)"
-    if m is not None and m.arch == "grid" and len(sections.get("GRID", b"")) == 2:
-        from mscncodec.coding.latents import lambda_value
-        from mscncodec.coding.latents import latent_step
+    if m is not None and (extra := families.of(m).describer(MODALITY)) is not None:
+        d.update(extra(m, sections))
+    return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data),
+            "bpp": 8 * len(data) / (header["height"] * header["width"])}
 
-        li, si = struct.unpack("<BB", sections["GRID"])
-        d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
-        d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
-    if m is not None and m.arch == "grid2" and len(sections.get("GRD2", b"")) == 2:
-        from mscncodec.coding.latents import lambda_value
-        from mscncodec.coding.latents import latent_step
 
-        li, si = struct.unpack("<BB", sections["GRD2"])
-        d["lambda"] = f"{lambda_value(li):.3g} (index {li})"
-        d["latent_step"] = f"{latent_step(si):.4g} (index {si})"
-        d["update"] = "none (shared decoder)"
-        if "QPRM" in sections:
-            from mscncodec.coding.update import unpack_update
+# ---------------------------------------------------------------- hooks (modalities.Modality): limits, summaries
 
-            try:
-                sent = sum(int(np.count_nonzero(v)) for v in unpack_update(m, sections, 1)[0].values())
-                total = sum(v.numel() for v in m.theta.values())
-                d["update"] = f"{m.sparsity} update of the decoder: {sent} of {total} entries sent"
-            except MscnError:
-                d["update"] = f"{m.sparsity} update of the decoder (unreadable)"
-    return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data), "bpp": 8 * len(data) / (header["height"] * header["width"])}
+def encode_limits(kw: dict, max_pixels: int, max_voxels: int) -> dict:
+    """The options an image encode gets from the limits: the pixel bound, checked on the file's header."""
+    return dict(kw, max_pixels=max_pixels)
+
+
+def decode_limits(header: dict, kw: dict, max_pixels: int, max_voxels: int) -> dict:
+    return dict(kw, max_pixels=max_pixels)
+
+
+def encode_summary(report: dict) -> str:
+    return (f"{report['bytes']} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB "
+            f"(model {report['model']}, arch {report['arch']}")
+
+
+def signal_info(signal) -> dict:
+    return {"height": signal.shape[0], "width": signal.shape[1]}
+
+
+def decode_summary(info: dict) -> str:
+    h, w, n = info["height"], info["width"], info["bytes"]
+    return f"{w}x{h}, decoded {n} bytes ({8 * n / (h * w):.4f} bpp)"

@@ -19,22 +19,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mscncodec import families
 from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
 from mscncodec.coding.update import dequantise_all, unpack_update
 from mscncodec.errors import BitstreamError, MscnError, RateError
-from mscncodec.models import Model, find_by_id, modality_model, stream_model
+from mscncodec.families.siren.model import Model
+from mscncodec.models import find_by_id, modality_model, stream_model
 from mscncodec.modalities import check_byte_target
 from mscncodec.modalities import mesh as mmod
 
-MODALITY_CODE = 2
-ARCH_CODE = 1  # siren
+MODALITY_CODE = bitstream.modality_code("mesh")
 # fitting steps, relative quantisation steps tried, refinement steps on the sent entries
 EFFORT = {"fast": (300, (0.5,), 50), "default": (1000, (0.35, 0.7), 100), "max": (3000, (0.25, 0.5, 1.0), 300)}
 SAMPLES = {"fast": 16384, "default": 32768, "max": 65536}  # signed-distance samples the fit sees
 # L0 weight per open entry relative to the mean squared (truncated) SDF error; tuned on held-out
-# meshes of the training collection (benchmarks/meshes/tune), never on the test meshes
+# meshes of the training collection (docs/decisions/meshes.md), never on the test meshes
 LAMBDA_AT_4K = 1e-8  # = the trainer's default lam 2e-5 over its 2048 samples per mesh
 QUALITY_BYTES = 4000  # nominal size of quality 50
 DECODE_CHUNK = 1 << 16
@@ -48,7 +49,7 @@ def quality_bytes(quality: int) -> float:
 
 
 def pick_model(model: str | Model | None, target_bytes: float | None = None) -> Model:
-    """--model, else the shipped mesh model routed for this size (models/routing.json)."""
+    """--model, else the shipped mesh model routed for this size (weights/routing.json)."""
     return modality_model(model, "mesh", target_bytes)
 
 
@@ -82,7 +83,7 @@ def encode_mesh(
     q, sdf = mmod.sdf_samples(unit, SAMPLES[effort], seed=0)
     coords = torch.from_numpy(q)
     target = torch.from_numpy(np.clip(sdf, -mmod.TRUNCATION, mmod.TRUNCATION)).reshape(1, -1, 1)
-    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": ARCH_CODE,
+    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": families.of(m).code,
               "model_id": m.model_id, "resolution": resolution, "center_x": frame.center[0],
               "center_y": frame.center[1], "center_z": frame.center[2], "scale": frame.scale}
     lam = LAMBDA_AT_4K * (4000.0 / aim) * len(q)  # group_loss divides by the samples per group
@@ -154,3 +155,34 @@ def describe(data: bytes) -> dict:
     if m is not None:
         d["network"] = f"{m.summary()} -> signed distance, {siren.macs_per_sample(m.cfg)} MAC per grid point"
     return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data)}
+
+
+# ---------------------------------------------------------------- hooks (modalities.Modality): limits, summaries
+
+def encode_limits(kw: dict, max_pixels: int, max_voxels: int) -> dict:
+    """A mesh encode is refused when the decoding grid its stream will default to exceeds max_voxels."""
+    from mscncodec.api import check_voxels, checked_resolution
+
+    res = kw.get("resolution")
+    check_voxels(mmod.DEFAULT_RESOLUTION if res is None else checked_resolution(res), max_voxels)
+    return kw
+
+
+def decode_limits(header: dict, kw: dict, max_pixels: int, max_voxels: int) -> dict:
+    from mscncodec.api import check_voxels, checked_resolution
+
+    check_voxels(checked_resolution(kw.get("resolution", header["resolution"])), max_voxels)
+    return kw
+
+
+def encode_summary(report: dict) -> str:
+    return (f"{report['bytes']} bytes, Chamfer-L1 {report['chamfer_l1']:.5f} of the diagonal, "
+            f"IoU {report['iou']:.3f} at {report['resolution']}^3 (model {report['model']}")
+
+
+def signal_info(signal) -> dict:
+    return {"vertices": len(signal.vertices), "faces": len(signal.faces)}
+
+
+def decode_summary(info: dict) -> str:
+    return f"{info['vertices']} vertices, {info['faces']} faces, decoded {info['bytes']} bytes"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mscncodec import families
 from mscncodec.container import bitstream
 from mscncodec.coding.bitmap import decode_bitmap, encode_bitmap
 from mscncodec.coding.update import dequantise_all, unpack_update
@@ -30,12 +31,12 @@ from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
 from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
 from mscncodec.families.siren.fit import weighted_mse
-from mscncodec.models import Model, find_by_id, modality_model, stream_model
+from mscncodec.families.siren.model import Model
+from mscncodec.models import find_by_id, modality_model, stream_model
 from mscncodec.modalities import check_byte_target
 from mscncodec.modalities import sphere as smod
 
-MODALITY_CODE = 3
-ARCH_CODE = 1  # siren
+MODALITY_CODE = bitstream.modality_code("sphere")
 # fitting steps, relative quantisation steps tried, refinement steps on the sent entries
 EFFORT = {"fast": (150, (0.5,), 50), "default": (500, (0.35, 0.7), 150), "max": (2000, (0.25, 0.5, 1.0), 400)}
 # L0 weight per open entry relative to the (area-weighted, normalised) squared error at a 3 KB target;
@@ -46,7 +47,6 @@ DECODE_CHUNK = 1 << 16
 QAT_LR = 3e-4
 FIT_LR = 3e-4  # Adam after the inner loop; 1e-3 overfits the unquantised update (tuned on a training-run field and NCEP TS)
 FIT_POINTS = 16384  # the fit sees at most this many points, spread by area (see sphere.fit_points)
-EXTRA_TAGS = ("META", "MISS", "LATC", "LONC")
 
 
 def quality_bytes(quality: int) -> float:
@@ -55,7 +55,7 @@ def quality_bytes(quality: int) -> float:
 
 
 def pick_model(model: str | Model | None, target_bytes: float | None = None) -> Model:
-    """--model, else the shipped sphere model routed for this size (models/routing.json)."""
+    """--model, else the shipped sphere model routed for this size (weights/routing.json)."""
     return modality_model(model, "sphere", target_bytes)
 
 
@@ -96,7 +96,7 @@ def encode_field(
     vmin, vmax = smod.value_range(f.values)
     kind = smod.lat_kind(f.lat)
     nlat, nlon = f.shape
-    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": ARCH_CODE,
+    header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": families.of(m).code,
               "model_id": m.model_id, "nlat": nlat, "nlon": nlon, "lat_kind": kind, "lat_first": float(f.lat[0]),
               "lat_last": float(f.lat[-1]), "lon_first": float(f.lon[0]), "vmin": vmin, "vmax": vmax}
     extra = field_sections(f, kind)
@@ -236,3 +236,30 @@ def describe(data: bytes) -> dict:
         meta = smod.unpack_meta(sections["META"])
         d["variable"] = f"{meta.get('name')} [{meta.get('units')}]"
     return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data)}
+
+
+# ---------------------------------------------------------------- hooks (modalities.Modality): limits, summaries
+
+def encode_limits(kw: dict, max_pixels: int, max_voxels: int) -> dict:
+    return kw
+
+
+def decode_limits(header: dict, kw: dict, max_pixels: int, max_voxels: int) -> dict:
+    """A field's decoding grid is bounded like an image's pixels."""
+    return dict(kw, max_points=max_pixels)
+
+
+def encode_summary(report: dict) -> str:
+    u = report["units"] or "units"
+    return (f"{report['bytes']} bytes, area-weighted RMSE {report['rmse']:.4g} {u}, max error "
+            f"{report['max_abs']:.4g} {u}, PSNR {report['psnr']:.2f} dB over the range (model {report['model']}")
+
+
+def signal_info(signal) -> dict:
+    nlat, nlon = signal.shape
+    return {"nlat": nlat, "nlon": nlon, "variable": signal.name, "units": signal.units}
+
+
+def decode_summary(info: dict) -> str:
+    return (f"{info['variable']} [{info['units']}] on {info['nlat']}x{info['nlon']} points, decoded "
+            f"{info['bytes']} bytes")

@@ -19,7 +19,10 @@ import numpy as np
 import torch
 
 from mscncodec.coding.latents import laplace_bits
-from mscncodec.families.grid2 import network as grid2
+from mscncodec.families.grid2.arm import arm_float
+from mscncodec.families.grid2.config import Grid2Config
+from mscncodec.families.grid2.network import analysis as analysis_whole
+from mscncodec.families.grid2.synthesis import synthesis as synthesis_whole
 
 TILED_PIXELS = 1 << 20  # 1.05 MP: above this, tiles (a whole-image encode needs ~1.45 GB per MP)
 TILE = 512  # interior of a tile, pixels (a multiple of the coarsest grid's 64): ~0.5 GB of refinement per tile
@@ -89,14 +92,14 @@ def tiles(hp: int, wp: int, halo: int | None = None, tile: int | None = None) ->
     return out
 
 
-def analysis(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor, lam: torch.Tensor
+def analysis(cfg: Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor, lam: torch.Tensor
              ) -> list[torch.Tensor]:
-    """grid2.analysis of a big image (no gradients), tile by tile: each interior from its tile's outer box."""
+    """network.analysis of a big image (no gradients), tile by tile: each interior from its tile's outer box."""
     hp, wp = x.shape[2:]
     out = [torch.empty(1, 1, hp >> l, wp >> l) for l in range(cfg.levels)]  # float even for a uint8 frame
     with torch.no_grad():
         for t in tiles(hp, wp, SYNTH_HALO):
-            part = grid2.analysis(cfg, p, pixels(t.crop(x)), lam)
+            part = analysis_whole(cfg, p, pixels(t.crop(x)), lam)
             for l in range(cfg.levels):
                 t.interior(out[l], l).copy_(t.local(part[l], l))
     return out
@@ -105,28 +108,28 @@ def analysis(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor
 ARM_REACH = 4  # latents of context the ARM needs on each side (3 causal rows / columns, the coarser grid's 3x3)
 
 
-def inner_bits(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], values: list[torch.Tensor],
+def inner_bits(cfg: Grid2Config, p: dict[str, torch.Tensor], values: list[torch.Tensor],
                ctx: list[torch.Tensor], lam: torch.Tensor, tile: Tile, levels: range | None = None) -> torch.Tensor:
     """Estimated bits of a tile's interior latents; values and ctx are cropped to its outer box (the margin
     is context only; on the coarsest grids it may be narrower than the ARM's reach, which a refinement
     tile accepts: its rate there is an estimate that steers the search)."""
     total = 0
     for l in levels if levels is not None else range(cfg.levels):
-        mu, ls = grid2.arm_float(cfg, p, ctx, l, lam)
+        mu, ls = arm_float(cfg, p, ctx, l, lam)
         total = total + tile.local(laplace_bits(values[l], mu, ls), l).sum()
     return total
 
 
-def rate_bits(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], values: list[torch.Tensor],
+def rate_bits(cfg: Grid2Config, p: dict[str, torch.Tensor], values: list[torch.Tensor],
               ctx: list[torch.Tensor], lam: torch.Tensor) -> torch.Tensor:
-    """grid2.rate_bits of a big frame (no gradients): tile by tile on the grids where the margin covers the
+    """arm.rate_bits of a big frame (no gradients): tile by tile on the grids where the margin covers the
     ARM's reach, whole on the coarser ones (they hold a few percent of the latents)."""
     hp, wp = values[0].shape[2:]
     tiled = range(sum(1 for l in range(cfg.levels) if HALO >> l >= ARM_REACH))
     total = torch.zeros(())
     with torch.no_grad():
         for l in range(len(tiled), cfg.levels):
-            mu, ls = grid2.arm_float(cfg, p, ctx, l, lam)
+            mu, ls = arm_float(cfg, p, ctx, l, lam)
             total = total + laplace_bits(values[l], mu, ls).sum()
         for t in tiles(hp, wp):
             crop = [t.crop(v, l) for l, v in enumerate(values)]
@@ -135,17 +138,17 @@ def rate_bits(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], values: list[t
     return total
 
 
-def synthesis(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor]) -> torch.Tensor:
-    """grid2.synthesis of a big frame (no gradients), tile by tile with the upsampling's whole reach."""
+def synthesis(cfg: Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor]) -> torch.Tensor:
+    """synthesis.synthesis of a big frame (no gradients), tile by tile with the upsampling's whole reach."""
     hp, wp = latents[0].shape[2:]
     out = latents[0].new_empty(1, 3, hp, wp)
     with torch.no_grad():
         for t in tiles(hp, wp, SYNTH_HALO):
-            t.interior(out).copy_(t.local(grid2.synthesis(cfg, p, [t.crop(v, l) for l, v in enumerate(latents)])))
+            t.interior(out).copy_(t.local(synthesis_whole(cfg, p, [t.crop(v, l) for l, v in enumerate(latents)])))
     return out
 
 
-def squared_error(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor],
+def squared_error(cfg: Grid2Config, p: dict[str, torch.Tensor], latents: list[torch.Tensor],
                   x: torch.Tensor) -> float:
     """Sum of squared differences between the synthesis of a big frame and x, tile by tile (no frame-sized
     temporaries)."""
@@ -153,6 +156,6 @@ def squared_error(cfg: grid2.Grid2Config, p: dict[str, torch.Tensor], latents: l
     total = 0.0
     with torch.no_grad():
         for t in tiles(hp, wp, SYNTH_HALO):
-            part = t.local(grid2.synthesis(cfg, p, [t.crop(v, l) for l, v in enumerate(latents)]))
+            part = t.local(synthesis_whole(cfg, p, [t.crop(v, l) for l, v in enumerate(latents)]))
             total += float((part - pixels(t.interior(x))).pow(2).sum())
     return total

@@ -4,7 +4,7 @@ What is learned is everything a file does *not* send: the decoder theta0
 (upsampling, synthesis, ARM) that every file starts from, and the analysis network
 that predicts a file's latents in one pass, conditioned on the rate-distortion
 trade-off lambda (log-uniform per crop, so one model serves every rate). The
-encoder then refines those latents per file (``grid2codec``) — the inner loop of
+encoder then refines those latents per file (``refine.py``) — the inner loop of
 this meta-learning problem, run at encode time. Training takes the first-order
 view of it: theta0 and the analysis net are trained on the amortised latents
 (the zero-step point of the inner loop), which is what makes the `fast` effort
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,15 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mscncodec._runtime import progress_bar
 from mscncodec import training
-from mscncodec.families.grid2 import network as grid2
-from mscncodec.errors import MscnError
+from mscncodec._runtime import progress_bar
 from mscncodec.coding.latents import step_for
-from mscncodec.modalities.image import crops_to_images
-from mscncodec.modalities.image import PatchSampler, load_rgb, training_files, u8_crops_to_images
+from mscncodec.errors import MscnError
+from mscncodec.families.grid2.arm import rate_bits
+from mscncodec.families.grid2.config import Grid2Config
+from mscncodec.families.grid2.context import NEIGHBOURS
+from mscncodec.families.grid2.model import Grid2Model, fresh_grid2_model
+from mscncodec.families.grid2.network import analysis
+from mscncodec.families.grid2.quantizer import ste, symbols_of  # noqa: F401  (symbols_of: scripts import it here)
+from mscncodec.families.grid2.synthesis import synthesis
 from mscncodec.training import Run
-from mscncodec.models import Grid2Model, fresh_grid2_model
 
 
 @dataclass
@@ -54,48 +58,46 @@ class Grid2TrainConfig:
     val_every: int = 250
     val_crops: int = 8
     ckpt_every_s: float = 120.0
-    val_fraction: float = 0.05
+    val_fraction: float = 0.05  # recorded on the card: the held-out split is the image modality's (the same 5 %)
     seed: int = 0
     max_images: int = 0
     init: str = ""  # start from this model (.pt) or run checkpoint instead of the seeded init (a fine-tune)
-    grad_through_clamp: bool = False  # the ARM's scale clamp passes its gradient (network.arm_float)
-    rate_warmup: int = 0  # steps over which the rate's weight in the loss ramps from RATE_WARMUP_FROM to 1
     minutes: float = 0.0  # a wall-clock budget for this invocation (0: none): the run stops at whichever of
     # `steps` and the budget comes first, and the learning rate's cosine follows that one (a lent GPU's minutes)
 
-    def grid_config(self) -> grid2.Grid2Config:
-        return grid2.Grid2Config(levels=self.levels, hidden=tuple(self.hidden), arm_hidden=self.arm_hidden,
-                                 analysis=self.analysis)
+    def grid_config(self) -> Grid2Config:
+        return Grid2Config(levels=self.levels, hidden=tuple(self.hidden), arm_hidden=self.arm_hidden,
+                           analysis=self.analysis)
 
 
-def symbols_of(values: list[torch.Tensor], step: torch.Tensor) -> list[torch.Tensor]:
-    """Latent values -> symbol units (divided by the per-sample step), clamped to the coder's range."""
-    s = step.reshape(-1, 1, 1, 1)
-    return [(v / s).clamp(-grid2.SYMBOL_RANGE, grid2.SYMBOL_RANGE) for v in values]
+# Keys of old runs' train configs (checkpoints and cards in weights/*.run/) whose experiments were removed (both
+# were off in every shipped run): dropped on reading, so those runs still resume and export.
+DROPPED_KEYS = ("grad_through_clamp", "rate_warmup")
 
 
-def ste(y: torch.Tensor) -> torch.Tensor:
-    return y + (torch.round(y) - y).detach()
+def u8_crops_to_images(batch: torch.Tensor) -> torch.Tensor:
+    """PatchSampler.sample_u8's (B, P, P, 3) uint8 (on any device) -> (B, 3, P, P) float in [0, 1]."""
+    return batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
-RATE_WARMUP_FROM = 0.05  # the rate's weight at the first step of a warm-up: grids a collapsed start left
-# empty get used for distortion first, and the rate then prices them back in
+def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
+    """PatchSampler.sample's (B, P*P, 3) in [-1, 1] -> (B, 3, P, P) in [0, 1]."""
+    return batch.reshape(-1, p, p, 3).permute(0, 3, 1, 2).add(1).mul(0.5).contiguous()
 
 
-def amortised_loss(cfg: grid2.Grid2Config, theta: dict, ana: dict, x: torch.Tensor, lam: torch.Tensor,
-                   noisy: bool = True, grad_through_clamp: bool = False, rate_weight: float = 1.0
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample (rate_weight * bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement)."""
+def amortised_loss(cfg: Grid2Config, theta: dict, ana: dict, x: torch.Tensor, lam: torch.Tensor,
+                   noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample (bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement)."""
     step = step_for(lam)
-    y = symbols_of(grid2.analysis(cfg, ana, x, lam), step)
+    y = symbols_of(analysis(cfg, ana, x, lam), step)
     hard = [ste(v) for v in y]
     vals = [v + torch.empty_like(v).uniform_(-0.5, 0.5) for v in y] if noisy else hard
-    bits = grid2.rate_bits(cfg, theta, vals, hard, lam, grad_through_clamp)
+    bits = rate_bits(cfg, theta, vals, hard, lam)
     s = step.reshape(-1, 1, 1, 1)
-    pred = grid2.synthesis(cfg, theta, [h * s for h in hard])
+    pred = synthesis(cfg, theta, [h * s for h in hard])
     mse = (pred - x).pow(2).mean(dim=(1, 2, 3))
     bpp = bits / (x.shape[2] * x.shape[3])
-    return rate_weight * bpp + mse / lam, bpp, mse
+    return bpp + mse / lam, bpp, mse
 
 
 def evaluate(model: Grid2Model, x: torch.Tensor) -> dict[str, float]:
@@ -110,17 +112,48 @@ def evaluate(model: Grid2Model, x: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command: str, progress: bool = True,
+def train_images(data, out: Path, options: dict, *, resume: bool, command: str, progress: bool = True) -> Path:
+    """`mscn train image --arch grid2`: the CLI's options -> Grid2TrainConfig -> train (or, with
+    --export-only, the run's checkpoint frozen into OUT.pt + card). `data` is the image modality's training
+    data (modalities.image.ImageTrainingData: the split files and crop samplers); the family opens no file."""
+    o = options
+    if o.get("export_only"):
+        return export_checkpoint(data, out, command.replace(" --export-only", ""), o.get("max_images", 0))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MscnError("--arch grid2 trains on one process (no torchrun)")
+    hidden, log2_lam = o.get("hidden"), o.get("log2_lam")
+    try:
+        widths = tuple(int(v) for v in (hidden or "20,20").split(","))
+        lam_lo, lam_hi = (float(v) for v in (log2_lam or "-13,-3").split(","))
+    except ValueError:
+        raise MscnError("--hidden must be comma-separated integers and --log2-lam two numbers MIN,MAX") from None
+    if not -20 <= lam_lo < lam_hi <= 0:
+        raise MscnError(f"--log2-lam needs -20 <= MIN < MAX <= 0, got {log2_lam!r}")
+    lv = o.get("levels") or 7
+    if not 2 <= lv <= 9:
+        raise MscnError(f"--levels must be in [2, 9] for grid2, got {lv}")
+    analysis_ch = o.get("analysis")
+    if analysis_ch is not None and not 4 <= analysis_ch <= 256:
+        raise MscnError(f"--analysis must be in [4, 256] channels, got {analysis_ch}")
+    cfg = Grid2TrainConfig(levels=lv, hidden=widths, analysis=analysis_ch or 32, crop=o.get("patch") or 192,
+                           batch=o.get("batch") or 6, steps=o.get("steps", 20000), lr=o.get("lr") or 2e-3,
+                           log2_lam=(lam_lo, lam_hi), val_every=o.get("val_every", 250),
+                           max_images=o.get("max_images", 0), seed=o.get("seed", 0), init=str(o.get("init") or ""),
+                           minutes=max(o.get("minutes") or 0.0, 0.0))
+    return train(data, out, cfg, resume=resume, command=command, progress=progress, device=o.get("device") or "cpu")
+
+
+def train(data, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command: str, progress: bool = True,
           device: str = "cpu") -> Path:
-    """Train (or resume) a grid2 start; `device` "cuda" runs the same steps on a GPU where one is lent
-    (checkpoints and the model are always written as CPU tensors)."""
+    """Train (or resume) a grid2 start on `data` (ImageTrainingData); `device` "cuda" runs the same steps on a
+    GPU where one is lent (checkpoints and the model are always written as CPU tensors)."""
     gcfg = cfg.grid_config()
     if cfg.crop % gcfg.align:
         raise MscnError(f"--patch {cfg.crop} must be a multiple of {gcfg.align} (2**(levels-1))")
-    train_files, val_files = training_files(data, cfg.val_fraction, cfg.max_images)
+    train_files, val_files = list(data.train_files), list(data.val_files)
     torch.manual_seed(cfg.seed)
-    sampler = PatchSampler([load_rgb(f) for f in train_files], cfg.crop, cfg.seed)
-    val = crops_to_images(PatchSampler([load_rgb(f) for f in val_files], cfg.crop, 12345).sample(cfg.val_crops), cfg.crop)
+    sampler = data.sampler(cfg.crop, cfg.seed)
+    val = crops_to_images(data.val_sampler(cfg.crop, 12345).sample(cfg.val_crops), cfg.crop)
     val = val.to(device)
     run = Run(out)
 
@@ -165,9 +198,7 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
         x = u8_crops_to_images(torch.from_numpy(sampler.sample_u8(cfg.batch)).to(device))
         lam = torch.from_numpy(2.0 ** np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, cfg.batch)).float()
         lam = lam.to(device)
-        w = 1.0 if step >= cfg.rate_warmup else RATE_WARMUP_FROM + (1 - RATE_WARMUP_FROM) * step / cfg.rate_warmup
-        loss, bpp, mse = amortised_loss(gcfg, model.theta, model.analysis, x, lam,
-                                        grad_through_clamp=cfg.grad_through_clamp, rate_weight=w)
+        loss, bpp, mse = amortised_loss(gcfg, model.theta, model.analysis, x, lam)
         opt.zero_grad(set_to_none=True)
         (loss * lam.sqrt() / 2**-4.0).mean().backward()  # equalise the weight of low- and high-rate samples
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -183,10 +214,10 @@ def train(data: Path, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command
                  checkpoint)
     bar.close()
     checkpoint()
-    return export(model, out, cfg, run, data, train_files, val_files, command, where)
+    return export(model, out, cfg, run, data.root, train_files, val_files, command, where)
 
 
-def init_model(path: Path, gcfg: grid2.Grid2Config) -> Grid2Model:
+def init_model(path: Path, gcfg: Grid2Config) -> Grid2Model:
     """The weights a fine-tune starts from: a model file (.pt) or a run's checkpoint.pt, same architecture."""
     try:
         st = torch.load(path, map_location="cpu", weights_only=False)
@@ -198,20 +229,32 @@ def init_model(path: Path, gcfg: grid2.Grid2Config) -> Grid2Model:
     return m
 
 
-def export_checkpoint(data: Path, out: Path, command: str) -> Path:
+def config_of(saved: dict) -> Grid2TrainConfig:
+    """A checkpoint's train config (its dropped experiments' keys ignored, see DROPPED_KEYS)."""
+    d = {k: v for k, v in saved.items() if k not in DROPPED_KEYS}
+    return Grid2TrainConfig(**{**d, "hidden": tuple(d["hidden"]), "log2_lam": tuple(d["log2_lam"])})
+
+
+def export_checkpoint(data, out: Path, command: str, data_max_images: int = 0) -> Path:
     """Freeze the run's latest checkpoint into OUT.pt + card without training further (a snapshot of a
-    run still in progress, or of one stopped early)."""
+    run still in progress, or of one stopped early). The card lists the files the run trained on: `data`
+    (split with `data_max_images`) cut to the checkpoint's own --max-images where that was given and this
+    call's was not."""
     run = Run(out)
     if not run.ckpt.is_file():
         raise MscnError(f"no checkpoint at {run.ckpt}")
     ck = torch.load(run.ckpt, map_location="cpu", weights_only=False)
-    cfg = Grid2TrainConfig(**{**ck["cfg"], "hidden": tuple(ck["cfg"]["hidden"]), "log2_lam": tuple(ck["cfg"]["log2_lam"])})
+    cfg = config_of(ck["cfg"])
     model = Grid2Model.from_state(ck["model"])
     model.name = out.name
     run.step, run.elapsed, run.history = ck["step"], ck["elapsed"], ck["history"]
     run.t0 = time.time() - run.elapsed
-    train_files, val_files = training_files(data, cfg.val_fraction, cfg.max_images)
-    return export(model, out, cfg, run, data, train_files, val_files, command, ck.get("origin"))
+    train_files, val_files = list(data.train_files), list(data.val_files)
+    if cfg.max_images and not data_max_images:
+        fallback = len(val_files) == 1 and val_files[0] in train_files  # no held-out file: the last training one
+        train_files = train_files[: cfg.max_images]
+        val_files = train_files[-1:] if fallback else val_files
+    return export(model, out, cfg, run, data.root, train_files, val_files, command, ck.get("origin"))
 
 
 def export(model: Grid2Model, out: Path, cfg: Grid2TrainConfig, run: Run, data: Path, train_files, val_files,
@@ -221,7 +264,7 @@ def export(model: Grid2Model, out: Path, cfg: Grid2TrainConfig, run: Run, data: 
     model.meta = run.provenance(data, train_files, val_files, command, asdict(cfg), origin)
     model.description = (f"meta-learned grid2 start: {gcfg.levels} latent grids 1/1..1/{gcfg.align}, learned "
                          f"upsampling, synthesis {'-'.join(map(str, gcfg.hidden))} + 2 residual 3x3, "
-                         f"{len(grid2.NEIGHBOURS)}-neighbour ARM, amortised analysis, {gcfg.macs_per_pixel():.0f} MAC/px")
+                         f"{len(NEIGHBOURS)}-neighbour ARM, amortised analysis, {gcfg.macs_per_pixel():.0f} MAC/px")
     frozen = Grid2Model.from_state(model.state())  # CPU copies
     frozen.save(out.with_suffix(".pt"))
     write_card(frozen, out.with_suffix(".md"), run.history, run.log_path)

@@ -24,7 +24,7 @@ from mscncodec.coding.update import dequantise_all, pack_update
 from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.fit import LossFn, fit, mse_per_group
-from mscncodec.models import Model
+from mscncodec.families.siren.model import Model
 from mscncodec.optim import Adam
 
 

@@ -17,7 +17,7 @@ import torch
 
 from mscncodec._runtime import progress_bar
 from mscncodec.families.siren import network as siren
-from mscncodec.models import Model
+from mscncodec.families.siren.model import Model
 from mscncodec.optim import Adam
 from mscncodec.coding.sparsity import deterministic_gate, prob_open, sample_gate
 

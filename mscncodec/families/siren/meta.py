@@ -20,7 +20,7 @@ from mscncodec.errors import MscnError
 from mscncodec.families.siren.fit import group_loss, inner_loop
 from mscncodec.families.siren.network import SirenConfig
 from mscncodec.families.siren.train import meta_parameters
-from mscncodec.models import Model, fresh_model
+from mscncodec.families.siren.model import Model, fresh_model
 from mscncodec.training import Run
 
 

@@ -22,10 +22,10 @@ import torch.distributed as dist
 from mscncodec._runtime import progress_bar
 from mscncodec import training
 from mscncodec.families.siren.fit import group_loss, inner_loop
-from mscncodec.modalities.image import grid_coords
-from mscncodec.models import Model, fresh_model
+from mscncodec.families.siren.patches import grid_coords
+from mscncodec.families.siren.model import Model, fresh_model
 from mscncodec.families.siren.network import SirenConfig
-from mscncodec.modalities.image import PatchSampler, load_rgb, training_files
+from mscncodec.errors import MscnError
 from mscncodec.training import Run
 
 
@@ -94,18 +94,34 @@ def evaluate(model: Model, coords: torch.Tensor, val: torch.Tensor) -> dict[str,
     return {"val_psnr": 10 * math.log10(255.0**2 / max(mse, 1e-12)), "open_per_patch": opened}
 
 
-def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str, progress: bool = True) -> Path:
-    """Run (or resume) meta-training; returns the path of the written model."""
+def train_images(data, out: Path, options: dict, *, resume: bool, command: str, progress: bool = True) -> Path:
+    """`mscn train image --arch siren`: the CLI's options -> TrainConfig -> train. `data` is the image
+    modality's training data (modalities.image.ImageTrainingData: split files and crop samplers)."""
+    o = options
+    grid_only = [f"--{k.replace('_', '-')}" for k in ("export_only", "init", "analysis", "minutes", "levels", "hidden",
+                                                       "log2_lam") if o.get(k)]
+    if grid_only or o.get("device", "cpu") != "cpu":
+        raise MscnError(f"{', '.join(grid_only or ['--device'])}: for --arch grid2, not siren")
+    cfg = TrainConfig(width=o["width"], depth=o["depth"], mode=o["mode"], patch=o["patch"] or 32,
+                      inner_steps=3 if o["inner_steps"] is None else o["inner_steps"], lam=o["lam"],
+                      batch=o["batch"] or 32, steps=o["steps"], lr=o["lr"] or 2e-4, first_order=o["first_order"],
+                      val_every=o["val_every"], max_images=o["max_images"], val_patches=o["val_patches"],
+                      seed=o["seed"])
+    return train(data, out, cfg, resume=resume, command=command, progress=progress)
+
+
+def train(data, out: Path, cfg: TrainConfig, *, resume: bool, command: str, progress: bool = True) -> Path:
+    """Run (or resume) meta-training on `data` (ImageTrainingData); returns the path of the written model."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if distributed:
         dist.init_process_group("gloo")
         rank = dist.get_rank()
     world = dist.get_world_size() if distributed else 1
-    train_files, val_files = training_files(data, cfg.val_fraction, cfg.max_images)
+    train_files, val_files = list(data.train_files), list(data.val_files)
     torch.manual_seed(cfg.seed + rank)
-    sampler = PatchSampler([load_rgb(f) for f in train_files], cfg.patch, cfg.seed + 1000 * rank)
-    val = PatchSampler([load_rgb(f) for f in val_files], cfg.patch, 12345).sample(cfg.val_patches)
+    sampler = data.sampler(cfg.patch, cfg.seed + 1000 * rank)
+    val = data.val_sampler(cfg.patch, 12345).sample(cfg.val_patches)
 
     # only now that the data is known to be usable: no empty run folders from a failed start
     run = Run(out, active=rank == 0)
@@ -165,7 +181,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, *, resume: bool, command: str
     bar.close()
     checkpoint()
     if rank == 0:
-        model.meta = {**run.provenance(data, train_files, val_files, command, asdict(cfg)), "world_size": world}
+        model.meta = {**run.provenance(data.root, train_files, val_files, command, asdict(cfg)), "world_size": world}
         model.description = f"meta-learned SIREN w{cfg.width} d{cfg.depth}, {cfg.mode} update, lam={cfg.lam}"
         frozen = Model.from_state(model.state())
         frozen.save(out.with_suffix(".pt"))
