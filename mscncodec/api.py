@@ -12,7 +12,7 @@ import numpy as np
 
 from mscncodec._runtime import show_progress
 from mscncodec.container import bitstream
-from mscncodec.errors import BitstreamError, LimitError, MscnError
+from mscncodec.errors import BitstreamError, MscnError
 from mscncodec.modalities import Modality, by_code, by_name, for_input
 
 MAX_PIXELS = bitstream.MAX_PIXELS  # default max_pixels: the format's own bound (2**25)
@@ -49,25 +49,6 @@ def _limit(value, name: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise MscnError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def checked_resolution(res) -> int:
-    """A mesh decoding grid, range-checked as the mesh codec does (before the voxel limit sees it)."""
-    lo, hi = bitstream.MIN_RESOLUTION, bitstream.MAX_RESOLUTION
-    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or not lo <= res <= hi:
-        raise MscnError(f"resolution must be in [{lo}, {hi}], got {res}")
-    return int(res)
-
-
-def check_voxels(resolution: int, max_voxels: int | None) -> None:
-    """A LimitError if a mesh decode at this grid (resolution**3 samples) exceeds max_voxels (default 512**3).
-
-    The mesh codec (modalities/mesh_codec.py) evaluates the SDF on the whole grid and runs marching cubes
-    on it: time and memory grow with resolution**3 whatever the stream's size, so the bound is the caller's."""
-    limit = _limit(max_voxels, "max_voxels", MAX_VOXELS)
-    if resolution**3 > limit:
-        raise LimitError(f"decoding grid {resolution}^3 = {resolution**3} samples exceeds the limit of {limit} "
-                         f"(about {round(limit ** (1 / 3))}^3): give a smaller --resolution or raise --max-voxels")
 
 
 def encode(src, *, modality: str | None = None, max_pixels: int | None = None, max_voxels: int | None = None, **kw):

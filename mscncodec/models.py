@@ -51,12 +51,13 @@ def load_model(name: str):
         m = parent.variant(sparsity)
         _cache[name] = m
         return m
-    if name in families.provisional():
-        m = families.provisional()[name]()
+    made_in_code = families.provisional()
+    if name in made_in_code:
+        m = made_in_code[name]()
     else:
         path = models_dir() / f"{name}.pt"
         if not path.is_file():
-            known = ", ".join(sorted({p.stem for p in models_dir().glob('*.pt')} | set(families.provisional())))
+            known = ", ".join(sorted({p.stem for p in models_dir().glob('*.pt')} | set(made_in_code)))
             raise MscnError(f"unknown model {name!r} (known: {known})")
         m = from_state(torch.load(path, map_location="cpu", weights_only=True))
     _cache[name] = m

@@ -30,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grid2_probe import photos  # noqa: E402
 
 from mscncodec import _runtime, models
-from mscncodec.families.grid2 import network as grid2, encoder as grid2codec  # noqa: E402
-from mscncodec.coding.latents import lambda_index, lambda_value  # noqa: E402
-from mscncodec.families.grid2.train import symbols_of  # noqa: E402
-from mscncodec.coding.latents import tied_step  # noqa: E402
+from mscncodec.coding.latents import lambda_index, lambda_value, pad_image, tied_step  # noqa: E402
+from mscncodec.families.grid2.frame import est_bits  # noqa: E402
+from mscncodec.families.grid2.network import analysis  # noqa: E402
+from mscncodec.families.grid2.quantizer import symbols_of  # noqa: E402
+from mscncodec.families.grid2.refine import refine  # noqa: E402
+from mscncodec.families.grid2.update import choose_update  # noqa: E402
 
 
 def calibrate_photo(job: tuple[str, str, np.ndarray, list[int], list[float]]) -> list[dict]:
@@ -43,22 +45,22 @@ def calibrate_photo(job: tuple[str, str, np.ndarray, list[int], list[float]]) ->
     torch.set_num_threads(1)
     m = models.load_model(model)
     n_pix = rgb.shape[0] * rgb.shape[1]
-    x = grid2codec.pad_image(rgb, m.cfg.align)
+    x = pad_image(rgb, m.cfg.align)
     rows = []
     for l2 in log2_lams:
         li = lambda_index(2.0**l2)
         lam, step = lambda_value(li), tied_step(li)
         with torch.no_grad():
-            y0 = symbols_of(grid2.analysis(m.cfg, m.analysis, x, torch.tensor([lam])), torch.tensor([step]))
-        r0 = grid2codec._est_bits(m, m.theta, y0, torch.tensor([lam]))
+            y0 = symbols_of(analysis(m.cfg, m.analysis, x, torch.tensor([lam])), torch.tensor([step]))
+        r0 = est_bits(m, m.theta, y0, torch.tensor([lam]))
         for n in steps:
             torch.manual_seed(0)
-            y, delta, log = grid2codec.refine(m, x, y0, lam, step, n, n_pix, update=m.sends_update)
+            y, delta, log = refine(m, x, y0, lam, step, n, n_pix, update=m.sends_update)
             # with a decoder update: the latents' rate under the update the encoder would choose, plus
             # the update's own bytes (what the first aim has to leave room for)
-            cands, chosen, _ = grid2codec._choose_update(m, x, y, delta, lam, step, n_pix)
+            cands, chosen, _ = choose_update(m, x, y, delta, lam, step, n_pix)
             secs, params = cands[chosen]
-            r = grid2codec._est_bits(m, params, y, torch.tensor([lam])) + 8 * sum(len(b) for _, b in secs)
+            r = est_bits(m, params, y, torch.tensor([lam])) + 8 * sum(len(b) for _, b in secs)
             rows.append({"photo": name, "log2_lam": l2, "steps": n, "amortised_bpp": round(r0 / n_pix, 4),
                          "refined_bpp": round(r / n_pix, 4), "ratio": round(r / r0, 4),
                          "psnr": round(log[-1]["psnr"], 3), "update": chosen})

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from mscncodec import _runtime
-from mscncodec.families.grid2 import network as grid2
-from mscncodec.families.grid2.encoder import grid_shapes, pad_image
+from mscncodec.coding.latents import pad_image
+from mscncodec.families.grid2.config import Grid2Config, init_params
+from mscncodec.families.grid2.synthesis import synthesis
 from mscncodec.modalities.image import load_rgb, training_files
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "natural-train"
@@ -57,17 +58,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def capacity(steps: int, lr: float, record: list[int]) -> dict:
-    cfg = grid2.Grid2Config()
+    cfg = Grid2Config()
     res = {}
     for name, rgb in photos():
         h, w, _ = rgb.shape
         x = pad_image(rgb, cfg.align)
-        p = {k: v.clone().requires_grad_(True) for k, v in grid2.init_params(cfg, 0, analysis=False).items()}
-        lat = [torch.zeros(1, 1, a, b, requires_grad=True) for a, b in grid_shapes(cfg, h, w)]
+        p = {k: v.clone().requires_grad_(True) for k, v in init_params(cfg, 0, analysis=False).items()}
+        lat = [torch.zeros(1, 1, a, b, requires_grad=True) for a, b in cfg.grid_shapes(h, w)]
         opt = torch.optim.Adam([{"params": lat, "lr": lr}, {"params": list(p.values()), "lr": lr}])
         curve, t0 = [], time.time()
         for i in range(steps + 1):
-            pred = grid2.synthesis(cfg, p, lat)
+            pred = synthesis(cfg, p, lat)
             mse = (pred[..., :h, :w] - x[..., :h, :w]).pow(2).mean()
             if i in record:
                 out = (pred[0, :, :h, :w].detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -86,9 +86,10 @@ def make_seeds() -> dict[str, bytes]:
 def _sphere_seed() -> bytes:
     """A 12 x 24 global field with a missing-value patch (plain SIREN init, 3 steps)."""
     from mscncodec.modalities import sphere as smod
+    from mscncodec.modalities import sphere_grid as sgrid
     from mscncodec.modalities.sphere_codec import encode_field
 
-    lat, lon = smod.gaussian_latitudes(12), smod.regular_longitudes(24, 0.0)
+    lat, lon = sgrid.gaussian_latitudes(12), sgrid.regular_longitudes(24, 0.0)
     v = 250 + 30 * np.cos(np.radians(lat))[:, None] + np.sin(np.radians(lon))[None, :]
     v[3:5, 4:9] = np.nan
     f = smod.SphereField(v, lat, lon, name="T", units="K", attrs={"long_name": "t"})

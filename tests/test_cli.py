@@ -288,7 +288,7 @@ def test_real_process_exit_code_and_stderr(dirs, stream, tmp_path):
 @pytest.fixture()
 def arch_models(env) -> Path:
     """A models folder with one tiny untrained model of each image architecture (--arch picks it)."""
-    from mscncodec.families.grid2 import network as grid2
+    from mscncodec.families.grid2 import config as grid2
     from mscncodec.families.grid2.model import fresh_grid2_model
     from mscncodec.families.siren.model import fresh_model
     from mscncodec.families.siren.network import SirenConfig

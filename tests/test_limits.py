@@ -150,7 +150,7 @@ def test_siren_target_under_the_rule_is_a_rate_error_naming_it(monkeypatch):
 
 @pytest.fixture()
 def tiny_grid_models(env) -> Path:
-    from mscncodec.families.grid2 import network as grid2
+    from mscncodec.families.grid2 import config as grid2
     from mscncodec.families.grid2.model import fresh_grid2_model
 
     d = Path(env["MSCN_MODELS"])

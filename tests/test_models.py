@@ -69,7 +69,7 @@ def test_gate_shift_opens_at_least_the_requested_number_of_gates():
 @pytest.fixture
 def mixed_models(two_models):
     from mscncodec.families.grid2.model import fresh_grid2_model
-    from mscncodec.families.grid2.network import Grid2Config
+    from mscncodec.families.grid2.config import Grid2Config
 
     fresh_grid2_model(Grid2Config(levels=3, hidden=(4,), arm_hidden=4, analysis=4), name="gr").save(two_models / "gr.pt")
     return two_models
@@ -164,7 +164,7 @@ def test_every_routed_grid2_model_aims_with_a_calibration_of_its_own_weights(mon
     and every grid2 route must find one."""
     from conftest import REPO
 
-    from mscncodec.families.grid2.encoder import growth_file
+    from mscncodec.families.grid2.rate_control import growth_file
 
     shipped = REPO / "mscncodec" / "weights"
     monkeypatch.setenv("MSCN_MODELS", str(shipped))

@@ -118,19 +118,12 @@ def model_identity(m: Any) -> tuple[str, dict[str, Any]]:
 
 
 def calibration_bytes(m: Any) -> bytes | None:
-    """The rate calibration a model's encoder aims with (grid2: NAME.growth.json), or None when its family
-    has none. Found on the model (``m.growth_file()``) or in its family's image encoder (``growth_file(m)``)."""
+    """The rate calibration a model's encoder aims with (grid2: ``m.growth_file()``, NAME.growth.json), or None
+    when its family has none."""
     find = getattr(m, "growth_file", None)
-    if callable(find):
-        path = find()
-    else:
-        from mscncodec import families
-
-        ref = families.of(m).encoders.get("image")
-        find = getattr(importlib.import_module(ref.split(":")[0]), "growth_file", None) if ref else None
-        if find is None:
-            return None
-        path = find(m)
+    if find is None:
+        return None
+    path = find()
     return path.read_bytes() if path.is_file() else b"no growth file"
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:  # a type only: coding imports no model class
-    from mscncodec.coding.update import UpdateModel as Model
+    from mscncodec.coding.update import UpdateModel
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1
@@ -46,7 +46,7 @@ def closed_threshold() -> float:
     return math.log(-GAMMA / ZETA)  # sigmoid(x)*(zeta-gamma)+gamma = 0
 
 
-def gate_shift_for(model: Model, open_per_group: float, margin: float = 1.0) -> float:
+def gate_shift_for(model: UpdateModel, open_per_group: float, margin: float = 1.0) -> float:
     """A shift of all initial gate logits so at least open_per_group gates start open (deterministically).
 
     A model is meta-trained at one L0 weight, i.e. one natural rate, and its gate

@@ -4,6 +4,7 @@ the meta-learned gate prior), their quantisation steps and values, as three sect
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -12,7 +13,6 @@ from mscncodec.coding.entropy import Decoder, Encoder, MaskModel, ValueModel
 from mscncodec.coding.quantize import dequantise
 from mscncodec.coding.sparsity import BETA, GAMMA, ZETA
 from mscncodec.errors import BitstreamError
-from typing import Protocol
 
 
 class UpdateModel(Protocol):
@@ -23,10 +23,7 @@ class UpdateModel(Protocol):
     log_alpha: dict
 
 
-Model = UpdateModel
-
-
-def mask_prior(model: Model, key: str) -> np.ndarray:
+def mask_prior(model: UpdateModel, key: str) -> np.ndarray:
     """Logit of the meta-learned P(gate open) per entry (0 for ungated models)."""
     if not model.gated:
         return np.zeros(int(np.prod(model.cfg.update_shapes()[key])), np.float64)
@@ -34,7 +31,7 @@ def mask_prior(model: Model, key: str) -> np.ndarray:
     return la - BETA * np.log(-GAMMA / ZETA)
 
 
-def pack_update(model: Model, symbols: dict[str, np.ndarray], steps: dict[str, int]) -> list[tuple[str, bytes]]:
+def pack_update(model: UpdateModel, symbols: dict[str, np.ndarray], steps: dict[str, int]) -> list[tuple[str, bytes]]:
     qprm, enc_mask, enc_vals = bytearray(), Encoder(), Encoder()
     for k in model.cfg.update_shapes():
         sym = symbols[k].reshape(symbols[k].shape[0], -1)
@@ -49,13 +46,13 @@ def pack_update(model: Model, symbols: dict[str, np.ndarray], steps: dict[str, i
     return [("QPRM", bytes(qprm)), ("MASK", enc_mask.finish()), ("VALS", enc_vals.finish())]
 
 
-def empty_update(model: Model, n_groups: int = 1) -> list[tuple[str, bytes]]:
+def empty_update(model: UpdateModel, n_groups: int = 1) -> list[tuple[str, bytes]]:
     """The sections of an update that sends nothing: what the smallest stream of a model carries."""
     zeros = {k: np.zeros((n_groups, int(np.prod(s))), np.int32) for k, s in model.cfg.update_shapes().items()}
     return pack_update(model, zeros, {k: 0 for k in zeros})
 
 
-def unpack_update(model: Model, sections: dict[str, bytes], n_groups: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def unpack_update(model: UpdateModel, sections: dict[str, bytes], n_groups: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     for tag in ("QPRM", "MASK", "VALS"):
         if tag not in sections:
             raise BitstreamError(f"corrupted .mscn file (missing section {tag})")

@@ -12,7 +12,9 @@ The functions an entry names:
   ``model_id``, ``state()``, ``from_state(st)``, ``variant(kind)``, ``summary()``, ``meta``,
   ``description`` and ``modality`` (what it codes);
 * ``encoders[modality]``: ``encode(model, signal, header, **options) -> (bytes, info)`` where ``header``
-  is the container header the modality built (the family fills no field of it);
+  is the container header the modality built (the family fills no field of it) and ``options`` are the
+  modality's (images: bpp, quality, rate, steps, effort, progress, lam, from_scratch: every image encoder
+  takes them all);
 * ``decoders[modality]``: ``decode(model, header, sections) -> signal`` (the modality's array);
 * ``describers[modality]``: ``describe(model, sections) -> dict`` (extra lines for ``mscn info``);
 * ``trainers[modality]``: ``train(data, out, options, *, resume, command, progress) -> Path``, where

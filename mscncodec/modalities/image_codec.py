@@ -110,9 +110,9 @@ def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progre
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what routing aims at
     m = _pick_model(model, rate, from_scratch, arch, effort, rgb.shape[:2])
     h, w, _ = rgb.shape
-    options = {"lam": lam, "from_scratch": from_scratch} if (lam is not None or from_scratch) else {}
     data, info = families.of(m).encoder(MODALITY)(m, rgb, image_header(m, h, w, channels), bpp=bpp, quality=quality,
-                                                  steps=steps, effort=effort, progress=progress, **options)
+                                                  rate=rate, steps=steps, effort=effort, progress=progress, lam=lam,
+                                                  from_scratch=from_scratch)
     _check_density(data, h, w)
     return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
 

@@ -24,7 +24,7 @@ from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
 from mscncodec.coding.update import dequantise_all, unpack_update
-from mscncodec.errors import BitstreamError, MscnError, RateError
+from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
 from mscncodec.families.siren.model import Model
 from mscncodec.models import find_by_id, modality_model, stream_model
 from mscncodec.modalities import check_byte_target
@@ -159,18 +159,32 @@ def describe(data: bytes) -> dict:
 
 # ---------------------------------------------------------------- hooks (modalities.Modality): limits, summaries
 
+def checked_resolution(res) -> int:
+    """A mesh decoding grid, range-checked as the codec does (before the voxel limit sees it)."""
+    lo, hi = bitstream.MIN_RESOLUTION, bitstream.MAX_RESOLUTION
+    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or not lo <= res <= hi:
+        raise MscnError(f"resolution must be in [{lo}, {hi}], got {res}")
+    return int(res)
+
+
+def check_voxels(resolution: int, max_voxels: int) -> None:
+    """A LimitError if a mesh decode at this grid (resolution**3 samples) exceeds max_voxels.
+
+    The decoder evaluates the SDF on the whole grid and runs marching cubes on it: time and memory grow
+    with resolution**3 whatever the stream's size, so the bound is the caller's."""
+    if resolution**3 > max_voxels:
+        raise LimitError(f"decoding grid {resolution}^3 = {resolution**3} samples exceeds the limit of {max_voxels} "
+                         f"(about {round(max_voxels ** (1 / 3))}^3): give a smaller --resolution or raise --max-voxels")
+
+
 def encode_limits(kw: dict, max_pixels: int, max_voxels: int) -> dict:
     """A mesh encode is refused when the decoding grid its stream will default to exceeds max_voxels."""
-    from mscncodec.api import check_voxels, checked_resolution
-
     res = kw.get("resolution")
     check_voxels(mmod.DEFAULT_RESOLUTION if res is None else checked_resolution(res), max_voxels)
     return kw
 
 
 def decode_limits(header: dict, kw: dict, max_pixels: int, max_voxels: int) -> dict:
-    from mscncodec.api import check_voxels, checked_resolution
-
     check_voxels(checked_resolution(kw.get("resolution", header["resolution"])), max_voxels)
     return kw
 

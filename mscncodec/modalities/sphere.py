@@ -27,10 +27,9 @@ import numpy as np
 
 from mscncodec.container.bitstream import MAX_LAT, MAX_LON
 from mscncodec.errors import InputError, MscnError
-from mscncodec.modalities.sphere_grid import MAX_POINTS  # noqa: F401
-from mscncodec.modalities.sphere_grid import (  # noqa: F401  (part of this module's interface)
-    apply_corrections, area_weights, check_global, corrections, denormalise, embed, fit_points, gaussian_latitudes,
-    lat_kind, latitudes, normalise, regular_latitudes, regular_longitudes, value_range)
+from mscncodec.modalities.sphere_grid import (MAX_POINTS, area_weights, check_global, embed, fit_points,
+                                              gaussian_latitudes, normalise, regular_latitudes, regular_longitudes,
+                                              value_range)
 
 EXTENSIONS = (".nc", ".nc4", ".npy")
 MAX_FILE_BYTES = 1 << 32

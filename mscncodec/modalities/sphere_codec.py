@@ -35,6 +35,7 @@ from mscncodec.families.siren.model import Model
 from mscncodec.models import find_by_id, modality_model, stream_model
 from mscncodec.modalities import check_byte_target
 from mscncodec.modalities import sphere as smod
+from mscncodec.modalities import sphere_grid as sgrid
 
 MODALITY_CODE = bitstream.modality_code("sphere")
 # fitting steps, relative quantisation steps tried, refinement steps on the sent entries
@@ -64,8 +65,8 @@ def field_sections(f: smod.SphereField, kind: int) -> list[tuple[str, bytes]]:
     secs = [("META", smod.pack_meta(f))]
     if f.mask.any():
         secs.append(("MISS", encode_bitmap(f.mask)))
-    latc = smod.corrections(f.lat, smod.latitudes(kind, len(f.lat), float(f.lat[0]), float(f.lat[-1])))
-    lonc = smod.corrections(f.lon, smod.regular_longitudes(len(f.lon), float(f.lon[0])))
+    latc = sgrid.corrections(f.lat, sgrid.latitudes(kind, len(f.lat), float(f.lat[0]), float(f.lat[-1])))
+    lonc = sgrid.corrections(f.lon, sgrid.regular_longitudes(len(f.lon), float(f.lon[0])))
     secs += [(t, c) for t, c in (("LATC", latc), ("LONC", lonc)) if c]
     return secs
 
@@ -93,8 +94,8 @@ def encode_field(
     if target_bytes is None:
         target_bytes = int(round(quality_bytes(50 if quality is None else quality)))
     m = pick_model(model, float(target_bytes))
-    vmin, vmax = smod.value_range(f.values)
-    kind = smod.lat_kind(f.lat)
+    vmin, vmax = sgrid.value_range(f.values)
+    kind = sgrid.lat_kind(f.lat)
     nlat, nlon = f.shape
     header = {"magic": bitstream.MAGIC, "version": bitstream.VERSION, "modality": MODALITY_CODE, "arch": families.of(m).code,
               "model_id": m.model_id, "nlat": nlat, "nlon": nlon, "lat_kind": kind, "lat_first": float(f.lat[0]),
@@ -149,9 +150,9 @@ def _unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
 def stream_grid(header: dict, sections: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
     """The encoded field's own latitudes and longitudes, exactly as the input file had them."""
     n = header["nlat"]
-    lat = smod.apply_corrections(smod.latitudes(header["lat_kind"], n, header["lat_first"], header["lat_last"]),
+    lat = sgrid.apply_corrections(sgrid.latitudes(header["lat_kind"], n, header["lat_first"], header["lat_last"]),
                                  sections.get("LATC", b""))
-    lon = smod.apply_corrections(smod.regular_longitudes(header["nlon"], header["lon_first"]), sections.get("LONC", b""))
+    lon = sgrid.apply_corrections(sgrid.regular_longitudes(header["nlon"], header["lon_first"]), sections.get("LONC", b""))
     return lat, lon
 
 
@@ -178,9 +179,9 @@ def field_function(data: bytes):
         rows = max(1, DECODE_CHUNK // len(lon))
         with torch.no_grad():
             for a in range(0, len(lat), rows):  # a few rows at a time: memory stays flat for any grid
-                xyz = torch.from_numpy(smod.embed(lat[a : a + rows], lon))
+                xyz = torch.from_numpy(sgrid.embed(lat[a : a + rows], lon))
                 out[a : a + rows] = siren.forward(m.cfg, m.theta, delta, xyz, 1).reshape(-1, len(lon)).double().numpy()
-        return smod.denormalise(out, header["vmin"], header["vmax"])
+        return sgrid.denormalise(out, header["vmin"], header["vmax"])
 
     return header, sections, values
 

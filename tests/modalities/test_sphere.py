@@ -19,6 +19,7 @@ from mscncodec.container import bitstream
 from mscncodec.errors import BitstreamError, InputError, LimitError, MscnError, RateError
 from mscncodec.modalities import for_input
 from mscncodec.modalities import sphere as smod
+from mscncodec.modalities import sphere_grid as sgrid
 from mscncodec.modalities.sphere_codec import decode_field, encode_field
 
 PROVISIONAL = "random-sphere-w32d5+dense"  # a plain SIREN init: the tests do not depend on a trained model
@@ -33,10 +34,10 @@ def write_nc(path: Path, *, nlat: int = 16, nlon: int = 32, gaussian: bool = Tru
              missing: bool = False, lat_range: tuple[float, float] | None = None, north_first: bool = False) -> Path:
     """A small global netCDF field: T(time[, lev], lat, lon) in K, Gaussian or regular latitudes."""
     if lat_range is not None:
-        lat = smod.regular_latitudes(nlat, *lat_range)
+        lat = sgrid.regular_latitudes(nlat, *lat_range)
     else:
-        lat = smod.gaussian_latitudes(nlat, north_first) if gaussian else smod.regular_latitudes(nlat, -90, 90)
-    lon = smod.regular_longitudes(nlon, 0.0)
+        lat = sgrid.gaussian_latitudes(nlat, north_first) if gaussian else sgrid.regular_latitudes(nlat, -90, 90)
+    lon = sgrid.regular_longitudes(nlon, 0.0)
     with netCDF4.Dataset(str(path), "w") as ds:
         ds.createDimension("time", times)
         if levels:
@@ -79,18 +80,18 @@ def stream(nc_file) -> bytes:
 # ---------------------------------------------------------------- grids, bitmap, modality
 
 def test_gaussian_latitudes_match_a_climate_model_file():
-    lat = smod.gaussian_latitudes(64)
+    lat = sgrid.gaussian_latitudes(64)
     assert np.isclose(lat[0], -87.8638, atol=1e-4) and np.allclose(lat, -lat[::-1])
-    assert smod.lat_kind(lat) == 1 and smod.lat_kind(smod.regular_latitudes(181, -90, 90)) == 0
+    assert sgrid.lat_kind(lat) == 1 and sgrid.lat_kind(sgrid.regular_latitudes(181, -90, 90)) == 0
 
 
 def test_coordinate_corrections_restore_any_float32_latitudes_exactly():
-    exact = smod.gaussian_latitudes(40)
+    exact = sgrid.gaussian_latitudes(40)
     exact[[3, 17]] = np.nextafter(exact[[3, 17]], np.float32(100))  # a file rounded differently
-    formula = smod.latitudes(1, 40, float(exact[0]), float(exact[-1]))
-    c = smod.corrections(exact, formula)
-    assert c and np.array_equal(smod.apply_corrections(formula, c), exact)
-    assert smod.corrections(formula, formula) == b""
+    formula = sgrid.latitudes(1, 40, float(exact[0]), float(exact[-1]))
+    c = sgrid.corrections(exact, formula)
+    assert c and np.array_equal(sgrid.apply_corrections(formula, c), exact)
+    assert sgrid.corrections(formula, formula) == b""
 
 
 @pytest.mark.parametrize("shape", [(1, 5), (7, 13), (64, 128)])
@@ -111,14 +112,14 @@ def test_load_keeps_grid_units_attributes_and_missing_values(nc_file):
     f = smod.load(nc_file, time=1)
     assert f.shape == (16, 32) and f.name == "T" and f.units == "K"
     assert f.attrs["long_name"] == "air temperature" and "_FillValue" not in f.attrs
-    assert np.array_equal(f.lat, smod.gaussian_latitudes(16))
+    assert np.array_equal(f.lat, sgrid.gaussian_latitudes(16))
     assert f.mask.sum() == (16 // 2 - 16 // 3) * (32 // 2 - 32 // 4)
     assert for_input(nc_file).name == "sphere"
 
 
 def test_area_weights_follow_cos_latitude():
-    lat = smod.regular_latitudes(181, -90, 90)
-    w = smod.area_weights(lat, 4)
+    lat = sgrid.regular_latitudes(181, -90, 90)
+    w = sgrid.area_weights(lat, 4)
     assert np.isclose(w.mean(), 1.0) and w[0, 0] < 1e-12 and np.isclose(w[90, 0] / w[150, 0], 1 / np.cos(np.radians(60)))
 
 
@@ -144,7 +145,7 @@ def test_netcdf_output_carries_everything(tmp_path, nc_file, stream):
         v = ds.variables["T"]
         assert v.units == "K" and v.long_name == "air temperature" and v.dimensions == ("lat", "lon")
         assert ds.variables["lat"].units == "degrees_north"
-        assert np.array_equal(ds.variables["lat"][:], smod.gaussian_latitudes(16))
+        assert np.array_equal(ds.variables["lat"][:], sgrid.gaussian_latitudes(16))
         assert np.ma.count_masked(v[:]) == smod.load(nc_file).mask.sum()
     assert "T [K] on 16x32 points" in r.output
 
@@ -178,16 +179,16 @@ def test_decode_limit_is_checked_before_work(stream):
 
 
 def test_npy_input_with_its_grid(tmp_path):
-    lat, lon = smod.regular_latitudes(13, -90, 90), smod.regular_longitudes(24, 0)
+    lat, lon = sgrid.regular_latitudes(13, -90, 90), sgrid.regular_longitudes(24, 0)
     p = tmp_path / "f.npy"
     np.save(p, _values(lat, lon))
     data = encode(p, target_bytes=1000, model=PROVISIONAL, effort="fast", steps=20)
     rec = decode(data)
     assert rec.shape == (13, 24) and np.array_equal(rec.lat, lat)
     gp = tmp_path / "fg.npy"
-    np.save(gp, _values(smod.gaussian_latitudes(12), smod.regular_longitudes(24, 0)))
+    np.save(gp, _values(sgrid.gaussian_latitudes(12), sgrid.regular_longitudes(24, 0)))
     g = decode(encode(gp, target_bytes=1000, model=PROVISIONAL, effort="fast", steps=5, grid="gaussian"))
-    assert np.array_equal(g.lat, smod.gaussian_latitudes(12))
+    assert np.array_equal(g.lat, sgrid.gaussian_latitudes(12))
 
 
 def test_levels_and_time_select_the_field(tmp_path):
@@ -199,7 +200,7 @@ def test_levels_and_time_select_the_field(tmp_path):
 def test_north_first_latitudes_are_kept(tmp_path):
     p = write_nc(tmp_path / "n.nc", north_first=True, times=1)
     f = decode(encode(p, target_bytes=1000, model=PROVISIONAL, effort="fast", steps=5))
-    assert f.lat[0] > 0 and np.array_equal(f.lat, smod.gaussian_latitudes(16, north_first=True))
+    assert f.lat[0] > 0 and np.array_equal(f.lat, sgrid.gaussian_latitudes(16, north_first=True))
 
 
 def test_same_input_gives_the_same_bytes(nc_file, stream):
@@ -233,7 +234,7 @@ def test_non_global_and_non_latlon_inputs_are_refused(tmp_path):
         ds.createVariable("a", "f4", ("y", "x"))[:] = np.ones((5, 4))
     with pytest.raises(InputError, match="lat-lon"):
         smod.load(p)
-    lat = smod.regular_latitudes(10, -90, 90)
+    lat = sgrid.regular_latitudes(10, -90, 90)
     with pytest.raises(InputError, match="around the whole circle"):
         smod.validate(smod.SphereField(np.ones((10, 20)), lat, np.linspace(0, 180, 20, dtype=np.float32)))
 

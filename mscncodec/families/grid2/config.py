@@ -101,10 +101,6 @@ class Grid2Config:
         return syn + arm + up
 
 
-def grid_shapes(cfg: Grid2Config, h: int, w: int) -> list[tuple[int, int]]:
-    return cfg.grid_shapes(h, w)
-
-
 def init_params(cfg: Grid2Config, seed: int = 0, analysis: bool = True) -> dict[str, torch.Tensor]:
     """Seeded init (numpy generator, so both ends can rebuild it): +-1/sqrt(fan_in) weights, zero biases
     except the synthesis' first bias (keeps ReLU/GELU units alive on zero latents); bilinear upsampling;

@@ -33,14 +33,6 @@ from mscncodec.families.grid2.model import Grid2Model
 from mscncodec.families.grid2.quantizer import deadzone_magnitudes, quantise, sparse_levels, symbols_of
 from mscncodec.families.grid2.refine import PRESETS
 
-# re-exports for callers outside the family (bench/, scripts/, experiments/, tests/)
-from mscncodec.families.grid2.config import grid_shapes  # noqa: F401
-from mscncodec.families.grid2.frame import est_bits as _est_bits  # noqa: F401
-from mscncodec.families.grid2.rate_control import growth_file  # noqa: F401
-from mscncodec.families.grid2.refine import refine  # noqa: F401
-from mscncodec.families.grid2.update import choose_update as _choose_update  # noqa: F401
-from mscncodec.optim import Adam  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 # The encoder's revision per variant: raised when an encoder's streams change while staying readable, so that
@@ -74,8 +66,11 @@ def container_bytes(model: Grid2Model, header: dict) -> int:
 
 
 def encode(model: Grid2Model, rgb: np.ndarray, header: dict, *, bpp: float | None, quality: int | None,
-           steps: int | None, effort: str, progress: bool) -> tuple[bytes, dict]:
-    """rgb (H x W x 3 uint8) -> (stream, info); `header` is the container header the caller built."""
+           steps: int | None, effort: str, progress: bool, rate: float | None = None, lam: float | None = None,
+           from_scratch: bool = False) -> tuple[bytes, dict]:
+    """rgb (H x W x 3 uint8) -> (stream, info); `header` is the container header the caller built. `rate`,
+    `lam` and `from_scratch` are the SIREN family's knobs and unused here: grid2 aims lambda itself, and its
+    generic start is the +scratch variant."""
     if model.sparsity not in VERSION:
         raise MscnError(f"the grid2 variant {model.sparsity!r} only decodes old streams; it encodes nothing")
     cfg = model.cfg

@@ -58,6 +58,12 @@ class Grid2Model:
 
         return routed_update_fits(self.cfg, height, width, effort)
 
+    def growth_file(self):
+        """NAME.growth.json: the rate-growth calibration the encoder aims lambda with (rate_control.growth_file)."""
+        from mscncodec.families.grid2.rate_control import growth_file
+
+        return growth_file(self)
+
     def summary(self) -> str:
         c = self.cfg
         return f"grid2 L{c.levels} syn{'-'.join(map(str, c.hidden))} arm{c.arm_hidden} {c.macs_per_pixel():.0f} MAC/px"

@@ -1,8 +1,7 @@
 """The encoder-side analysis network: an image and lambda -> every grid's latents in one pass (amortised).
 
 The decoder's parts live beside it: ``config.py`` (architecture, seeded init), ``upsampling.py``,
-``synthesis.py``, ``arm.py`` (the context model), ``context.py`` (its geometry). Their names are
-re-exported here for the scripts and experiments that import ``network as grid2``.
+``synthesis.py``, ``arm.py`` (the context model), ``context.py`` (its geometry).
 """
 
 from __future__ import annotations
@@ -11,15 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mscncodec.coding.latents import lambda_feature
-from mscncodec.families.grid2.config import Grid2Config  # noqa: F401  (also a re-export: network.Grid2Config)
-
-# re-exports for callers outside the family (scripts/, experiments/, tests/): `from ...grid2 import network as grid2`
-from mscncodec.coding.latents import laplace_bits  # noqa: F401, E402
-from mscncodec.families.grid2.arm import FixedArm, arm_fixed, arm_float, coarse_fixed, lambda_fixed, rate_bits  # noqa: F401, E402
-from mscncodec.families.grid2.config import SYMBOL_RANGE, init_params  # noqa: F401, E402
-from mscncodec.families.grid2.context import COARSE, NEIGHBOURS, WAVE_K, wave_order  # noqa: F401, E402
-from mscncodec.families.grid2.synthesis import synthesis  # noqa: F401, E402
-from mscncodec.families.grid2.upsampling import up2, upsample_all  # noqa: F401, E402
+from mscncodec.families.grid2.config import Grid2Config
 
 
 def analysis(cfg: Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor, lam: torch.Tensor) -> list[torch.Tensor]:

@@ -38,7 +38,7 @@ from mscncodec.families.grid2.config import Grid2Config
 from mscncodec.families.grid2.context import NEIGHBOURS
 from mscncodec.families.grid2.model import Grid2Model, fresh_grid2_model
 from mscncodec.families.grid2.network import analysis
-from mscncodec.families.grid2.quantizer import ste, symbols_of  # noqa: F401  (symbols_of: scripts import it here)
+from mscncodec.families.grid2.quantizer import ste, symbols_of
 from mscncodec.families.grid2.synthesis import synthesis
 from mscncodec.training import Run
 

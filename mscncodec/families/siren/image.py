@@ -22,12 +22,6 @@ DECODE_CHUNK = 32
 LAMBDA_RATE = 0.2  # the L0 weight at 1 bpp; lower rates need proportionally sparser updates
 
 
-def nominal_bpp(quality: int) -> float:
-    """The nominal rate of a quality setting (0 -> 0.05, 50 -> 0.28, 100 -> 1.6 bpp): it picks the model and
-    the L0 weight; the size then follows from the quantisation step (no rate search)."""
-    return 0.05 * 2.0 ** (quality / 20)
-
-
 def encode_lambda(bpp: float) -> float:
     """L0 weight for encode-time fitting at a target rate: MSE (signal in [-1, 1]) + lam * E[open entries] /
     pixels-per-group, with lam ~ 1 / bpp."""
@@ -51,14 +45,14 @@ def empty_update_bytes(m: Model, header: dict, n_groups: int) -> int:
     return len(bitstream.pack(header, empty_update(m, n_groups)))
 
 
-def encode(model: Model, rgb: np.ndarray, header: dict, *, bpp: float | None, quality: int | None,
+def encode(model: Model, rgb: np.ndarray, header: dict, *, bpp: float | None, quality: int | None, rate: float,
            steps: int | None, effort: str, progress: bool, lam: float | None = None,
            from_scratch: bool = False) -> tuple[bytes, dict]:
-    """rgb (H x W x 3 uint8) -> (stream, {"open", "note"}); bpp: the real size's target (at or just under)."""
+    """rgb (H x W x 3 uint8) -> (stream, {"open", "note"}); bpp: the real size's target (at or just under);
+    rate: the rate aimed at (bpp, or the quality's nominal rate: it sets the L0 weight and the open gates)."""
     h, w, _ = rgb.shape
     p = model.patch
     target = to_patches(rgb, p)
-    rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)
     lam = encode_lambda(rate) if lam is None else lam
     target_bytes = int(np.floor(bpp * h * w / 8)) if bpp is not None else None
     if target_bytes is not None:  # refuse an unreachable size before fitting, not after
