@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= build
 BPP    ?= 0.5
 
-.PHONY: install demo test test-all bench bench-grid2 bench-grid2-max train-grid2 gpu-train-grid2 gpu-data train-mesh bench-meshes train-sphere bench-fields clean
+.PHONY: install demo test test-all bench bench-grid2 bench-grid2-max train-grid2 gpu-train-grid2 gpu-data gpu-encode-kodak gpu-wheels gpu-kodak-data train-mesh bench-meshes train-sphere bench-fields clean
 
 install: $(STAMP)
 
@@ -67,6 +67,25 @@ train-grid2: install
 GPU_MINUTES ?= 7
 gpu-train-grid2:
 	scripts/gpu_train_grid2.sh $(GPU_MINUTES) cuda
+
+# scripts/gpu_encode_kodak.sh on a lent GPU (issue 28): Kodak encoded with --device cuda at max and placebo, photo
+# by photo within GPU_ENCODE_MINUTES, every stream decoded on the CPU and checked against the encoder's own
+# reconstruction; $$OUT/gpu-encode-kodak.json. Here first `make gpu-wheels gpu-kodak-data` (constriction's wheel for
+# the device's Python 3.12; the photos inside the checkout), then on the device, carrying .whl: `make gpu-encode-kodak`.
+GPU_ENCODE_MINUTES ?= 8
+gpu-encode-kodak:
+	scripts/gpu_encode_kodak.sh $(GPU_ENCODE_MINUTES) $(GPU_ENCODE_ARGS)
+
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  constriction==$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('constriction'))")
+	[ ! -d .git ] || grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+	ls .whl
+
+gpu-kodak-data:
+	rm -rf shared/kodak && mkdir -p shared/kodak && cp ../shared/data/kodak/*.png shared/kodak/ && du -sh shared
 
 GPU_DATA_MB ?= 45
 gpu-data:

@@ -156,3 +156,35 @@ def progress_bar(iterable=None, *, progress: bool = True, **kw):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=not show_progress(progress), **kw)
+
+
+DEVICES = ("auto", "cpu", "cuda")  # what `mscn encode --device` takes
+
+
+def resolve_device(device=None):
+    """The torch device an encode's fit runs on: None or "cpu" the CPU (the exact coding always is),
+    "auto" CUDA where torch sees a GPU, else the CPU; "cuda" (or "cuda:N") a GPU, an MscnError where there is
+    none; a torch.device is taken as it is."""
+    import torch
+
+    from mscncodec.errors import MscnError
+
+    if isinstance(device, torch.device):
+        return device
+    name = "cpu" if device is None else str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise MscnError(f"--device {name}: no CUDA GPU is available to this torch ({torch.__version__}); "
+                            "use --device cpu or auto")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise MscnError(f"unknown device {device!r} ({', '.join(DEVICES)})") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MscnError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise MscnError(f"unknown device {device!r} ({', '.join(DEVICES)})")

@@ -1,5 +1,8 @@
 """One Python API over every modality: ``encode(src, **target) -> bytes`` and ``decode(bytes) -> signal``.
 
+An image stream whose family decodes without torch (grid2) is decoded so (``Modality.array_decode``):
+``mscn decode`` of such a stream never imports torch.
+
 The modality of an input comes from its type or extension, that of a stream from its header's
 ``modality`` field (modalities.REGISTRY); the CLI and the bench call only these.
 """
@@ -54,7 +57,8 @@ def _limit(value, name: str, default: int) -> int:
 def encode(src, *, modality: str | None = None, max_pixels: int | None = None, max_voxels: int | None = None, **kw):
     """Encode a file, an image array or a Mesh. Targets: ``target_bytes`` (any modality; the real file
     lands at or just under it), ``bpp`` (images), or ``quality`` 0-100. See codec.encode_image and
-    meshcodec.encode_mesh for the options of each modality.
+    meshcodec.encode_mesh for the options of each modality; ``device`` (images: "cpu", the default, "cuda" or
+    "auto") is where grid2's fit runs, the exact coding staying on the CPU.
 
     Limits, checked before any work (a LimitError): ``max_pixels`` (images; default the format's 2**25,
     read from the file's header before its pixels are decoded) and ``max_voxels`` (meshes: the decoding
@@ -87,8 +91,23 @@ def decode(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None
         raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name} stream")
     kw = {k: v for k, v in kw.items() if v is not None}
     pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
+    signal = mod.array_decode(bytes(data), header, pixels, voxels, **kw)
+    if signal is not None:
+        return signal
     kw = mod.hook("decode_limits")(header, kw, pixels, voxels)
     return mod.decode(bytes(data), **kw)
+
+
+def decode_without_torch(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None = None, **kw):
+    """`decode`'s result where the stream decodes without torch (a grid2 image: issue 28), else None, with
+    torch not imported (the CLI then sets torch's threads and calls `decode`)."""
+    header = _header(data)
+    mod = by_code(header["modality"])
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if any(k not in mod.options for k in kw):
+        return None  # decode's one-line error
+    pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
+    return mod.array_decode(bytes(data), header, pixels, voxels, **kw)
 
 
 def describe(data: bytes) -> dict:
@@ -101,4 +120,4 @@ def _all() -> list[Modality]:
     return list(REGISTRY.values())
 
 
-__all__ = ["encode", "decode", "describe", "input_modality", "stream_modality", "BitstreamError"]
+__all__ = ["encode", "decode", "decode_without_torch", "describe", "input_modality", "stream_modality", "BitstreamError"]

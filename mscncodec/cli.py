@@ -20,7 +20,21 @@ def _fail(e: MscnError) -> None:
 
 
 class _Group(click.Group):
-    """Turn every MscnError into one line on stderr and a non-zero exit code."""
+    """Turn every MscnError into one line on stderr and a non-zero exit code; `mscn bench` is imported when
+    named (its codec table costs ~0.1 s that no other command needs: issue 28)."""
+
+    LAZY = {"bench": "mscncodec.bench.cli:bench"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = self.LAZY[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -43,7 +57,16 @@ def main(threads: int | None) -> None:
 
     tune_allocator()  # the CLI owns its process: fitting steps run 2-2.6x faster with freed blocks kept
     set_logging()
-    set_threads(threads)
+    if click.get_current_context().invoked_subcommand != "decode":
+        set_threads(threads)  # decode sets them only if it needs torch (a grid2 image does not: issue 28)
+
+
+def _torch_threads() -> int:
+    """Set torch's threads as `main` does for every command but decode (--threads, MSCN_THREADS, else the
+    idle CPUs): decode imports torch only for a stream that needs it."""
+    from mscncodec._runtime import set_threads
+
+    return set_threads(_root_threads())
 
 
 def _root_threads() -> int | None:
@@ -140,27 +163,37 @@ def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
               help="Meshes: default decoding grid stored in the file [128].")
 @_sphere_options
 @click.option("--steps", type=click.IntRange(0, 100000), default=None, help="Fitting steps after the inner loop.")
-@click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True)
+@click.option("--effort", type=click.Choice(["fast", "default", "max", "placebo"]), default="default", show_default=True,
+              help="Encode time for quality. placebo: grid2's 10k refinement steps (C3 / Cool-chic's budget), for a "
+                   "GPU (--device cuda); on a CPU it takes hours per photo.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Images: where grid2's fit runs (auto: cuda where torch sees a GPU, else cpu) [auto]. The exact "
+                   "coding always runs on the CPU, so the file decodes bit-exactly on any CPU; the SIREN family "
+                   "fits on the CPU.")
 @_max_pixels
 @_max_voxels
 @_jobs
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, target_bytes, quality, model_name,
-           arch, resolution, var, time_index, level, grid, steps, effort, max_pixels, max_voxels, jobs, force,
+           arch, resolution, var, time_index, level, grid, steps, effort, device, max_pixels, max_voxels, jobs, force,
            quiet) -> None:
     """Encode images, meshes (.obj .ply .stl .off .glb) or global fields (.nc .npy) SRC into .mscn files: one
     with -o OUTPUT, any number with --out-dir DIR."""
     sphere = {"var": var, "time": time_index, "level": level, "grid": grid}
     _outputs(srcs, out, out_dir, "one SRC")
     given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
+    if device == "cuda":  # refused before any work where torch sees no GPU
+        from mscncodec._runtime import resolve_device
+
+        resolve_device(device)
     if out_dir is not None:
         if len(given) > 1:
             raise MscnError(f"give only one of {' or '.join(given)} (a size or a quality target)")
         _encode_batch(list(srcs), out_dir, force, quiet, jobs,
                       dict(target_bytes=target_bytes, quality=quality, model=model_name, steps=steps, effort=effort,
                            max_pixels=max_pixels, max_voxels=max_voxels),
-                      {"bpp": bpp, "arch": arch, "resolution": resolution, **sphere})
+                      {"bpp": bpp, "arch": arch, "resolution": resolution, "device": device, **sphere})
         return
     from mscncodec.api import encode as encode_any, input_modality
     from mscncodec.container.files import check_input, check_output
@@ -174,12 +207,18 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
     t = time.perf_counter()
     data, report = encode_any(src, bpp=bpp, target_bytes=target_bytes, quality=quality, model=model_name, arch=arch,
                               resolution=resolution, steps=steps, effort=effort, progress=not quiet,
-                              return_report=True, max_pixels=max_pixels, max_voxels=max_voxels, **sphere)
+                              return_report=True, max_pixels=max_pixels, max_voxels=max_voxels,
+                              device=_device(device, mod), **sphere)
     write_atomic(out, data, force)
     if not quiet:
         click.echo(_encode_summary(out, report, mod, time.perf_counter() - t))
         if report.get("note"):
             click.echo(f"note: {report['note']}")
+
+
+def _device(device: str | None, mod) -> str | None:
+    """--device for an input of this modality: as given, else auto where the modality takes one."""
+    return device if device is not None or "device" not in mod.options else "auto"
 
 
 def _modal_options(mods, modal: dict) -> None:
@@ -199,7 +238,10 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
 
     def name(src: Path) -> tuple[str, dict]:
         mod = input_modality(src)
-        return ".mscn", dict(common, **{k: v for k, v in modal.items() if v is not None and k in mod.options})
+        options = dict(common, **{k: v for k, v in modal.items() if v is not None and k in mod.options})
+        if "device" in mod.options:
+            options["device"] = _device(modal.get("device"), mod)
+        return ".mscn", options
 
     jobs_, failures = batch.plan(srcs, out_dir, name, force)
     for f in failures:
@@ -252,7 +294,7 @@ def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: 
         return
     if fmt is not None:
         raise MscnError("--format is for --out-dir (with -o the output's extension names the format)")
-    from mscncodec.api import decode as decode_any, stream_modality
+    from mscncodec.api import decode as decode_any, decode_without_torch, stream_modality
     from mscncodec.batch import check_format
     from mscncodec.container.files import check_output, read_input
 
@@ -262,7 +304,11 @@ def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: 
     mod = stream_modality(data)
     check_format(mod, out.suffix, src)
     t = time.perf_counter()
-    signal = decode_any(data, resolution=resolution, grid=grid, max_pixels=max_pixels, max_voxels=max_voxels)
+    options = dict(resolution=resolution, grid=grid, max_pixels=max_pixels, max_voxels=max_voxels)
+    signal = decode_without_torch(data, **options)
+    if signal is None:
+        _torch_threads()
+        signal = decode_any(data, **options)
     dt = time.perf_counter() - t
     write_atomic(out, mod.write(signal, out.suffix), force)
     if verbose:
@@ -308,7 +354,7 @@ def _decode_batch(srcs: list[Path], out_dir: Path, fmt: str | None, force: bool,
             say(_decode_summary(job.out, info))
 
     failures += batch.run(jobs_, batch.decode_one, lambda j: (str(j.src), j.out.suffix, j.options), n_jobs=jobs,
-                          threads=_threads(), progress=not quiet, desc="decode", done=done)
+                          threads=_torch_threads(), progress=not quiet, desc="decode", done=done)
     _finish_batch(failures)
 
 
@@ -488,10 +534,6 @@ def train_sphere(data, out, train_glob, val_glob, width, depth, inner_steps, lam
                       progress=not no_progress, export_only=export_only)
     click.echo(f"wrote {path}")
 
-
-from mscncodec.bench.cli import bench  # noqa: E402  (registered last: it imports nothing heavy at start-up)
-
-main.add_command(bench)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -30,6 +30,13 @@ class RateError(MscnError):
     exit_code = 4
 
 
+class ModelFloorError(RateError):
+    """The target is under the smallest stream *this model* writes for the image (its fixed costs: what its
+    entropy model charges for grids it cannot leave out, a decoder update), though not under the format's
+    minimum: a model made for lower rates may reach it. The image codec falls back to one where it routed
+    the model; with an explicit model it is the refusal."""
+
+
 class LimitError(MscnError):
     """The work asked for exceeds a limit the caller set (--max-pixels, --max-voxels): refused before any
     large allocation. The signal itself may be fine; raise the limit to accept it."""
@@ -37,12 +44,15 @@ class LimitError(MscnError):
     exit_code = 5
 
 
-def below_minimum(bpp: float, target_bytes: int, width: int, height: int, floor_bytes: int, how: str) -> RateError:
+def below_minimum(bpp: float, target_bytes: int, width: int, height: int, floor_bytes: int, how: str,
+                  error: type[RateError] = RateError) -> RateError:
     """The RateError of an image target under the smallest stream the codec can write for it.
 
     Every image family words it the same way and names the minimum rate, in bpp and in bytes;
-    `how` says what that minimum is (e.g. "at its coarsest setting").
+    `how` says what that minimum is (e.g. "at its coarsest setting"); `error` a subclass where the
+    minimum is one model's, not the format's (ModelFloorError).
     """
-    return RateError(f"target {bpp:.4g} bpp ({target_bytes} bytes) is below this codec's minimum for a "
-                     f"{width}x{height} image: {8 * floor_bytes / (width * height):.4f} bpp ({floor_bytes} bytes) "
-                     f"{how}")
+    e = error(f"target {bpp:.4g} bpp ({target_bytes} bytes) is below this codec's minimum for a "
+              f"{width}x{height} image: {8 * floor_bytes / (width * height):.4f} bpp ({floor_bytes} bytes) {how}")
+    e.floor_bytes = floor_bytes
+    return e

@@ -11,7 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import torch
+import numpy as np
+
+from mscncodec._lazy import torch  # the torch-free decoder hashes numpy weights here (digest)
 
 
 def models_dir() -> Path:
@@ -35,13 +37,15 @@ def unflatten(tensors: dict[str, torch.Tensor], groups: tuple[str, ...]) -> dict
     return out
 
 
-def digest(cfg: dict, extra: tuple, tensors: dict[str, torch.Tensor]) -> bytes:
-    """8 bytes of SHA-256 over a config, a few settings and tensors' names and float32 bytes."""
+def digest(cfg: dict, extra: tuple, tensors: dict[str, torch.Tensor | np.ndarray]) -> bytes:
+    """8 bytes of SHA-256 over a config, a few settings and tensors' names and float32 bytes (tensors or numpy
+    arrays: the same bytes, so the same id)."""
     h = hashlib.sha256(repr(sorted(cfg.items())).encode())
     h.update(repr(extra).encode())
     for k, v in sorted(tensors.items()):
         h.update(k.encode())
-        h.update(v.detach().contiguous().to(torch.float32).numpy().tobytes())
+        h.update(np.ascontiguousarray(v, np.float32).tobytes() if isinstance(v, np.ndarray)
+                 else v.detach().contiguous().to(torch.float32).numpy().tobytes())
     return h.digest()[:8]
 
 

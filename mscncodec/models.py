@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 
-import torch
-
 from mscncodec import families
 from mscncodec.errors import MscnError
 from mscncodec.modelfile import base_name, models_dir
@@ -59,6 +57,8 @@ def load_model(name: str):
         if not path.is_file():
             known = ", ".join(sorted({p.stem for p in models_dir().glob('*.pt')} | set(made_in_code)))
             raise MscnError(f"unknown model {name!r} (known: {known})")
+        import torch  # here, not at the top: the torch-free decode uses this module too (find_arrays_by_id)
+
         m = from_state(torch.load(path, map_location="cpu", weights_only=True))
     _cache[name] = m
     return m
@@ -70,6 +70,35 @@ def find_by_id(model_id: bytes):
         fam = families.of(m)
         kinds = fam.variants + fam.decode_variants
         for v in (m, *(m.variant(s) for s in kinds if s != m.sparsity)):
+            if v.model_id == model_id:
+                return v
+    return None
+
+
+_arrays_cache: dict[tuple[str, str], list] = {}
+
+
+def array_models(family) -> list:
+    """The shipped models of `family` as its torch-free twins (``Family.arrays``), weights read by ``ptload``
+    from the same ``.pt`` files; [] for a family without one."""
+    cls = family.arrays_class()
+    if cls is None:
+        return []
+    key = (family.name, str(models_dir()))
+    if key not in _arrays_cache:
+        from mscncodec import ptload
+
+        paths = sorted(models_dir().glob("*.pt"))
+        ours = [p for p in paths if ptload.load(p, tensors=False).get("arch", "siren") == family.name]
+        _arrays_cache[key] = [cls.from_state(ptload.load(p)) for p in ours]
+    return _arrays_cache[key]
+
+
+def find_arrays_by_id(model_id: bytes, family):
+    """``find_by_id`` among `family`'s shipped models and their variants, as torch-free twins; None if none
+    matches (the stream is then the torch decoder's to decode or refuse)."""
+    for m in array_models(family):
+        for v in (m, *(m.variant(s) for s in family.variants + family.decode_variants if s != m.sparsity)):
             if v.model_id == model_id:
                 return v
     return None
@@ -97,19 +126,25 @@ def default_arch() -> str:
     return arch
 
 
+ROUTES_AS = {"placebo": "max"}  # an effort whose rows routing.json leaves out takes these efforts' rows
+
+
 def routing(arch: str | None = None, effort: str | None = None) -> list[tuple[float, str]]:
     """(upper bpp, model) pairs for one architecture from weights/routing.json, sorted; [] if absent.
 
     ``arch_routes[FAMILY]`` holds each family's routes (chosen on held-out *training* photos, never
     on a bench set; why each route: weights/routing.md). arch None: the default architecture. A row may name
     an ``effort``: where rows name this effort they are its routes (a long encode can afford what a short
-    one cannot, e.g. a per-file decoder update), otherwise the rows that name none.
+    one cannot, e.g. a per-file decoder update), else those of the effort it routes as (``ROUTES_AS``: placebo
+    as max), otherwise the rows that name none.
     """
     data = _routing_file()
     arch = arch or default_arch()
     try:
         rows = data.get("arch_routes", {}).get(arch, [])
         own = [r for r in rows if effort is not None and r.get("effort") == effort]
+        if not own and effort in ROUTES_AS:  # e.g. placebo without rows of its own: max's
+            own = [r for r in rows if r.get("effort") == ROUTES_AS[effort]]
         rows = own or [r for r in rows if "effort" not in r]
         return sorted((float(r["max_bpp"]), str(r["model"])) for r in rows)
     except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
+from mscncodec._lazy import torch  # modalities import split() on the decode path, which runs without torch
 from mscncodec.errors import MscnError
 
 

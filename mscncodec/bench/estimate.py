@@ -24,8 +24,9 @@ SECONDS_PER_MP: dict[str, float] = {
 #: threads there took 128 s/MP at `fast`, times.json). grid2: 26 s/MP at `fast` in the 2-image Kodak run
 #: (experiments/2026-11-bench-time/kodak-2/); grid, siren: the Kodak medians (docs/results.md).
 MSCN_SECONDS_PER_MP: dict[str, float] = {"grid2": 78.0, "grid": 150.0, "siren": 120.0}
-#: Cost of an effort relative to `default` (grid2 refinement steps 8 / 50 / 400 plus the fixed work).
-EFFORT_FACTOR: dict[str, float] = {"fast": 0.33, "default": 1.0, "max": 6.0}
+#: Cost of an effort relative to `default` (grid2 refinement steps 8 / 50 / 400 plus the fixed work; placebo's
+#: 10k steps on the CPU: 25x max's, unmeasured).
+EFFORT_FACTOR: dict[str, float] = {"fast": 0.33, "default": 1.0, "max": 6.0, "placebo": 150.0}
 UNKNOWN_SECONDS_PER_MP = 5.0  # a codec nobody timed: a classical one's order of magnitude
 
 

@@ -187,6 +187,7 @@ def run_bench(
     done = {k: cache.get(k) for k in keys}
     skip = set(report_only)
     pending = [t for t, k in zip(tasks, keys) if done[k] is None and t[0].key not in skip]
+    pending_keys = [k for t, k in zip(tasks, keys) if done[k] is None and t[0].key not in skip]
     for c in dict.fromkeys(c for c, _, _ in pending):
         if (why := c.unmeasurable()):
             raise BenchError(f"cannot measure {c.key}: {why}")
@@ -204,6 +205,9 @@ def run_bench(
     bar = progress_bar(total=len(tasks) - n_skipped, initial=result.cached, desc="bench", unit="pt", progress=progress)
 
     def finish(rec: dict[str, Any], index: int) -> None:
+        # filed under the key this process gave the task: a worker can name a codec's version differently (heic
+        # from a spawned process: a KeyError here, after every point was measured)
+        rec["key"] = pending_keys[index]
         bar.update(1)
         refined = est.done(index)
         if refined:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from mscncodec._lazy import F, torch  # the image decode reads these tables without torch
 
 from mscncodec.container.bitstream import Field
 from mscncodec.container.sections import Section
@@ -41,6 +41,12 @@ def step_for(lam: torch.Tensor) -> torch.Tensor:
 def lambda_feature(lam: torch.Tensor) -> torch.Tensor:
     """log2(lambda), centred on the useful range: the networks' rate-conditioning input."""
     return (torch.log2(lam) + 9.0) / 3.0
+
+
+def lambda_feature_value(lam: float) -> float:
+    """``lambda_feature`` of one float, without torch: the exact ARM's lambda input (``lambda_fixed``), which
+    rounds it to a multiple of 2**-8 (on the lambda table, every value equals the float64 tensor's)."""
+    return (math.log2(lam) + 9.0) / 3.0
 
 
 def _lin(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ mask is exactly the set of non-zero symbols.
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from mscncodec._lazy import torch  # the update decode needs only the step table
 
 STEP_BASE = 160
 STEP_PER_OCTAVE = 8

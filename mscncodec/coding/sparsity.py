@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import torch
+from mscncodec._lazy import torch  # the update coder reads only the gate constants
 
 if TYPE_CHECKING:  # a type only: coding imports no model class
     from mscncodec.coding.update import UpdateModel

@@ -4,15 +4,17 @@ the meta-learned gate prior), their quantisation steps and values, as three sect
 from __future__ import annotations
 
 import struct
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from mscncodec.coding.entropy import Decoder, Encoder, MaskModel, ValueModel
 from mscncodec.coding.quantize import dequantise
 from mscncodec.coding.sparsity import BETA, GAMMA, ZETA
 from mscncodec.errors import BitstreamError
+
+if TYPE_CHECKING:  # a type only: unpacking an update needs no torch (the image decode runs without it)
+    import torch
 
 
 class UpdateModel(Protocol):

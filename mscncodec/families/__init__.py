@@ -14,11 +14,18 @@ The functions an entry names:
 * ``encoders[modality]``: ``encode(model, signal, header, **options) -> (bytes, info)`` where ``header``
   is the container header the modality built (the family fills no field of it) and ``options`` are the
   modality's (images: bpp, quality, rate, steps, effort, progress, lam, from_scratch: every image encoder
-  takes them all);
+  takes them all); ``info`` holds ``note`` and ``open``, and may hold ``strained`` (why the target took the model to
+  or past the end of its rate range: the image router then also tries a model routed for lower rates and keeps the
+  better decoded, ``image_codec.fallback_models``); a ``errors.ModelFloorError`` says the target is under this model's
+  smallest stream (not the format's), which the router answers the same way;
 * ``decoders[modality]``: ``decode(model, header, sections) -> signal`` (the modality's array);
 * ``describers[modality]``: ``describe(model, sections) -> dict`` (extra lines for ``mscn info``);
 * ``trainers[modality]``: ``train(data, out, options, *, resume, command, progress) -> Path``, where
-  ``data`` is what the modality's training-data hook built (samplers; the family opens no file).
+  ``data`` is what the modality's training-data hook built (samplers; the family opens no file);
+* optionally, a decode without torch (issue 28): ``arrays``, a class like ``model`` whose ``from_state``
+  takes a weights file read by ``ptload`` (numpy arrays) and that has ``model_id``, ``variant``, ``patch``;
+  and ``array_decoders[modality]``: ``decode(arrays_model, header, sections) -> signal | None`` (None: the
+  stream is one for the torch decoder after all, e.g. a frame too big for it).
 
 A family that has no encoder for a modality is decode-only there (``grid``: old streams still decode).
 """
@@ -49,6 +56,8 @@ class Family:
     trainers: dict[str, str] = field(default_factory=dict)
     provisional: str = ""  # "module:DICT" of {name: factory} for the starts it makes in code (no weights file)
     decode_variants: tuple[str, ...] = ()  # kinds only old streams name: recognised by id, never encoded
+    arrays: str = ""  # "module:Class": the decoder side as numpy arrays, for the torch-free decode
+    array_decoders: dict[str, str] = field(default_factory=dict)  # per modality: the torch-free decode
     doc: str = ""  # one line for `mscn models` and --arch's help
 
     @property
@@ -68,6 +77,13 @@ class Family:
         if modality not in self.decoders:
             raise MscnError(f"the {self.name} family does not decode {modality}")
         return _load(self.decoders[modality])
+
+    def arrays_class(self) -> type | None:
+        return _load(self.arrays) if self.arrays else None
+
+    def array_decoder(self, modality: str) -> Callable | None:
+        """The decode of this modality's streams without torch, if the family has one."""
+        return _load(self.array_decoders[modality]) if self.arrays and modality in self.array_decoders else None
 
     def describer(self, modality: str) -> Callable | None:
         return _load(self.describers[modality]) if modality in self.describers else None
@@ -151,4 +167,6 @@ register(Family(
     describers={"image": "mscncodec.families.grid2.decoder:describe"},
     trainers={"image": "mscncodec.families.grid2.train:train_images"},
     decode_variants=("gated",),
+    arrays="mscncodec.families.grid2.decode_np:Grid2Arrays",
+    array_decoders={"image": "mscncodec.families.grid2.decode_np:decode"},
     doc="full-resolution latent grids, learned upsampling, exact auto-regressive context model (C3 / Cool-chic)"))

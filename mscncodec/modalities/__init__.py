@@ -48,6 +48,8 @@ class Modality:
     default_output: str = ""  # the extension batch decoding writes when no --format is given
     plural: str = ""  # how messages name several signals ("model X codes meshes, not images")
     provisional_model: str = ""  # the start made in code when no trained model of this modality ships
+    array_decode_fn: str = ""  # optional "module:function": the decode of the streams it can without torch
+    # (data, header, max_pixels, max_voxels, **options) -> signal, or None where it does not apply (issue 28)
 
     @property
     def code(self) -> int:
@@ -63,6 +65,12 @@ class Modality:
 
     def decode(self, data: bytes, **kw):
         return self._fn(self.decode_fn)(data, **kw)
+
+    def array_decode(self, data: bytes, header: dict, max_pixels: int, max_voxels: int, **kw):
+        """The torch-free decode of this stream, or None where there is none (then ``decode``)."""
+        if not self.array_decode_fn:
+            return None
+        return self._fn(self.array_decode_fn)(data, header, max_pixels, max_voxels, **kw)
 
     def write(self, signal, suffix: str) -> bytes:
         return self._fn(self.write_fn)(signal, suffix)
@@ -130,8 +138,9 @@ def for_input(path: str | Path) -> Modality:
 register(Modality("image", ("*",), ("*",),
                   "mscncodec.modalities.image_codec:encode_image", "mscncodec.modalities.image_codec:decode",
                   "mscncodec.container.files:image_file_bytes",
-                  "mscncodec.modalities.image_codec:describe", "mscncodec.modalities.image_codec", options=("bpp", "arch"), default_output=".png",
-                  plural="images", provisional_model="random-w32d5"))
+                  "mscncodec.modalities.image_codec:describe", "mscncodec.modalities.image_codec", options=("bpp", "arch", "device"), default_output=".png",
+                  plural="images", provisional_model="random-w32d5",
+                  array_decode_fn="mscncodec.modalities.image_arrays:decode"))
 register(Modality("mesh", (".obj", ".ply", ".stl", ".off", ".glb"), (".obj", ".ply", ".stl", ".off", ".glb"),
                   "mscncodec.modalities.mesh_codec:encode_mesh", "mscncodec.modalities.mesh_codec:decode_mesh",
                   "mscncodec.modalities.mesh:encode_file",

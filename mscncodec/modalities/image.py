@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 try:
@@ -33,6 +32,7 @@ try:
 except ImportError:  # Pillow without LittleCMS: ICC profiles are ignored (see the module docstring)
     ImageCms = None
 
+from mscncodec._lazy import torch  # decoding an image (restore_channels) needs no torch
 from mscncodec.errors import InputError, LimitError
 from mscncodec.errors import MscnError
 from mscncodec.training import split

@@ -8,20 +8,23 @@ channel restoration, the density rule, and the encode report (PSNR of the decode
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mscncodec import families
-from mscncodec._runtime import show_progress
+from mscncodec._lazy import torch  # imported on first use: `mscn decode -v` reads only the summary hooks here
+from mscncodec._runtime import resolve_device, show_progress
 from mscncodec.container import bitstream
-from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
+from mscncodec.errors import BitstreamError, LimitError, ModelFloorError, MscnError, RateError
 from mscncodec.modalities import by_name, image as imod
 from mscncodec.models import base_name, default_model, find_by_id, load_model, require_modality, stream_model
 
-EFFORTS = ("fast", "default", "max")
+log = logging.getLogger(__name__)
+
+EFFORTS = ("fast", "default", "max", "placebo")  # placebo: grid2 only, for a GPU (10k refinement steps)
 MODALITY = "image"
 
 
@@ -60,6 +63,7 @@ def encode_image(
     arch: str | None = None,
     target_bytes: int | None = None,
     max_pixels: int | None = None,
+    device=None,
 ):
     """Encode an image to .mscn bytes.
 
@@ -68,7 +72,9 @@ def encode_image(
     baseline, a provisional SIREN init fitted with the same step budget. arch: a family name
     (``families.names(encodes="image")``) picks that family's routed model (default: weights/routing.json's).
     max_pixels: refuse a larger image (LimitError) from its file header, before its pixels are decoded or
-    any work is done.
+    any work is done. device: where the family's fit runs, "cpu" (default: None), "cuda" or "auto"
+    (``_runtime.resolve_device``; an MscnError before any work where CUDA is asked for and absent); the exact
+    coding runs on the CPU, so the stream decodes bit-exactly on any CPU. The SIREN family fits on the CPU.
     """
     if target_bytes is not None:
         if bpp is not None:
@@ -84,10 +90,11 @@ def encode_image(
         raise MscnError(f"bpp must be a positive number, got {bpp}")
     if effort not in EFFORTS:
         raise MscnError(f"unknown effort {effort!r} ({', '.join(EFFORTS)})")
+    device = resolve_device(device)
     with torch.random.fork_rng():  # deterministic: the same input and options give the same bytes
         torch.manual_seed(0)
         return _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch,
-                       max_pixels)
+                       max_pixels, device)
 
 
 def nominal_bpp(quality: int) -> float:
@@ -103,18 +110,85 @@ def image_header(m, h: int, w: int, channels: int) -> dict:
 
 
 def _encode(image, bpp, quality, model, steps, effort, from_scratch, lam, progress, return_report, arch=None,
-            max_pixels=None):
+            max_pixels=None, device=None):
     t0 = time.perf_counter()
     progress = show_progress(progress)
     rgb, channels = imod.load(image, max_pixels)
     rate = bpp if bpp is not None else nominal_bpp(50 if quality is None else quality)  # what routing aims at
     m = _pick_model(model, rate, from_scratch, arch, effort, rgb.shape[:2])
     h, w, _ = rgb.shape
-    data, info = families.of(m).encoder(MODALITY)(m, rgb, image_header(m, h, w, channels), bpp=bpp, quality=quality,
-                                                  rate=rate, steps=steps, effort=effort, progress=progress, lam=lam,
-                                                  from_scratch=from_scratch)
+
+    def encode_with(m):
+        return families.of(m).encoder(MODALITY)(m, rgb, image_header(m, h, w, channels), bpp=bpp, quality=quality,
+                                                rate=rate, steps=steps, effort=effort, progress=progress, lam=lam,
+                                                from_scratch=from_scratch, device=device)
+
+    if model is None and not from_scratch and bpp is not None:  # routed: a model that cannot reach the rate
+        m, data, info = _encode_routed(m, encode_with, rgb, channels, bpp, effort)  # falls back to one that can
+    else:
+        data, info = encode_with(m)
     _check_density(data, h, w)
     return _finish(data, rgb, channels, m, t0, info["open"], info["note"]) if return_report else data
+
+
+def fallback_models(m, effort: str, shape: tuple[int, int]) -> list:
+    """The models a routed encode falls back to, in order, where the routed model `m` cannot reach the target
+    or reaches it only strained (``info["strained"]``): the model its family routes at the lowest
+    rates for this effort, then the one routed there for the efforts that name no route of their own (each with
+    its plain base after it), where routable for this image size. Not `m`'s own base: a family's encoder drops a
+    decoder update that does not fit itself (grid2's size fit), so the base would meet the same floor."""
+    out, seen = [], {m.name, base_name(m.name)}
+    for e in (effort, None):
+        low = default_model(0.0, m.arch, e)
+        for name in (low.name, base_name(low.name)):
+            if name not in seen:
+                seen.add(name)
+                c = load_model(name)
+                if c.modality == MODALITY and c.routable(*shape, effort):
+                    out.append(c)
+    return out
+
+
+def _encode_routed(m, encode_with, rgb: np.ndarray, channels: int, bpp: float, effort: str) -> tuple:
+    """(model, stream, info) of a routed encode: the routed model's, or, where its fixed costs keep it from the
+    target (a ModelFloorError: the smallest stream it writes for this image is bigger) or it reaches the target
+    only strained (``info["strained"]``: by cutting what its lambda cannot reach, e.g. a dead zone on every
+    grid, 14-18 dB), the first of `fallback_models` that reaches it unstrained if it decodes better (else the
+    best decoded). The switch is logged (MSCN_LOG=info) and said in the info's note, which the CLI prints."""
+    h, w = rgb.shape[:2]
+    try:
+        data, info = encode_with(m)
+    except ModelFloorError as e:
+        data, info, err = None, None, e
+        why = f"cannot reach {bpp:g} bpp on this {w}x{h} image (its smallest stream is {e.floor_bytes} bytes)"
+    else:
+        if not info.get("strained"):
+            return m, data, info
+        err = None
+    psnr = None if data is None else _psnr(data, rgb, channels)
+    if data is not None:
+        why = f"reaches {bpp:g} bpp on this {w}x{h} image only strained ({info['strained']}: {psnr:.2f} dB)"
+    for fb in fallback_models(m, effort, (h, w)):
+        try:
+            d2, i2 = encode_with(fb)
+        except ModelFloorError:
+            continue
+        p2 = _psnr(d2, rgb, channels)
+        if psnr is not None and p2 <= psnr:
+            log.info("fallback %s decodes worse (%.2f dB) than routed %s (%.2f dB): kept", fb.name, p2, m.name, psnr)
+            continue
+        say = f"routed model {m.name} {why}: coded with {fb.name} ({p2:.2f} dB)"
+        log.info("%s", say)
+        data, info, m, psnr = d2, dict(i2, note="; ".join(n for n in (say, i2.get("note", "")) if n)), fb, p2
+        if not i2.get("strained"):
+            break
+    if data is None:
+        raise err
+    return m, data, info
+
+
+def _psnr(data: bytes, rgb: np.ndarray, channels: int) -> float:
+    return imod.psnr(imod.restore_channels(rgb, channels), decode(data))
 
 
 def _check_density(data: bytes, h: int, w: int) -> None:

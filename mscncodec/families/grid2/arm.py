@@ -14,19 +14,19 @@ which differs only by those roundings.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from mscncodec.coding.latents import lambda_feature, laplace_bits
+from mscncodec._lazy import F, torch  # the exact twin runs without torch (decode_np.py)
+
+from mscncodec.coding.latents import lambda_feature, lambda_feature_value, laplace_bits
 from mscncodec.families.grid2 import context
 from mscncodec.families.grid2.config import (A_BITS, A_MAX, MEAN_BITS, N_SCALES, SCALE_MAX, SCALE_MIN, SYMBOL_RANGE,
                                              W_BITS, W_MAX, Grid2Config)
 from mscncodec.families.grid2.context import PLANE, Geometry
-from mscncodec.families.grid2.synthesis import linear_cf
 
 # ---------------------------------------------------------------- float (training, refinement)
 
@@ -35,9 +35,12 @@ def arm_float(cfg: Grid2Config, p: dict[str, torch.Tensor], ctx: list[torch.Tens
               lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, log-scale) in symbol units of every latent of one grid, from the context symbols `ctx`
     (finest first, (B,1,h,w)); the float twin of ``arm_fixed``, channels first throughout."""
+    from mscncodec.families.grid2.context_columns import context_columns  # torch: imported by the float twin only
+    from mscncodec.families.grid2.synthesis import linear_cf
+
     z = ctx[level]
     coarse = ctx[level + 1] if level + 1 < cfg.levels else None
-    cols = context.context_columns(z, coarse, cfg.geometry)
+    cols = context_columns(z, coarse, cfg.geometry)
     w0 = p["arm.wn"] if coarse is None else torch.cat([p["arm.wn"], p["arm.wc"]], 1)
     bias = p["arm.wl"][None, :] * lambda_feature(lam)[:, None] + p["arm.b0"][level][None]  # (B, H)
     h = F.relu(linear_cf(w0, cols, bias))
@@ -73,12 +76,16 @@ class FixedArm:
     b2: np.ndarray
 
     @classmethod
-    def from_params(cls, p: dict[str, torch.Tensor]) -> "FixedArm":
-        def w(t: torch.Tensor) -> np.ndarray:
-            return np.clip(np.round(t.detach().double().numpy() * 2.0**W_BITS), -W_MAX, W_MAX)
+    def from_params(cls, p: dict[str, torch.Tensor | np.ndarray]) -> "FixedArm":
+        """From the float decoder parameters: tensors, or numpy arrays (the torch-free decoder's)."""
+        def f64(t: torch.Tensor | np.ndarray) -> np.ndarray:
+            return np.asarray(t, np.float64) if isinstance(t, np.ndarray) else t.detach().double().numpy()
 
-        def b(t: torch.Tensor) -> np.ndarray:
-            return np.clip(np.round(t.detach().double().numpy() * 2.0 ** (W_BITS + A_BITS)), -A_MAX * 2.0**W_BITS,
+        def w(t: torch.Tensor | np.ndarray) -> np.ndarray:
+            return np.clip(np.round(f64(t) * 2.0**W_BITS), -W_MAX, W_MAX)
+
+        def b(t: torch.Tensor | np.ndarray) -> np.ndarray:
+            return np.clip(np.round(f64(t) * 2.0 ** (W_BITS + A_BITS)), -A_MAX * 2.0**W_BITS,
                            A_MAX * 2.0**W_BITS)
 
         return cls(w(p["arm.wn"]).T * 2.0**A_BITS, w(p["arm.wc"]).T.copy(), w(p["arm.wl"]), b(p["arm.b0"]),
@@ -91,7 +98,7 @@ class FixedArm:
 
 def lambda_fixed(lam: float) -> float:
     """The lambda feature as the fixed-point ARM sees it (a multiple of 2**-A_BITS)."""
-    return float(np.round(float(lambda_feature(torch.tensor(float(lam), dtype=torch.float64))) * 2.0**A_BITS))
+    return float(np.round(lambda_feature_value(float(lam)) * 2.0**A_BITS))
 
 
 BULK = 4096  # from this many latents on, the head runs in torch (in place); below, numpy has less overhead
@@ -192,6 +199,115 @@ def coarse_fixed(arm: FixedArm, coarse: np.ndarray | None, shape: tuple[int, ...
 
 
 _SCALES = np.round(np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), N_SCALES)) * 2.0**24) / 2.0**24
+
+
+# ---------------------------------------------------------------- the decoder's per-wave head
+
+def scale_index(o1: np.ndarray) -> np.ndarray:
+    """``arm_head``'s scale index of raw integer log-scale outputs `o1` (float64): its IEEE operations."""
+    o = np.asarray(o1, np.float64) * 2.0 ** -(W_BITS + A_BITS)
+    o -= _LS_LO
+    o *= _LS_K
+    o += 0.5
+    np.floor(o, out=o)
+    return np.minimum(np.maximum(o, 0.0), N_SCALES - 1)
+
+
+@functools.cache
+def scale_thresholds() -> np.ndarray:
+    """T (N_SCALES - 1,) float64: T[j - 1] is the least integer o1 whose ``scale_index`` is >= j.
+
+    ``scale_index`` is a chain of monotone operations (IEEE rounding, floor and the clamp are monotone), so
+    on the integers ``scale_index(o1) == searchsorted(T, o1, side="right")`` exactly: one call per wave
+    instead of six. Found by bisection over every float64 integer (|o1| <= 2**53) with the formula itself."""
+    j = np.arange(1, N_SCALES, dtype=np.float64)
+    lo = np.full(j.shape, -(2**53), np.int64)  # invariant: scale_index(lo) < j <= scale_index(hi)
+    hi = np.full(j.shape, 2**53, np.int64)
+    if not ((scale_index(lo.astype(np.float64)) < j).all() and (scale_index(hi.astype(np.float64)) >= j).all()):
+        raise AssertionError("the scale index is not bracketed by +-2**53")
+    while (hi - lo > 1).any():
+        mid = lo + (hi - lo) // 2
+        up = scale_index(mid.astype(np.float64)) >= j
+        hi, lo = np.where(up, mid, hi), np.where(up, lo, mid)
+    return hi.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class WaveHead:
+    """``arm_head`` + ``coder_params`` rearranged for the decoder's small waves, where the count of numpy
+    calls, not arithmetic, sets the time: the power-of-two shifts folded into the weights, the biases of
+    the second and third layers carried by a constant hidden unit (always 1: zero weights, first-layer part
+    1), the scale index by ``scale_thresholds``, and the upper clamps left out where bounds prove them
+    no-ops. The same integers, so the same (mean, scale) floats.
+
+    Exact: scaling every operand of a sum by a power of two scales each rounded result by it (no value here
+    is near the float64 range's ends), and every sum here is exact anyway (dyadic values with fewer than 53
+    significant bits, in any order), so the 2**-W_BITS shift can happen in the weights before the floor, the
+    mean's 2**(MEAN_BITS - W_BITS - A_BITS) and + 0.5 in its weights and bias, and a bias can be one more
+    product (1 x bias). A clamp is skipped only where the interval arithmetic of ``clamps`` shows that no
+    input in range (|symbol| <= SYMBOL_RANGE) reaches it."""
+
+    wn: np.ndarray  # (16, H + 1) arm.wn * 2**-W_BITS, then 0 for the constant unit
+    w1: np.ndarray  # (H + 1, H + 1) arm.w1 * 2**-W_BITS over the bias row; the constant unit's column e_H
+    w2: np.ndarray  # (2, H + 1): row 0 the mean on its 2**-MEAN_BITS grid before the floor (+ 0.5), row 1 the
+    #                 raw log-scale; the last column the biases
+    thresholds: np.ndarray
+
+    @classmethod
+    def of(cls, arm: FixedArm) -> "WaveHead":
+        k, h = 2.0**-W_BITS, arm.w1.shape[0]
+        one = np.zeros((h + 1, 1))
+        one[h] = 1.0
+        w1 = np.hstack([np.vstack([arm.w1 * k, arm.b1[None] * k]), one])
+        m = np.array([[2.0 ** (MEAN_BITS - W_BITS - A_BITS)], [1.0]])
+        w2 = np.hstack([arm.w2.T * m, arm.b2[:, None] * m + np.array([[0.5], [0.0]])])
+        return cls(np.hstack([arm.wn * k, np.zeros((len(arm.wn), 1))]), w1, w2, scale_thresholds())
+
+    @staticmethod
+    def pre(pre: np.ndarray) -> np.ndarray:
+        """``arm_head``'s constant first-layer part (N, H) -> (N, H + 1) at the folded scale, with the
+        constant unit's 1."""
+        out = np.empty((len(pre), pre.shape[1] + 1))
+        np.multiply(pre, 2.0**-W_BITS, out=out[:, :-1])
+        out[:, -1] = 1.0
+        return out
+
+    def clamps(self, pre: np.ndarray) -> tuple[bool, bool, bool]:
+        """Which clamps (layer 1's and layer 2's A_MAX, the mean's range) some latent with first-layer part
+        among `pre`'s rows ((N, H + 1), ``pre``) could reach; the others are no-ops for them."""
+        # the upper bound of each hidden unit (floor and ReLU never raise a value); generous by 1 for safety
+        u1 = np.abs(self.wn).sum(0) * SYMBOL_RANGE + (pre.max(0) if len(pre) else 1.0) + 1.0
+        h1 = np.clip(u1, 0.0, A_MAX)
+        u2 = h1 @ np.maximum(self.w1, 0.0) + 1.0
+        h2 = np.clip(u2, 0.0, A_MAX)
+        hi = np.maximum(self.w2[0], 0.0) @ h2 + 1.0
+        lo = np.minimum(self.w2[0], 0.0) @ h2 - 1.0
+        return bool(u1.max() >= A_MAX), bool(u2.max() >= A_MAX), bool(hi >= _MEAN_MAX or lo <= -_MEAN_MAX)
+
+    def __call__(self, neigh: np.ndarray, pre: np.ndarray, clamps: tuple[bool, bool, bool] = (True, True, True)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """neigh (N, 16) symbols as float64, pre (N, H + 1) from ``pre`` -> (mean, scale) float64 (N,), the
+        coder's parameters: ``coder_params(*arm_head(arm, neigh, pre))`` of the unfolded pre. `clamps` from
+        ``clamps``."""
+        c1, c2, cm = clamps
+        z = neigh @ self.wn
+        z += pre
+        np.floor(z, out=z)
+        np.maximum(z, 0.0, out=z)
+        if c1:
+            np.minimum(z, A_MAX, out=z)
+        z = z @ self.w1
+        np.floor(z, out=z)
+        np.maximum(z, 0.0, out=z)
+        if c2:
+            np.minimum(z, A_MAX, out=z)
+        o = self.w2 @ z.T  # (2, N): each output a contiguous row
+        mean = o[0]
+        np.floor(mean, out=mean)
+        if cm:
+            np.minimum(np.maximum(mean, -_MEAN_MAX, out=mean), _MEAN_MAX, out=mean)
+        mean *= 2.0**-MEAN_BITS
+        return mean, _SCALES.take(self.thresholds.searchsorted(o[1], "right"))
 
 
 def coder_params(mean_i: np.ndarray, scale_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
+
+from mscncodec._lazy import torch  # the numpy decoder (decode_np.py) reads the config without torch
 
 from mscncodec.coding.latents import grid_section
 from mscncodec.families.grid2.context import COARSE, NEIGHBOURS, PLANE, Geometry
@@ -102,12 +103,17 @@ class Grid2Config:
 
 
 def init_params(cfg: Grid2Config, seed: int = 0, analysis: bool = True) -> dict[str, torch.Tensor]:
+    """``init_arrays`` as tensors."""
+    return {k: torch.from_numpy(v) for k, v in init_arrays(cfg, seed, analysis).items()}
+
+
+def init_arrays(cfg: Grid2Config, seed: int = 0, analysis: bool = True) -> dict[str, np.ndarray]:
     """Seeded init (numpy generator, so both ends can rebuild it): +-1/sqrt(fan_in) weights, zero biases
     except the synthesis' first bias (keeps ReLU/GELU units alive on zero latents); bilinear upsampling;
     residual convolutions near zero; the ARM starts at mean 0, scale ~0.5."""
     rng = np.random.default_rng(seed)
     shapes = {**cfg.decoder_shapes(), **(cfg.analysis_shapes() if analysis else {})}
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, np.ndarray] = {}
     fan = {"arm.wn": cfg.n_inputs, "arm.wc": cfg.n_inputs, "arm.wl": cfg.n_inputs}
     for k, s in shapes.items():
         if k == "up.k":
@@ -126,5 +132,5 @@ def init_params(cfg: Grid2Config, seed: int = 0, analysis: bool = True) -> dict[
                 v = v * 0.1
             if k == "arm.w2":
                 v = v * 0.1
-        out[k] = torch.from_numpy(np.ascontiguousarray(v))
+        out[k] = np.ascontiguousarray(v)
     return out

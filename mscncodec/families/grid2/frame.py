@@ -1,8 +1,15 @@
 """One image's whole-frame passes as the encoder measures them: analysis, rate, synthesis, distortion and
-rate + distortion / lambda, whole up to ``tiles.TILED_PIXELS`` and tile by tile above (``tiles.py``)."""
+rate + distortion / lambda, whole up to ``tiles.TILED_PIXELS`` and tile by tile above (``tiles.py``).
+
+Each pass runs where its tensors are (the fit's device: ``on_device``); lambda, a small CPU tensor, follows
+them. The exact coding and the rendering of what a stream decodes to (``render``) are CPU work.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import torch
 
 from mscncodec.families.grid2 import network, tiles
@@ -21,11 +28,24 @@ def big(x: torch.Tensor) -> bool:
     return tiles.is_tiled(*x.shape[2:])
 
 
+def on_device(model: Grid2Model, device: torch.device | str) -> Grid2Model:
+    """The model whose tensors (theta0, analysis) the fit uses on `device`: the model itself where they are
+    there already (the CPU), else a copy; the cached model, whose theta0 the exact coder reads, is never moved."""
+    device = torch.device(device)
+    tensors = (*model.theta.values(), *model.analysis.values())
+    if device.type == "cpu" and all(t.device.type == "cpu" for t in tensors):
+        return model
+    return dataclasses.replace(model, theta={k: v.to(device) for k, v in model.theta.items()},
+                               analysis={k: v.to(device) for k, v in model.analysis.items()})
+
+
 def analysis(model: Grid2Model, x: torch.Tensor, lam: torch.Tensor) -> list[torch.Tensor]:
+    lam = lam.to(x.device)
     return (tiles.analysis if big(x) else network.analysis)(model.cfg, model.analysis, x, lam)
 
 
 def rate(model: Grid2Model, params, values: list[torch.Tensor], ctx: list[torch.Tensor], lam: torch.Tensor):
+    lam = lam.to(values[0].device)
     return (tiles.rate_bits if big(values[0]) else rate_bits)(model.cfg, params, values, ctx, lam)
 
 
@@ -54,3 +74,14 @@ def rd_cost(model: Grid2Model, params, x: torch.Tensor, y: list[torch.Tensor], l
     with torch.no_grad():
         bits = float(rate(model, params, hard, hard, torch.tensor([lam])))
     return bits / n_pix + mse(model, params, x, [v * step for v in hard]) / lam
+
+
+def render(model: Grid2Model, params, symbols: list[np.ndarray], step: float, h: int, w: int) -> np.ndarray:
+    """What a stream decodes to, on the CPU: the latent symbols (finest first) at latent step `step`,
+    synthesised with the decoder parameters `params` and cropped to h x w -> H x W x 3 uint8 (the decoder's
+    last step; the encoder's own reconstruction of the stream it wrote)."""
+    s = np.float32(step)
+    with torch.no_grad():
+        lat = [torch.from_numpy(v.astype(np.float32) * s)[None, None] for v in symbols]
+        out = synthesis(model, params, lat)[0, :, :h, :w]
+    return out.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # in place: no copies

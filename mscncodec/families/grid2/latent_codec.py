@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import constriction
 import numpy as np
-import torch
+
+from mscncodec._lazy import torch  # the exact coder runs without torch (decode_np.py)
 
 from mscncodec.errors import BitstreamError
 from mscncodec.families.grid2 import context
-from mscncodec.families.grid2.arm import (FixedArm, arm_float, arm_head, coarse_fixed, coarse_padded, coarse_table,
-                                          coder_params, lambda_fixed, rate_bits)
+from mscncodec.families.grid2.arm import (FixedArm, WaveHead, arm_float, arm_head, coarse_fixed, coarse_padded,
+                                          coarse_table, coder_params, lambda_fixed, rate_bits)
 from mscncodec.families.grid2.config import SYMBOL_RANGE, Grid2Config
 from mscncodec.families.grid2.context import PLANE, Geometry
 
 _FAMILY = constriction.stream.model.QuantizedLaplace(-SYMBOL_RANGE, SYMBOL_RANGE + 1)
 ARM_CHUNK = 1 << 18  # latents per exact-ARM evaluation on big grids: bounds the float64 work arrays
+WAVE_BLOCK = 1 << 16  # latents whose context indices and first-layer terms the decoder prepares at once
 COARSE_TABLE_BYTES = 64 << 20  # the coarser grid's first-layer terms are computed once per grid up to this size
 
 
@@ -55,7 +58,7 @@ class LatentCodec:
         return FixedArm.from_params(self.params)
 
     def _lam_q(self) -> float:
-        if isinstance(self.lam, torch.Tensor):
+        if not isinstance(self.lam, numbers.Real):  # not a tensor (and no torch import to ask)
             raise TypeError("the coder needs lambda as a float (the table's value, not a float32 copy)")
         return lambda_fixed(self.lam)
 
@@ -142,29 +145,30 @@ def encode_latents(arm: FixedArm, symbols: list[np.ndarray], lam_q: float, geo: 
 
 def decode_latents(arm: FixedArm, data: bytes, shapes: list[tuple[int, ...]], lam_q: float,
                    geo: Geometry = PLANE) -> list[np.ndarray]:
-    """Wave by wave: all latents of one wave of a grid in one ARM evaluation and one decode call."""
+    """Wave by wave: all latents of one wave of a grid in one ARM evaluation (``WaveHead``: ``arm_head``'s
+    integers in fewer numpy calls) and one decode call, the context gathered by indices prepared per block."""
     if len(data) % 4:
         raise BitstreamError("corrupted .mscn file (latent section length is not a multiple of 4)")
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
+    head = WaveHead.of(arm)
     levels = len(shapes)
     out: list[np.ndarray] = [None] * levels  # type: ignore[list-item]
     for l in range(levels - 1, -1, -1):
         shape = tuple(shapes[l])
         coarse = out[l + 1] if l + 1 < levels else None
-        if math.prod(shape) > ARM_CHUNK:  # big grid: the first-layer term per block of waves, not (N, H) at once
-            order, bounds = context.flat_wave_order(shape, geo)
-            pre = _BlockedPre(arm, coarse, order, shape, arm.bias(l, lam_q), geo)
-        else:
-            order, bounds, pre = _level_plan(arm, coarse, shape, l, lam_q, geo)
+        order, bounds = context.flat_wave_order(shape, geo)
+        blocks = _WaveBlocks(arm, head, coarse, order, shape, arm.bias(l, lam_q), geo)
         zp = np.zeros(math.prod(geo.padded_shape(shape)))
-        pos = context.padded_index(order, shape, geo)
-        offs = context.neighbour_offsets(shape, geo)[None, :]
-        head, coder, decode = arm_head, coder_params, dec.decode
+        take, decode = zp.take, dec.decode
+        bounds = bounds.tolist()
+        start = stop = 0
         for a, b in zip(bounds[:-1], bounds[1:]):
-            pw = pos[a:b]
-            mu, sc = coder(*head(arm, zp[pw[:, None] + offs], pre[a:b]))
+            if b > stop:  # the waves run in order: the next block starts at this one
+                start, stop, gather, pre, pos, clamps = blocks.at(a, b)
+            i, j = a - start, b - start
+            mu, sc = head(take(gather[i:j]), pre[i:j], clamps)
             try:
-                zp[pw] = decode(_FAMILY, mu, sc)
+                zp[pos[i:j]] = decode(_FAMILY, mu, sc)
             except (AssertionError, ValueError):
                 raise BitstreamError("corrupted .mscn file (invalid latent data)") from None
         inner = context.box([0] * len(shape), shape, [p for p, _ in geo.pad])[1:]
@@ -172,21 +176,32 @@ def decode_latents(arm: FixedArm, data: bytes, shapes: list[tuple[int, ...]], la
     return out
 
 
-class _BlockedPre:
-    """`pre[a:b]` of a big grid's latents in wave order, computed ARM_CHUNK latents at a time as the waves
-    reach them (the same integers as `_level_plan`'s whole-grid array, a block of it in memory)."""
+class _WaveBlocks:
+    """The blocks of WAVE_BLOCK latents in wave order (whole waves) the decoder prepares as the waves reach
+    them: their context's flat indices in the zero-padded grid (n, 16), their first-layer constant part
+    (coarse term + bias, ``WaveHead.pre``), their own padded positions and the clamps they need. Blocks bound
+    the memory on big grids; the values are the same integers as ``_level_plan``'s whole-grid arrays."""
 
-    def __init__(self, arm: FixedArm, coarse: np.ndarray | None, order: np.ndarray, shape: tuple[int, ...],
-                 bias: np.ndarray, geo: Geometry = PLANE) -> None:
-        self.arm, self.coarse, self.order, self.shape, self.bias, self.geo = arm, coarse, order, shape, bias, geo
-        self.table = coarse_term(arm, coarse, geo)
-        self.start, self.block = 0, np.zeros((0, len(bias)))
+    def __init__(self, arm: FixedArm, head: WaveHead, coarse: np.ndarray | None, order: np.ndarray,
+                 shape: tuple[int, ...], bias: np.ndarray, geo: Geometry = PLANE) -> None:
+        self.arm, self.head, self.coarse, self.order, self.shape, self.bias, self.geo = (arm, head, coarse, order,
+                                                                                         shape, bias, geo)
+        table = coarse_term(arm, coarse, geo)
+        if table is not None:  # the coarser grid's terms + bias at the head's scale: one take per block
+            table += bias
+            table = WaveHead.pre(table)
+        self.table = table
+        self.offs = context.neighbour_offsets(shape, geo)[None, :]
 
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        a, b = sl.start, sl.stop
-        if not (self.start <= a and b <= self.start + len(self.block)):
-            self.start = a
-            idx = self.order[a:max(b, a + ARM_CHUNK)]
-            self.block = coarse_rows(self.arm, self.coarse, idx, self.shape, self.table, self.geo)
-            self.block += self.bias
-        return self.block[a - self.start:b - self.start]
+    def at(self, a: int, b: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, tuple[bool, bool, bool]]:
+        """(start, stop, gather, pre, positions, clamps) of the block from latent a (wave order) that holds
+        at least the latents a:b."""
+        idx = self.order[a:max(b, a + WAVE_BLOCK)].astype(np.intp)
+        if self.table is not None:
+            pre = self.table.take(np.ravel_multi_index(context.coarse_index(idx, self.shape), self.coarse.shape), 0)
+        else:
+            rows = coarse_rows(self.arm, self.coarse, idx, self.shape, None, self.geo)
+            rows += self.bias
+            pre = WaveHead.pre(rows)
+        pos = context.padded_index(idx, self.shape, self.geo)
+        return a, a + len(idx), pos[:, None] + self.offs, pre, pos, self.head.clamps(pre)

@@ -25,7 +25,7 @@ def ste(y: torch.Tensor) -> torch.Tensor:
 
 def symbols_of(values: list[torch.Tensor], step: torch.Tensor) -> list[torch.Tensor]:
     """Latent values -> symbol units (divided by the per-sample step), clamped to the coder's range."""
-    s = step.reshape(-1, 1, 1, 1)
+    s = step.reshape(-1, 1, 1, 1).to(values[0].device)
     return [(v / s).clamp(-SYMBOL_RANGE, SYMBOL_RANGE) for v in values]
 
 
@@ -49,28 +49,29 @@ def sparse_levels(yv: list[np.ndarray], s: float) -> set[int]:
             if sum(int(np.count_nonzero(np.abs(v[rows]) < 0.5 * s)) for rows in row_blocks(v)) >= 0.5 * v.size}
 
 
-def quantise(v: np.ndarray, s: float, deadzone: float, level: int = 0) -> np.ndarray:
+def quantise(v: np.ndarray, s: float, deadzone: float, level: int = 0,
+             cap: float = MAX_DEADZONE) -> np.ndarray:
     """Latent values of grid `level` -> int32 symbols at step s (block by block). The dead zone zeroes
-    |value / s| < 0.5 as rounding does, and where |value / s| < MAX_DEADZONE also |value / s| * g**level <
+    |value / s| < 0.5 as rounding does, and where |value / s| < cap (MAX_DEADZONE) also |value / s| * g**level <
     deadzone (g: DEADZONE_LEVEL_GAIN). Why the level weight: a latent of a coarser grid reaches ~4x the
     pixels, so zeroing it costs more distortion for the same bits (a plain threshold zeroed the coarsest
-    grids first)."""
+    grids first). `cap` inf: any latent may be zeroed (the size fit's very last resort, down to empty grids)."""
     out = np.empty(v.shape, np.int32)
     w = DEADZONE_LEVEL_GAIN**level
     for rows in row_blocks(v):
         r = v[rows] / s
         q = np.clip(np.round(r), -SYMBOL_RANGE, SYMBOL_RANGE)
         a = np.abs(r)
-        out[rows] = np.where((a < 0.5) | ((a < MAX_DEADZONE) & (a * w < deadzone)), 0, q)
+        out[rows] = np.where((a < 0.5) | ((a < cap) & (a * w < deadzone)), 0, q)
     return out
 
 
-def deadzone_magnitudes(yv: list[np.ndarray], s: float, sparse: set[int]) -> np.ndarray:
-    """The level-weighted magnitudes |value / s| * g**level in [0.5, MAX_DEADZONE) of the sparse grids'
-    latents, sorted: the dead zones at which one more latent is zeroed."""
+def deadzone_magnitudes(yv: list[np.ndarray], s: float, sparse: set[int], cap: float = MAX_DEADZONE) -> np.ndarray:
+    """The level-weighted magnitudes |value / s| * g**level in [0.5, cap) of the sparse grids' latents, sorted:
+    the dead zones at which one more latent is zeroed."""
     parts = []
     for l, v in enumerate(yv):
         for rows in (row_blocks(v) if l in sparse else ()):
             r = np.abs(v[rows].reshape(-1)) / s
-            parts.append(r[(r >= 0.5) & (r < MAX_DEADZONE)] * DEADZONE_LEVEL_GAIN**l)
+            parts.append(r[(r >= 0.5) & (r < cap)] * DEADZONE_LEVEL_GAIN**l)
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0)  # no sparse grid: nothing to zero

@@ -33,6 +33,7 @@ from mscncodec.modelfile import base_name, models_dir
 log = logging.getLogger(__name__)
 
 LAMBDA_SEARCH = (lambda_index(2.0**-14), lambda_index(2.0**-2))
+LAMBDA_REACH = 1.0  # octaves above the largest lambda a model was meta-trained at that its aims may use
 LAMBDA_TRIES = 4  # secant steps of the lambda search (after two first tries)
 AIM = 0.98  # lambda aims a little under the target: a finer step fills a gap at less cost than any cut
 AIMS = 3  # refinements at most (first aim + re-aims): a second aim can miss as well
@@ -43,13 +44,40 @@ SEARCH_FRACTION = 0.15  # the generic start's lambda search: this share of the s
 
 # ---------------------------------------------------------------- the first aim
 
-def lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: int
+def lambda_top(model: Grid2Model) -> int:
+    """The largest lambda index a re-aim may use for this model where the stream at the first aim overshoots:
+    LAMBDA_SEARCH's top, or LAMBDA_REACH above the largest lambda it was meta-trained at where that is higher
+    (grid2-l7-c256, trained to 2^-1: 2^0). The first aim keeps LAMBDA_SEARCH. Why: the low-rate start's sizes
+    keep falling gracefully past 2^-2 (held-out 113016.jpg, amortised: 1121 B at 19.3 dB at 2^-2, 849 B at
+    17.8 dB at 2^0), and at 2^-2 it could not reach 0.05 bpp on busy photos; but where 2^-2 fits, a finer step
+    there beats a larger lambda (a 128x96 crop at 0.075 bpp: 24.21 dB at 2^-2, 22.05 dB first aimed at 2^0;
+    docs/decisions/grid2-encoder.md, "Low rates"). The others, trained to 2^-3, keep 2^-2."""
+    trained = _trained_log2_lam(model)
+    return LAMBDA_SEARCH[1] if trained is None else max(LAMBDA_SEARCH[1], lambda_index(2.0 ** (trained + LAMBDA_REACH)))
+
+
+TOP_RANGE = 8  # lambda indices (half an octave) under trained_top where an encode counts as strained (encoder)
+
+
+def trained_top(model: Grid2Model) -> int:
+    """The index of the largest lambda the model was meta-trained at (LAMBDA_SEARCH's top where unknown): past
+    it, a size that lambda cannot reach is cut by the size fit, at a high cost in distortion."""
+    trained = _trained_log2_lam(model)
+    return LAMBDA_SEARCH[1] if trained is None else lambda_index(2.0**trained)
+
+
+def _trained_log2_lam(model: Grid2Model) -> float | None:
+    rng = (model.meta or {}).get("train_config", {}).get("log2_lam")
+    return float(rng[1]) if rng else None
+
+
+def lambda_for(model: Grid2Model, x: torch.Tensor, target_bits: float, guess: int, top: int = LAMBDA_SEARCH[1]
                ) -> tuple[int, list[torch.Tensor], float]:
     """(lambda index, its amortised latents in symbol units, their estimated bits) for the index whose
     estimated rate is nearest the target: secant steps on log(rate) against the index (close to linear),
     from `guess`; each try is one analysis + ARM pass, and the chosen try's latents are returned so the
     encoder need not run the analysis again (only the two current candidates are kept: bounded memory)."""
-    lo, hi = LAMBDA_SEARCH  # index up = larger lambda = lower rate
+    lo, hi = LAMBDA_SEARCH[0], top  # index up = larger lambda = lower rate
     tries: dict[int, tuple[list[torch.Tensor], float]] = {}
 
     def log_bits(i: int) -> float:
@@ -143,9 +171,10 @@ def scratch_search(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], l
 
 # ---------------------------------------------------------------- aims on the real size
 
-def secant_index(tried: dict, goal: float) -> int:
+def secant_index(tried: dict, goal: float, top: int = LAMBDA_SEARCH[1]) -> int:
     """The lambda index whose real size should be `goal` bytes: interpolated in log size between the two
-    tried indices (index -> (size, ...)) nearest the goal (log size is close to linear in the index)."""
+    tried indices (index -> (size, ...)) nearest the goal (log size is close to linear in the index); at
+    most `top` (``lambda_top``)."""
     (i0, s0), (i1, s1) = sorted(((i, t[0]) for i, t in tried.items()), key=lambda p: abs(math.log(p[1] / goal)))[:2]
     if s0 == s1 or i0 == i1:
         return i0
@@ -153,7 +182,7 @@ def secant_index(tried: dict, goal: float) -> int:
         return i0 if s0 < s1 else i1  # to interpolate, the size fit does the rest
     i = i0 + (i1 - i0) * math.log(s0 / goal) / math.log(s0 / s1)
     span = 2 * abs(i1 - i0)  # an extrapolation stays near what was measured
-    return int(np.clip(round(np.clip(i, min(i0, i1) - span, max(i0, i1) + span)), *LAMBDA_SEARCH))
+    return int(np.clip(round(np.clip(i, min(i0, i1) - span, max(i0, i1) + span)), LAMBDA_SEARCH[0], top))
 
 
 def tied_size(model: Grid2Model, header: dict, y: list[torch.Tensor], lam: float,
@@ -184,9 +213,10 @@ def aim_again(model: Grid2Model, x: torch.Tensor, header: dict, target_bytes: in
         if len(tried) == 1:
             growth = 8 * lat_bytes / max(est0, 1.0)
             goal = AIM * 8 * max(target_bytes - (size - lat_bytes), 1) / max(growth, 1e-3)
-            new_idx, y_new, _ = lambda_for(model, x, goal, lam_idx + (1 if size > target_bytes else -1))
+            new_idx, y_new, _ = lambda_for(model, x, goal, lam_idx + (1 if size > target_bytes else -1),
+                                           top=lambda_top(model) if size > target_bytes else LAMBDA_SEARCH[1])
         else:
-            new_idx, y_new = secant_index(tried, AIM * target_bytes), None
+            new_idx, y_new = secant_index(tried, AIM * target_bytes, lambda_top(model)), None
         log.debug("tied-step size %d B of %d: lambda index %d -> %d", size, target_bytes, lam_idx, new_idx)
         if new_idx in tried:
             break
@@ -200,6 +230,33 @@ def aim_again(model: Grid2Model, x: torch.Tensor, header: dict, target_bytes: in
         lam_idx = max(fits, key=lambda i: fits[i][0])
         _, y, candidates, chosen = fits[lam_idx]
     return lam_idx, y, candidates, chosen
+
+
+# ---------------------------------------------------------------- the context model's lambda
+
+CODING_STRIDE, CODING_REACH = 8, 32  # the coding lambda's search: index steps, and how far from the aimed one
+
+
+def coding_lambda(size_at, lam_idx: int) -> int:
+    """The lambda index the stream's context model is conditioned on: the one of `size_at(index)` (the stream's
+    bytes with that index) smallest, searched in CODING_STRIDE steps from the aimed `lam_idx` (upward first,
+    downward only where the first step up does not pay), at most CODING_REACH away. Why: lambda enters the
+    decoder only through the context model (the synthesis ignores it), so any index decodes the same pixels,
+    and the refined latents code smaller under a slightly larger lambda than the one they were refined at:
+    on held-out photos +8..+24 indices saved 0.2-6 % of the latent bytes (mean 2 %, at 0.1 and 0.5 bpp;
+    docs/decisions/grid2-encoder.md, "Low rates"), which the size fit spends on a finer step."""
+    best, best_size = lam_idx, size_at(lam_idx)
+    for direction in (1, -1):
+        c = lam_idx
+        while abs(c - lam_idx) < CODING_REACH and 0 <= c + direction * CODING_STRIDE <= 255:
+            c += direction * CODING_STRIDE
+            size = size_at(c)
+            if size >= best_size:
+                break
+            best, best_size = c, size
+        if best != lam_idx:
+            break
+    return best
 
 
 # ---------------------------------------------------------------- the size fit on real bytes

@@ -10,18 +10,21 @@ rounded latents with straight-through gradients. Why these numbers: docs/decisio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from mscncodec._runtime import progress_bar
+from mscncodec.coding.latents import lambda_index, lambda_value, tied_step
 from mscncodec.families.grid2 import frame, tiles
 from mscncodec.families.grid2.config import SYMBOL_RANGE
 from mscncodec.families.grid2.latent_codec import LatentCodec
 from mscncodec.families.grid2.model import Grid2Model
-from mscncodec.families.grid2.quantizer import soft_round, ste
+from mscncodec.families.grid2.quantizer import soft_round, ste, symbols_of
 from mscncodec.families.grid2.synthesis import synthesis
 from mscncodec.families.grid2.update import choose_update, effective
 from mscncodec.optim import Adam
@@ -58,6 +61,8 @@ class Preset:
     long_latent_lr: float = 0.02
     delta_lr: float = 3e-3  # a dense update of the meta-learned decoder
     scratch_delta_lr: float = 1e-2  # the generic start fits its whole decoder (C3's rate)
+    candidates: tuple[int, ...] = ()  # lambda-index offsets of the extra amortised starts tried (start_candidates;
+    # models that send no decoder update)
     phases: tuple[Phase, ...] = field(default_factory=lambda: (
         Phase("soft", 0.8, 1.0, SOFT, t0=0.3, t1=0.1, noise=1.0),
         Phase("hard", 0.2, 0.1, STE)))
@@ -67,6 +72,9 @@ class Preset:
             f"Preset {self.effort!r}: {self.steps} steps, {self.update_steps} with a decoder update",
             f"  latents: Adam lr {self.latent_lr:g} ({self.long_latent_lr:g} beyond {self.long_steps} steps "
             f"without an update); decoder update lr {self.delta_lr:g} (generic start {self.scratch_delta_lr:g})",
+            "  start: the amortised latents at lambda"
+            + (f" or at lambda index {', '.join(f'{d:+d}' for d in self.candidates)}, the one of least rate + "
+               f"distortion / lambda (no decoder update)" if self.candidates else ""),
             *(f"  phase {p}" for p in self.phases)])
 
     def bounds(self, n_steps: int) -> list[int]:
@@ -78,7 +86,17 @@ class Preset:
         return out + [n_steps]
 
 
-PRESETS = {p.effort: p for p in (Preset("fast", 8, 8), Preset("default", 50, 80), Preset("max", 400, 400))}
+# `placebo`: C3 / Cool-chic's budget, 10k steps, for a GPU (``--device cuda``; hours per photo on a CPU). Longer
+# runs move slower (latents 0.02, 0.005 without a decoder update to move with them, the update 1e-3), and the soft
+# phase anneals further (T 0.3 -> 0.05) so that its latents end nearer the integers the file sends; the hard
+# phase is a tenth of the steps at a tenth of the rate. Starting values, not yet measured (no GPU was lent):
+# docs/decisions/grid2-encoder.md, "GPU encode path (issue 28)".
+PLACEBO = Preset("placebo", 10_000, 10_000, latent_lr=0.02, long_latent_lr=0.005, delta_lr=1e-3,
+                 phases=(Phase("soft", 0.9, 1.0, SOFT, t0=0.3, t1=0.05, noise=1.0), Phase("hard", 0.1, 0.1, STE)))
+CANDIDATES = (-16, -8, 8, 16)  # start_candidates' lambda-index offsets (8 = a quarter octave of lambda)
+PLACEBO = dataclasses.replace(PLACEBO, candidates=CANDIDATES)
+PRESETS = {p.effort: p for p in (Preset("fast", 8, 8, candidates=(-8, 8)), Preset("default", 50, 80, candidates=CANDIDATES),
+                                 Preset("max", 400, 400, candidates=CANDIDATES), PLACEBO)}
 
 
 def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float, n_steps: int,
@@ -90,7 +108,7 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
     bpp, PSNR). `tile`: x and y0 are that tile's outer box, and the loss counts its interior only (the
     margin is context; see refine_tiled)."""
     cfg = model.cfg
-    lam_t = torch.tensor([lam])
+    lam_t = torch.tensor([lam], device=x.device)  # the fit's device, as x, y0 and the model's tensors
     y = [v.detach().clone().requires_grad_(True) for v in y0]
     # a decoder that moves with the latents keeps the long refinement from drifting: the latents keep their rate
     slow = n_steps > preset.long_steps and not update
@@ -140,9 +158,13 @@ def refine(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: floa
         with torch.no_grad():
             for v in y:
                 v.clamp_(-SYMBOL_RANGE, SYMBOL_RANGE)
-        psnr = 10 * math.log10(1 / max(mse.item(), 1e-12))
-        log_.append({"step": i, "phase": phase.name, "T": round(t, 4), "bpp": bpp.item(), "psnr": psnr})
-        bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
+        # the log keeps tensors: reading them every step would stall a GPU twice a step (read once, below)
+        log_.append({"step": i, "phase": phase.name, "T": round(t, 4), "bpp": bpp.detach(), "mse": mse.detach()})
+        if progress and (i % 10 == 0 or i == n_steps - 1):
+            bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{10 * math.log10(1 / max(mse.item(), 1e-12)):.2f}")
+    for row in log_:
+        row["bpp"] = float(row["bpp"])
+        row["psnr"] = 10 * math.log10(1 / max(float(row.pop("mse")), 1e-12))
     if delta:
         delta = {k: v.detach() for k, v in delta.items()}
     return [v.detach() for v in y], delta, log_
@@ -164,6 +186,40 @@ def refine_tiled(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam
     return y
 
 
+def start_candidates(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float,
+                     n_pix: int, offsets: tuple[int, ...]) -> list[torch.Tensor]:
+    """The start of least rounded rate + distortion / lambda among the amortised latents at lambda (`y0`) and
+    those the analysis gives at the lambda indices `offsets` away, rescaled to lambda's step (Cool-chic 5's
+    candidate warm-up, on amortised starts). Why: the analysis is conditioned on lambda through one smooth
+    input, and on smooth photos its latents at a neighbouring lambda can round to a much cheaper file (a
+    held-out photo at lambda 2^-5: 0.190 where its own start costs 0.238), at low rates where no refinement
+    tried improves the start (experiments/2026-12-refine-speed/). Each candidate costs one analysis and one
+    rate + synthesis pass, about a refinement step."""
+    best, j_best = y0, frame.rd_cost(model, model.theta, x, y0, lam, step, n_pix)
+    idx = lambda_index(lam)
+    for d in offsets:
+        i = int(np.clip(idx + d, *rate_control_limits()))
+        if i == idx:
+            continue
+        with torch.no_grad():
+            cand = symbols_of(frame.analysis(model, x, torch.tensor([lambda_value(i)], device=x.device)),
+                              torch.tensor([tied_step(i)], device=x.device))
+        cand = [v * (tied_step(i) / step) for v in cand]
+        j = frame.rd_cost(model, model.theta, x, cand, lam, step, n_pix)
+        if j < j_best:
+            best, j_best = cand, j
+            log.debug("start candidate at lambda index %+d: rate + D / lambda %.4f", d, j)
+    return best
+
+
+def rate_control_limits() -> tuple[int, int]:
+    """The lambda indices the encoder searches (rate_control.LAMBDA_SEARCH; imported late: rate_control
+    imports this module)."""
+    from mscncodec.families.grid2.rate_control import LAMBDA_SEARCH
+
+    return LAMBDA_SEARCH
+
+
 def refine_chosen(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], lam: float, step: float,
                   n_steps: int, n_pix: int, tiled: bool, progress: bool, delta0: dict[str, torch.Tensor] | None,
                   preset: Preset = PRESETS["default"]) -> tuple[list[torch.Tensor], dict, float | None]:
@@ -172,6 +228,10 @@ def refine_chosen(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], la
     than the refined file: a short refinement of a good start can end worse than it began (soft rounding
     moves the latents off the integer grid the rounded file lives on), and latents and decoder moving
     together can too."""
+    # not with a decoder update: there it gained nothing and its starts grew the rate unlike the calibration,
+    # so the first aim missed and a kodim01 default encode refined three times, not two (+60 % time)
+    if preset.candidates and model.analysis and not tiled and delta0 is None and not model.sends_update:
+        y0 = start_candidates(model, x, y0, lam, step, n_pix, preset.candidates)
     if tiled:
         y, delta = refine_tiled(model, x, y0, lam, step, n_steps, progress=progress, preset=preset), None
     else:

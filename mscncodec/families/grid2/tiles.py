@@ -96,7 +96,7 @@ def analysis(cfg: Grid2Config, p: dict[str, torch.Tensor], x: torch.Tensor, lam:
              ) -> list[torch.Tensor]:
     """network.analysis of a big image (no gradients), tile by tile: each interior from its tile's outer box."""
     hp, wp = x.shape[2:]
-    out = [torch.empty(1, 1, hp >> l, wp >> l) for l in range(cfg.levels)]  # float even for a uint8 frame
+    out = [torch.empty(1, 1, hp >> l, wp >> l, device=x.device) for l in range(cfg.levels)]  # float even for uint8
     with torch.no_grad():
         for t in tiles(hp, wp, SYNTH_HALO):
             part = analysis_whole(cfg, p, pixels(t.crop(x)), lam)
@@ -126,7 +126,7 @@ def rate_bits(cfg: Grid2Config, p: dict[str, torch.Tensor], values: list[torch.T
     ARM's reach, whole on the coarser ones (they hold a few percent of the latents)."""
     hp, wp = values[0].shape[2:]
     tiled = range(sum(1 for l in range(cfg.levels) if HALO >> l >= ARM_REACH))
-    total = torch.zeros(())
+    total = torch.zeros((), device=values[0].device)
     with torch.no_grad():
         for l in range(len(tiled), cfg.levels):
             mu, ls = arm_float(cfg, p, ctx, l, lam)

@@ -44,18 +44,23 @@ def choose_update(model: Grid2Model, x: torch.Tensor, y: list[torch.Tensor], del
                   lam: float, step: float, n_pix: int) -> tuple[dict, float | None, float]:
     """The decoder update's quantisation: {relative step or None: (sections, effective parameters)}, the
     key with the least estimated rate + distortion / lambda (None: no update; the generic start must send
-    its decoder), and that cost."""
+    its decoder), and that cost. The update is quantised and added to theta0 on the CPU, as the decoder does,
+    so the parameters the exact coder gets are the decoder's to the bit whatever device the fit ran on; the
+    costs are measured on the fit's device (x's)."""
     candidates: dict = {None: ([], model.theta)}
     if delta is None:
         return candidates, None, math.inf
+    on_cpu = frame.on_device(model, "cpu")
+    delta = {k: v.cpu() for k, v in delta.items()}
     for rel in UPDATE_REL_STEPS if model.sparsity != "scratch" else UPDATE_REL_STEPS[:3]:
         secs, deq = update_sections(model, delta, rel)
-        candidates[rel] = (secs, effective(model, deq))
+        candidates[rel] = (secs, effective(on_cpu, deq))
     hard = [torch.round(v) for v in y]
     lam_t = torch.tensor([lam])
     best_j, chosen = math.inf, None
     for rel in [r for r in candidates if r is not None] + ([] if model.sparsity == "scratch" else [None]):
         secs, p = candidates[rel]
+        p = {k: v.to(x.device) for k, v in p.items()}
         n_bytes = sum(len(b) for _, b in secs)
         with torch.no_grad():
             bits = frame.est_bits(model, p, y, lam_t) + 8 * n_bytes

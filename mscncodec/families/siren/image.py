@@ -11,9 +11,9 @@ import torch
 
 from mscncodec.coding.update import dequantise_all, empty_update, unpack_update
 from mscncodec.container import bitstream
-from mscncodec.errors import below_minimum
+from mscncodec.errors import MscnError, below_minimum
 from mscncodec.families.siren import network as siren
-from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
+from mscncodec.families.siren.encoder import BITS_PER_ENTRY, EFFORT, OPEN_HEADROOM, fit_and_pack
 from mscncodec.families.siren.model import Model
 from mscncodec.families.siren.patches import from_patches, grid_coords, patch_grid, to_patches
 
@@ -47,9 +47,12 @@ def empty_update_bytes(m: Model, header: dict, n_groups: int) -> int:
 
 def encode(model: Model, rgb: np.ndarray, header: dict, *, bpp: float | None, quality: int | None, rate: float,
            steps: int | None, effort: str, progress: bool, lam: float | None = None,
-           from_scratch: bool = False) -> tuple[bytes, dict]:
+           from_scratch: bool = False, device=None) -> tuple[bytes, dict]:
     """rgb (H x W x 3 uint8) -> (stream, {"open", "note"}); bpp: the real size's target (at or just under);
-    rate: the rate aimed at (bpp, or the quality's nominal rate: it sets the L0 weight and the open gates)."""
+    rate: the rate aimed at (bpp, or the quality's nominal rate: it sets the L0 weight and the open gates).
+    `device` is ignored: the SIREN family fits on the CPU (its patches are small; only grid2 takes a GPU)."""
+    if effort not in EFFORT:
+        raise MscnError(f"effort {effort!r} is grid2's: the SIREN family encodes at {', '.join(EFFORT)}")
     h, w, _ = rgb.shape
     p = model.patch
     target = to_patches(rgb, p)

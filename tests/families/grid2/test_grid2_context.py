@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mscncodec.families.grid2 import context
 from mscncodec.families.grid2.context import CLAMP, PERIODIC, PLANE, Geometry
+from mscncodec.families.grid2.context_columns import context_columns
 
 # a 3-D geometry for the parameterised paths: 6 causal neighbours under slopes (4, 2, 1), the 2x2x2 coarse block
 CUBE = Geometry(boundary=(CLAMP, CLAMP, CLAMP),
@@ -104,14 +105,14 @@ def test_context_columns_equal_the_masked_convolution_forward_and_backward(size,
     wn = torch.randn(5, 16, dtype=torch.float64, requires_grad=True)
     wc = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
     w0 = torch.cat([wn, wc], 1) if with_coarse else wn
-    got = torch.matmul(w0, context.context_columns(z, coarse))
+    got = torch.matmul(w0, context_columns(z, coarse))
     ref = _masked_conv_reference(wn, wc, z, coarse)
     assert torch.allclose(got, ref, atol=1e-12)
     inputs = [z, wn] + ([coarse, wc] if with_coarse else [])
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(ref, inputs, g)):
         assert torch.allclose(a, b, atol=1e-10)
-    assert torch.autograd.gradcheck(lambda *t: context.context_columns(*t), (z, coarse))
+    assert torch.autograd.gradcheck(lambda *t: context_columns(*t), (z, coarse))
 
 
 def test_a_periodic_axis_wraps_the_coarser_grid_only():
@@ -121,13 +122,13 @@ def test_a_periodic_axis_wraps_the_coarser_grid_only():
     torch.manual_seed(1)
     z = torch.randn(2, 1, 4, 6, dtype=torch.float64, requires_grad=True)
     coarse = torch.randn(2, 1, 2, 3, dtype=torch.float64, requires_grad=True)
-    cols = context.context_columns(z, coarse, geo).view(2, 25, 4, 6)
-    plain = context.context_columns(z, coarse).view(2, 25, 4, 6)
+    cols = context_columns(z, coarse, geo).view(2, 25, 4, 6)
+    plain = context_columns(z, coarse).view(2, 25, 4, 6)
     assert torch.equal(cols[:, :16], plain[:, :16])  # own neighbours: zeros outside, as clamped
     j = 16 + context.COARSE.index((0, -1))  # the coarse latent to the left of column 0's: the last column
     assert torch.equal(cols[:, j, :, 0], coarse[:, 0].repeat_interleave(2, 1)[:, :4, -1])
     assert not torch.equal(cols[:, 16:], plain[:, 16:])
-    assert torch.autograd.gradcheck(lambda *t: context.context_columns(*t, geo), (z, coarse))
+    assert torch.autograd.gradcheck(lambda *t: context_columns(*t, geo), (z, coarse))
     sym = np.arange(6).reshape(2, 3)
     assert np.array_equal(context.coarse_bordered(sym, geo), np.pad(np.pad(sym, ((0, 0), (1, 1)), mode="wrap"),
                                                                     ((1, 1), (0, 0))))
@@ -137,6 +138,6 @@ def test_context_columns_in_three_dimensions_have_a_hand_written_backward():
     torch.manual_seed(2)
     z = torch.randn(1, 1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     coarse = torch.randn(1, 1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
-    cols = context.context_columns(z, coarse, CUBE)
+    cols = context_columns(z, coarse, CUBE)
     assert cols.shape == (1, 6 + 8, 60)
-    assert torch.autograd.gradcheck(lambda *t: context.context_columns(*t, CUBE), (z, coarse))
+    assert torch.autograd.gradcheck(lambda *t: context_columns(*t, CUBE), (z, coarse))

@@ -85,8 +85,8 @@ def test_a_plain_model_aims_a_third_time_when_the_second_aim_misses(monkeypatch,
     monkeypatch.setattr(rate_control, "rate_growth", lambda model, n: 0.5)
     real, calls = rate_control.lambda_for, []
 
-    def second_too_rich(model, x, target_bits, guess):
-        idx, y, est = real(model, x, target_bits, guess)
+    def second_too_rich(model, x, target_bits, guess, **top):
+        idx, y, est = real(model, x, target_bits, guess, **top)
         calls.append(idx)
         return (idx - 3, None, est) if len(calls) == 2 else (idx, y, est)
 

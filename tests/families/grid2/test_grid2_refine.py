@@ -28,8 +28,8 @@ def g2(isolated_models) -> str:
 
 
 def test_each_effort_has_a_preset_that_prints_its_schedule():
-    assert set(PRESETS) == {"fast", "default", "max"}
-    assert [(p.steps, p.update_steps) for p in PRESETS.values()] == [(8, 8), (50, 80), (400, 400)]
+    assert set(PRESETS) == {"fast", "default", "max", "placebo"}  # placebo: test_grid2_device.py
+    assert [(p.steps, p.update_steps) for p in PRESETS.values()] == [(8, 8), (50, 80), (400, 400), (10_000, 10_000)]
     text = str(PRESETS["default"])
     assert text.splitlines()[0] == "Preset 'default': 50 steps, 80 with a decoder update"
     assert "phase soft: 80% of the steps, lr x1 (cosine to x0.1), soft round + noise, T 0.3 -> 0.1, noise 1 step" in text
@@ -138,3 +138,56 @@ def test_the_effort_picks_its_preset(g2, monkeypatch):
     encode_image(synthetic_image(24, 40, seed=3), bpp=6.0, model=g2, **FAST)
     encode_image(synthetic_image(24, 40, seed=3), bpp=6.0, model=g2, effort="max", steps=2)
     assert set(seen) == {"fast", "max"}
+
+
+def _frame_and_start(g2: str, lam_idx: int = 120):
+    from mscncodec import models
+    from mscncodec.coding.latents import lambda_value, tied_step
+    from mscncodec.families.grid2.quantizer import symbols_of
+
+    model = models.load_model(g2)
+    img = synthetic_image(H, W, seed=7)
+    x = pad_image(img, model.cfg.align)
+    lam, step = lambda_value(lam_idx), tied_step(lam_idx)
+    with torch.no_grad():
+        y0 = symbols_of(frame.analysis(model, x, torch.tensor([lam])), torch.tensor([step]))
+    return model, x, y0, lam, step
+
+
+def test_start_candidates_keep_the_cheapest_start(g2):
+    """The chosen start costs no more (rounded rate + distortion / lambda) than the amortised start at lambda
+    and than every candidate tried; with no offsets the start is the amortised one, unchanged."""
+    from mscncodec.coding.latents import lambda_index, lambda_value, tied_step
+    from mscncodec.families.grid2.quantizer import symbols_of
+
+    model, x, y0, lam, step = _frame_and_start(g2)
+    n = H * W
+    assert refinement.start_candidates(model, x, y0, lam, step, n, ()) is y0
+    chosen = refinement.start_candidates(model, x, y0, lam, step, n, (-16, -8, 8, 16))
+    j = frame.rd_cost(model, model.theta, x, chosen, lam, step, n)
+    assert j <= frame.rd_cost(model, model.theta, x, y0, lam, step, n)
+    for d in (-16, -8, 8, 16):
+        i = lambda_index(lam) + d
+        with torch.no_grad():
+            c = symbols_of(frame.analysis(model, x, torch.tensor([lambda_value(i)])), torch.tensor([tied_step(i)]))
+        assert j <= frame.rd_cost(model, model.theta, x, [v * (tied_step(i) / step) for v in c], lam, step, n) + 1e-9
+
+
+def test_the_refinement_starts_from_the_chosen_candidate(g2, monkeypatch):
+    """refine_chosen hands the refinement the candidate start (the preset's offsets), and none where the
+    preset has no candidates."""
+    model, x, y0, lam, step = _frame_and_start(g2)
+    starts, real = [], refinement.refine
+    sentinel = [v + 0.25 for v in y0]
+
+    def spy(model, x, y_start, *a, **k):
+        starts.append(y_start)
+        return real(model, x, y_start, *a, **k)
+
+    monkeypatch.setattr(refinement, "refine", spy)
+    monkeypatch.setattr(refinement, "start_candidates", lambda *a: sentinel)
+    with_c = replace(PRESETS["fast"], candidates=(-8, 8))
+    refinement.refine_chosen(model, x, y0, lam, step, 2, H * W, False, False, None, with_c)
+    refinement.refine_chosen(model, x, y0, lam, step, 2, H * W, False, False, None, replace(with_c, candidates=()))
+    assert starts[0] is sentinel and starts[1] is y0
+    assert "start: the amortised latents at lambda or at lambda index -8, +8" in str(with_c)
