@@ -85,8 +85,7 @@ def image_file_bytes(img: np.ndarray, suffix: str) -> bytes:
     if im.mode == "RGBA" and fmt in ("JPEG", "BMP", "PPM"):
         im = im.convert("RGB")  # mscn only restores opaque alpha, so nothing is lost
     buf = io.BytesIO()
-    # PNG at zlib level 1, not Pillow's 6: on a Kodak frame 0.11 s instead of 0.42 s, for a 5.6 % bigger file
-    # (issue 28: the decode's time is most of what a user waits for; the pixels are the same)
+    # PNG at zlib level 1: the write was a quarter of a decode's wall time (docs/decisions/grid2-encoder.md)
     options = {"compress_level": 1} if fmt == "PNG" else {}
     try:
         im.save(buf, format=fmt, **options)

@@ -153,7 +153,7 @@ def _encode_routed(m, encode_with, rgb: np.ndarray, channels: int, bpp: float, e
     """(model, stream, info) of a routed encode: the routed model's, or, where its fixed costs keep it from the
     target (a ModelFloorError: the smallest stream it writes for this image is bigger) or it reaches the target
     only strained (``info["strained"]``: by cutting what its lambda cannot reach, e.g. a dead zone on every
-    grid, 14-18 dB), the first of `fallback_models` that reaches it unstrained if it decodes better (else the
+    grid), the first of `fallback_models` that reaches it unstrained if it decodes better (else the
     best decoded). The switch is logged (MSCN_LOG=info) and said in the info's note, which the CLI prints."""
     h, w = rgb.shape[:2]
     try:

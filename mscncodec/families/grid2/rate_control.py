@@ -48,9 +48,7 @@ def lambda_top(model: Grid2Model) -> int:
     """The largest lambda index a re-aim may use for this model where the stream at the first aim overshoots:
     LAMBDA_SEARCH's top, or LAMBDA_REACH above the largest lambda it was meta-trained at where that is higher
     (grid2-l7-c256, trained to 2^-1: 2^0). The first aim keeps LAMBDA_SEARCH. Why: the low-rate start's sizes
-    keep falling gracefully past 2^-2 (held-out 113016.jpg, amortised: 1121 B at 19.3 dB at 2^-2, 849 B at
-    17.8 dB at 2^0), and at 2^-2 it could not reach 0.05 bpp on busy photos; but where 2^-2 fits, a finer step
-    there beats a larger lambda (a 128x96 crop at 0.075 bpp: 24.21 dB at 2^-2, 22.05 dB first aimed at 2^0;
+    keep falling gracefully past 2^-2, but where 2^-2 fits, a finer step there beats a larger lambda (measured:
     docs/decisions/grid2-encoder.md, "Low rates"). The others, trained to 2^-3, keep 2^-2."""
     trained = _trained_log2_lam(model)
     return LAMBDA_SEARCH[1] if trained is None else max(LAMBDA_SEARCH[1], lambda_index(2.0 ** (trained + LAMBDA_REACH)))
@@ -242,9 +240,8 @@ def coding_lambda(size_at, lam_idx: int) -> int:
     bytes with that index) smallest, searched in CODING_STRIDE steps from the aimed `lam_idx` (upward first,
     downward only where the first step up does not pay), at most CODING_REACH away. Why: lambda enters the
     decoder only through the context model (the synthesis ignores it), so any index decodes the same pixels,
-    and the refined latents code smaller under a slightly larger lambda than the one they were refined at:
-    on held-out photos +8..+24 indices saved 0.2-6 % of the latent bytes (mean 2 %, at 0.1 and 0.5 bpp;
-    docs/decisions/grid2-encoder.md, "Low rates"), which the size fit spends on a finer step."""
+    and the refined latents code smaller under a slightly larger lambda than the one they were refined at
+    (docs/decisions/grid2-encoder.md, "Low rates"), which the size fit spends on a finer step."""
     best, best_size = lam_idx, size_at(lam_idx)
     for direction in (1, -1):
         c = lam_idx

@@ -190,11 +190,9 @@ def start_candidates(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor],
                      n_pix: int, offsets: tuple[int, ...]) -> list[torch.Tensor]:
     """The start of least rounded rate + distortion / lambda among the amortised latents at lambda (`y0`) and
     those the analysis gives at the lambda indices `offsets` away, rescaled to lambda's step (Cool-chic 5's
-    candidate warm-up, on amortised starts). Why: the analysis is conditioned on lambda through one smooth
-    input, and on smooth photos its latents at a neighbouring lambda can round to a much cheaper file (a
-    held-out photo at lambda 2^-5: 0.190 where its own start costs 0.238), at low rates where no refinement
-    tried improves the start (experiments/2026-12-refine-speed/). Each candidate costs one analysis and one
-    rate + synthesis pass, about a refinement step."""
+    candidate warm-up, on amortised starts). Why: on smooth photos the latents of a neighbouring lambda can
+    round to a cheaper file, at low rates where no refinement improves the start (docs/decisions/grid2-encoder.md,
+    "Quality per CPU-second"). Each candidate costs one analysis and one rate + synthesis pass."""
     best, j_best = y0, frame.rd_cost(model, model.theta, x, y0, lam, step, n_pix)
     idx = lambda_index(lam)
     for d in offsets:
@@ -228,8 +226,7 @@ def refine_chosen(model: Grid2Model, x: torch.Tensor, y0: list[torch.Tensor], la
     than the refined file: a short refinement of a good start can end worse than it began (soft rounding
     moves the latents off the integer grid the rounded file lives on), and latents and decoder moving
     together can too."""
-    # not with a decoder update: there it gained nothing and its starts grew the rate unlike the calibration,
-    # so the first aim missed and a kodim01 default encode refined three times, not two (+60 % time)
+    # not with a decoder update: there it gained nothing and made the first aim miss (grid2-encoder.md)
     if preset.candidates and model.analysis and not tiled and delta0 is None and not model.sends_update:
         y0 = start_candidates(model, x, y0, lam, step, n_pix, preset.candidates)
     if tiled:
