@@ -132,8 +132,9 @@ def _sphere_options(f):
                           "netCDF file whose lat/lon to use.")(f)
     f = click.option("--level", type=click.IntRange(0, None), default=None,
                      help="Fields: index along the level dimension [0].")(f)
-    f = click.option("--time", "time_index", type=click.IntRange(0, None), default=None,
-                     help="Fields: index along the time dimension [0].")(f)
+    f = click.option("--time", "time_index", default=None,
+                     help="Fields: a step K (one field), a range a:b or all (one series stream, issue 29) [a file's "
+                          "every step; a single field where it has one].")(f)
     return click.option("--var", default=None, help="Fields: the netCDF variable [the only lat-lon one].")(f)
 
 
@@ -277,6 +278,8 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
 @click.option("--grid", default=None,
               help="Fields: decode onto another grid: a spacing in degrees (0.25), gaussian:N, or a netCDF file's grid "
                    "[the encoded grid].")
+@click.option("--time", "time_index", type=click.IntRange(0, None), default=None,
+              help="Field series: decode step K only (the others are not rendered).")
 @_max_pixels
 @_max_voxels
 @_jobs
@@ -284,13 +287,14 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
 @click.option("-v", "--verbose", is_flag=True, help="Print size and decode time.")
 @click.option("-q", "--quiet", is_flag=True, help="With --out-dir: no progress bar.")
 def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: str | None, resolution, grid,
-           max_pixels, max_voxels, jobs, force: bool, verbose: bool, quiet: bool) -> None:
+           time_index, max_pixels, max_voxels, jobs, force: bool, verbose: bool, quiet: bool) -> None:
     """Decode .mscn files SRC into images or meshes (whichever each holds): one with -o OUTPUT, any number
     with --out-dir DIR."""
     _outputs(srcs, out, out_dir, "one SRC")
     if out_dir is not None:
         _decode_batch(list(srcs), out_dir, fmt, force, verbose, quiet, jobs,
-                      dict(max_pixels=max_pixels, max_voxels=max_voxels), {"resolution": resolution, "grid": grid})
+                      dict(max_pixels=max_pixels, max_voxels=max_voxels),
+                      {"resolution": resolution, "grid": grid, "time": time_index})
         return
     if fmt is not None:
         raise MscnError("--format is for --out-dir (with -o the output's extension names the format)")
@@ -304,7 +308,7 @@ def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: 
     mod = stream_modality(data)
     check_format(mod, out.suffix, src)
     t = time.perf_counter()
-    options = dict(resolution=resolution, grid=grid, max_pixels=max_pixels, max_voxels=max_voxels)
+    options = dict(resolution=resolution, grid=grid, time=time_index, max_pixels=max_pixels, max_voxels=max_voxels)
     signal = decode_without_torch(data, **options)
     if signal is None:
         _torch_threads()

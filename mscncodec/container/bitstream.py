@@ -26,8 +26,8 @@ MAGIC = b"MSCN"
 VERSION = 1
 # The one table of codes: the modality and family registries look their codes up here (a code, once
 # written into streams, never changes meaning).
-MODALITIES = {1: "image", 2: "mesh", 3: "sphere"}
-ARCHS = {1: "siren", 2: "grid", 3: "grid2"}
+MODALITIES = {1: "image", 2: "mesh", 3: "sphere", 4: "voxels", 5: "series"}
+ARCHS = {1: "siren", 2: "grid", 3: "grid2", 4: "grid3"}
 
 
 def _code(table: dict[int, str], name: str, table_name: str) -> int:
@@ -120,6 +120,19 @@ HEAD: tuple[Field, ...] = (
     Field("arch", "B", "INR family", _in(ARCHS, "architecture"), lambda v: ARCHS.get(v, str(v))),
     Field("model_id", "8s", "hash of the initialisation (theta0, gates, learning rates)", None, lambda v: v.hex()),
 )
+_SPHERE_GRID: tuple[Field, ...] = (  # a global lat-lon grid and its value range (sphere and series bodies)
+    Field("nlat", "H", "latitudes of the grid", _range(2, MAX_LAT, "latitude count")),
+    Field("nlon", "H", "longitudes of the grid (equally spaced around the circle)", _range(4, MAX_LON, "longitude count")),
+    Field("lat_kind", "B", "latitude formula: 0 regular (first..last), 1 Gaussian", _in(LAT_KINDS, "latitude kind"),
+          lambda v: LAT_KINDS.get(v, str(v))),
+    Field("lat_first", "f", "first latitude (degrees)", _degrees("first latitude", 90.0), lambda v: f"{v:.6g}"),
+    Field("lat_last", "f", "last latitude (degrees)", _degrees("last latitude", 90.0), lambda v: f"{v:.6g}"),
+    Field("lon_first", "f", "first longitude (degrees)", _degrees("first longitude", 360.0), lambda v: f"{v:.6g}"),
+    Field("vmin", "f", "smallest value of the field (its units)", _finite("minimum value"), lambda v: f"{v:.7g}"),
+    Field("vmax", "f", "largest value of the field (its units)", _finite("maximum value"), lambda v: f"{v:.7g}"),
+)
+MAX_VOXEL_SIDE = 1024  # voxels per axis of an occupancy grid
+MAX_STEPS = 1 << 20  # time steps of a series (its points are bounded by the series limit too)
 BODIES: dict[int, tuple[Field, ...]] = {
     1: (  # image
         Field("height", "I", "signal height", _range(1, MAX_SIDE, "height")),
@@ -135,16 +148,19 @@ BODIES: dict[int, tuple[Field, ...]] = {
         Field("scale", "f", "input units per unit-cube unit (half the longest side, with margin)", _finite("scale", True),
               lambda v: f"{v:.6g}"),
     ),
-    3: (  # sphere: a global latitude-longitude field; the INR sees unit vectors, values mapped by [vmin, vmax]
-        Field("nlat", "H", "latitudes of the grid", _range(2, MAX_LAT, "latitude count")),
-        Field("nlon", "H", "longitudes of the grid (equally spaced around the circle)", _range(4, MAX_LON, "longitude count")),
-        Field("lat_kind", "B", "latitude formula: 0 regular (first..last), 1 Gaussian", _in(LAT_KINDS, "latitude kind"),
-              lambda v: LAT_KINDS.get(v, str(v))),
-        Field("lat_first", "f", "first latitude (degrees)", _degrees("first latitude", 90.0), lambda v: f"{v:.6g}"),
-        Field("lat_last", "f", "last latitude (degrees)", _degrees("last latitude", 90.0), lambda v: f"{v:.6g}"),
-        Field("lon_first", "f", "first longitude (degrees)", _degrees("first longitude", 360.0), lambda v: f"{v:.6g}"),
-        Field("vmin", "f", "smallest value of the field (its units)", _finite("minimum value"), lambda v: f"{v:.7g}"),
-        Field("vmax", "f", "largest value of the field (its units)", _finite("maximum value"), lambda v: f"{v:.7g}"),
+    3: _SPHERE_GRID,  # sphere: a global latitude-longitude field; the INR sees unit vectors, values mapped by [vmin, vmax]
+    4: (  # voxels: an occupancy grid (binvox's dims, translate and scale: voxel centre = translate + scale * (i + 0.5) / dim)
+        Field("dim_x", "H", "voxels along the first axis", _range(1, MAX_VOXEL_SIDE, "voxel grid side")),
+        Field("dim_y", "H", "voxels along the second axis", _range(1, MAX_VOXEL_SIDE, "voxel grid side")),
+        Field("dim_z", "H", "voxels along the third axis", _range(1, MAX_VOXEL_SIDE, "voxel grid side")),
+        Field("translate_x", "f", "binvox translate x", _finite("translate x"), lambda v: f"{v:.6g}"),
+        Field("translate_y", "f", "binvox translate y", _finite("translate y"), lambda v: f"{v:.6g}"),
+        Field("translate_z", "f", "binvox translate z", _finite("translate z"), lambda v: f"{v:.6g}"),
+        Field("scale", "f", "binvox scale", _finite("scale", True), lambda v: f"{v:.6g}"),
+    ),
+    5: (  # series: global lat-lon fields at several times, one 3-D volume (time x lat x lon)
+        Field("steps", "I", "time steps", _range(1, MAX_STEPS, "time step count")),
+        *_SPHERE_GRID,
     ),
 }
 TAIL: tuple[Field, ...] = (
@@ -200,7 +216,7 @@ def validate(header: dict) -> None:
     _check(header_fields(header["modality"])[len(HEAD):], header)
     if header["modality"] == 1 and header["height"] * header["width"] > MAX_PIXELS:
         raise BitstreamError(f"image {header['width']}x{header['height']} exceeds {MAX_PIXELS} pixels")
-    if header["modality"] == 3:
+    if header["modality"] in (3, 5):
         if header["nlat"] * header["nlon"] > MAX_PIXELS:
             raise BitstreamError(f"grid {header['nlat']}x{header['nlon']} exceeds {MAX_PIXELS} points")
         if header["vmax"] < header["vmin"]:

@@ -170,3 +170,12 @@ register(Family(
     arrays="mscncodec.families.grid2.decode_np:Grid2Arrays",
     array_decoders={"image": "mscncodec.families.grid2.decode_np:decode"},
     doc="full-resolution latent grids, learned upsampling, exact auto-regressive context model (C3 / Cool-chic)"))
+register(Family(
+    "grid3", "mscncodec.families.grid2.volume.model:Vol3Model", ("none", "scratch"),
+    # grid3's encoders take the modality's VolumeTarget and the bytes left for the latents and return the family's
+    # sections (volume/codec.py); its decoders return the dequantised latents the modality renders where it needs
+    encoders={m: "mscncodec.families.grid2.volume.codec:encode" for m in ("series", "voxels", "mesh")},
+    decoders={m: "mscncodec.families.grid2.volume.codec:decode_latents" for m in ("series", "voxels", "mesh")},
+    trainers={m: "mscncodec.families.grid2.volume.train:train" for m in ("series", "voxels", "mesh")},
+    doc="3-D latent grids read trilinearly at any point, exact 3-D context model (grid2's parts): meshes, voxels, "
+        "field series"))

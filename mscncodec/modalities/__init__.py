@@ -152,3 +152,13 @@ register(Modality("sphere", (".nc", ".nc4", ".npy"), (".nc", ".nc4", ".npy"),
                   "mscncodec.modalities.sphere_codec:describe", "mscncodec.modalities.sphere_codec",
                   options=("var", "time", "level", "grid"),
                   default_output=".nc", plural="fields", provisional_model="random-sphere-w32d5+dense"))
+register(Modality("series", (), (".nc", ".nc4", ".npy"),
+                  "mscncodec.modalities.series_codec:encode_series", "mscncodec.modalities.series_codec:decode_series",
+                  "mscncodec.modalities.series_codec:write", "mscncodec.modalities.series_codec:describe",
+                  "mscncodec.modalities.series_codec", options=("var", "time", "level", "grid"), default_output=".nc",
+                  plural="field series"))
+register(Modality("voxels", (".binvox",), (".binvox", ".npy"),
+                  "mscncodec.modalities.voxels_codec:encode_voxels", "mscncodec.modalities.voxels_codec:decode_voxels",
+                  "mscncodec.modalities.voxels_codec:write", "mscncodec.modalities.voxels_codec:describe",
+                  "mscncodec.modalities.voxels_codec", options=("resolution",), default_output=".binvox",
+                  plural="voxel grids"))

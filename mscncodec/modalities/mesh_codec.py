@@ -78,6 +78,8 @@ def encode_mesh(
         target_bytes, quality = int(round(quality_bytes(50 if quality is None else quality))), None
     aim = float(target_bytes)
     m = pick_model(model, aim)
+    if getattr(m, "volume", False):  # a 3-D latent grid model (grid3): the truncated SDF on latent grids
+        return _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0)
     frame = mmod.frame_for(mesh)
     unit = mmod.Mesh(frame.to_unit(mesh.vertices), mesh.faces)
     q, sdf = mmod.sdf_samples(unit, SAMPLES[effort], seed=0)
@@ -113,12 +115,43 @@ def encode_mesh(
     return data, report
 
 
-def sdf_function(data: bytes):
-    """(header, points in the unit cube (n, 3) -> signed distances (n,)) of a mesh stream."""
+def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0):
+    """encode_mesh's route for a volume (grid3) model: modalities/mesh_grid.py."""
+    from mscncodec.modalities import mesh_grid
+
+    data, info = mesh_grid.encode_mesh_grid(mesh, m, int(target_bytes), effort=effort, steps=steps,
+                                            resolution=resolution, progress=progress)
+    if not return_report:
+        return data
+    t_enc = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rec = decode_mesh(data)
+    t_dec = time.perf_counter() - t1
+    from mscncodec.modalities.mesh_metrics import compare
+
+    report = {"bytes": len(data), "faces_in": int(len(mesh.faces)), "faces_out": int(len(rec.faces)), "model": m.name,
+              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution,
+              "open": int(info["latents"]),
+              "note": "" if len(data) >= 0.95 * target_bytes else
+              f"target {target_bytes} bytes not reached: {len(data)} bytes for this mesh"}
+    report.update({k: v for k, v in compare(mesh, rec, n_samples=30_000).items()})
+    return data, report
+
+
+def _stream(data: bytes):
     header, sections = bitstream.unpack(bytes(data))
     if header["modality"] != MODALITY_CODE:
         raise BitstreamError(f"not a mesh stream (modality {bitstream.MODALITIES[header['modality']]})")
-    m = stream_model(header, "mesh")
+    return header, sections, stream_model(header, "mesh")
+
+
+def sdf_function(data: bytes):
+    """(header, points in the unit cube (n, 3) -> signed distances (n,)) of a mesh stream."""
+    header, sections, m = _stream(data)
+    if getattr(m, "volume", False):
+        from mscncodec.modalities import mesh_grid
+
+        return header, mesh_grid.sdf_function(header, sections, m, len(data))
     symbols, steps = unpack_update(m, sections, 1)
     delta = dequantise_all(symbols, steps)
 
@@ -135,10 +168,15 @@ def decode_mesh(data: bytes, resolution: int | None = None) -> mmod.Mesh:
     """.mscn bytes -> Mesh in the input's coordinates; `resolution` overrides the header's grid."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MscnError("decode expects bytes")
-    header, sdf = sdf_function(data)
+    header, sections, m = _stream(data)
     res = header["resolution"] if resolution is None else resolution
     if not bitstream.MIN_RESOLUTION <= res <= bitstream.MAX_RESOLUTION:
         raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {res}")
+    if getattr(m, "volume", False):
+        from mscncodec.modalities import mesh_grid
+
+        return mesh_grid.decode_mesh_grid(header, sections, m, len(data), res)
+    _, sdf = sdf_function(data)
     unit = mmod.extract_surface(sdf, res)
     frame = mmod.Frame((header["center_x"], header["center_y"], header["center_z"]), header["scale"])
     return mmod.Mesh(frame.from_unit(unit.vertices), unit.faces)
@@ -152,7 +190,12 @@ def describe(data: bytes) -> dict:
     d = bitstream.describe_header(header)
     m = find_by_id(header["model_id"])
     d["model"] = m.name if m else "(unknown to this decoder)"
-    if m is not None:
+    if m is not None and getattr(m, "volume", False):
+        from mscncodec.modalities import mesh_grid
+
+        d["network"] = f"{m.summary()} -> truncated signed distance (+-{mesh_grid.TRUNCATION_G3} of the unit cube)"
+        d.update(mesh_grid.describe_sections(sections))
+    elif m is not None:
         d["network"] = f"{m.summary()} -> signed distance, {siren.macs_per_sample(m.cfg)} MAC per grid point"
     return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data)}
 

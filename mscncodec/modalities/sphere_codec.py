@@ -50,6 +50,26 @@ FIT_LR = 3e-4  # Adam after the inner loop; 1e-3 overfits the unquantised update
 FIT_POINTS = 16384  # the fit sees at most this many points, spread by area (see sphere.fit_points)
 
 
+def series_request(src, var: str | None, time) -> bool:
+    """Whether an encode asks for a series: a range of steps ("a:b", "all"), or no --time on a netCDF variable
+    with more than one step (issue 29: a file's time series is coded whole, as one stream)."""
+    from mscncodec.modalities import series as ser
+
+    if isinstance(src, ser.SeriesField):
+        return True
+    if isinstance(src, smod.SphereField) or isinstance(time, int):
+        return False
+    if isinstance(time, str):
+        return True
+    path = Path(src)
+    if time is not None or path.suffix.lower() not in (".nc", ".nc4") or not path.is_file():
+        return False
+    try:
+        return ser.time_length(path, var) > 1
+    except MscnError:
+        return False  # the single-field loader gives the one-line error
+
+
 def quality_bytes(quality: int) -> float:
     """The size a quality setting aims at (0 -> 750 B, 50 -> 3 KB, 100 -> 12 KB)."""
     return QUALITY_BYTES * 2.0 ** ((quality - 50) / 25)
@@ -88,6 +108,14 @@ def encode_field(
 ):
     """Encode a global field (netCDF `var` at `time` / `level`, or a .npy on `grid`) to .mscn bytes: at or
     just under `target_bytes`, else at `quality` (0-100, default 50)."""
+    if isinstance(time, str) and time.strip().isdigit():
+        time = int(time)
+    if series_request(src, var, time):  # every step (or --time a:b) of a netCDF variable: one series stream
+        from mscncodec.modalities.series_codec import encode_series
+
+        return encode_series(src, target_bytes=target_bytes, quality=quality, model=model, effort=effort, steps=steps,
+                             var=var, time=time, level=level, grid=grid, progress=progress,
+                             return_report=return_report)
     check_byte_target(target_bytes, quality, effort, EFFORT)
     t0 = _time.perf_counter()
     f = smod.load(src, var=var, time=time, level=level, grid=grid)
@@ -199,9 +227,12 @@ def _nearest_mask(mask: np.ndarray, src_lat: np.ndarray, src_lon: np.ndarray, la
     return mask[np.ix_(rows, cols)]
 
 
-def decode_field(data: bytes, grid: str | None = None, max_points: int = bitstream.MAX_PIXELS) -> smod.SphereField:
+def decode_field(data: bytes, grid: str | None = None, max_points: int = bitstream.MAX_PIXELS,
+                 time: int | None = None) -> smod.SphereField:
     """.mscn bytes -> SphereField on the encoded grid, or on `grid` (a spacing such as "0.25", "gaussian:N"
     or a netCDF file's grid). A LimitError, before any work, if that grid has more than `max_points`."""
+    if time is not None:
+        raise MscnError("--time picks a step of a series stream; this stream holds one field")
     header, sections, values = field_function(data)
     lat, lon = stream_grid(header, sections)
     shape = (header["nlat"], header["nlon"])

@@ -1,0 +1,191 @@
+"""Training grid3's shared decoder theta0 (synthesis + ARM) for one modality: ``mscn train grid3``.
+
+C3 fits a decoder per file; here the decoder is shared, so a stream carries only latents. Every training
+volume gets its own latents (from zero) and its own trade-off lambda (log-uniform over the range, two per
+volume), and the decoder is learned jointly with all of them: the first-order view of the meta-learning
+problem (the encoder's fit is the inner loop, run at encode time). The rate is the float ARM's estimate,
+the quantisation simulated by soft rounding with noise (annealed), as the encoder does.
+
+After training, the calibration the encoder aims lambda with is measured with the *exact* coder: the real
+bits of every training volume's latents against its lambda (log2 lambda affine in log2 bits per point).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mscncodec import training
+from mscncodec.coding.latents import lambda_index, lambda_value
+from mscncodec.families.grid2.latent_codec import LatentCodec
+from mscncodec.families.grid2.quantizer import soft_round, ste
+from mscncodec.families.grid2.volume import fit as vfit
+from mscncodec.families.grid2.volume.config import Vol3Config
+from mscncodec.families.grid2.volume.model import Vol3Model, fresh_vol3_model
+from mscncodec.families.grid2.volume.synthesis import synthesis
+from mscncodec.training import Run
+
+
+@dataclass
+class Vol3TrainConfig:
+    levels: int = 5
+    hidden: tuple[int, ...] = (16, 16)
+    arm_hidden: int = 16
+    periodic: tuple[bool, bool, bool] = (False, False, False)
+    steps: int = 4000
+    lr: float = 2e-3  # the decoder's
+    latent_lr: float = 1e-1  # each volume's latents are stepped once per len(pairs) steps: they need long strides
+    log2_lam: tuple[float, float] = (-13.0, -7.0)
+    lams_per_volume: int = 2
+    val_every: int = 250
+    ckpt_every_s: float = 120.0
+    seed: int = 0
+
+
+@dataclass
+class VolumeSet:
+    """What a modality's training-data hook gives the trainer."""
+
+    train: list[vfit.VolumeTarget]
+    val: list[vfit.VolumeTarget]
+    files: list[Path]  # the training files (hashed into the card)
+    root: Path
+    description: str  # one line: what the volumes are
+
+
+def _lams(cfg: Vol3TrainConfig, n: int) -> list[float]:
+    lo, hi = cfg.log2_lam
+    k = n * cfg.lams_per_volume
+    return [lambda_value(lambda_index(2.0 ** (lo + (hi - lo) * (i + 0.5) / k))) for i in range(k)]
+
+
+def train(data: VolumeSet, out: Path, cfg: Vol3TrainConfig, *, modality: str, resume: bool, command: str,
+          progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    out = Path(out)
+    mcfg = Vol3Config(levels=cfg.levels, hidden=tuple(cfg.hidden), arm_hidden=cfg.arm_hidden,
+                      periodic=tuple(cfg.periodic))
+    model = fresh_vol3_model(mcfg, name=out.name, modality=modality, seed=cfg.seed)
+    theta = model.theta
+    for v in theta.values():
+        v.requires_grad_(True)
+    lams = _lams(cfg, len(data.train))
+    pairs = [(data.train[i // cfg.lams_per_volume], lams[i]) for i in range(len(lams))]
+    rng = np.random.default_rng(cfg.seed)
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    latents = [[torch.zeros(1, 1, *s, requires_grad=True) for s in mcfg.grid_shapes(t.finest)] for t, _ in pairs]
+    opt = torch.optim.Adam([{"params": list(theta.values()), "lr": cfg.lr},
+                            {"params": [v for y in latents for v in y], "lr": cfg.latent_lr}])
+    run = Run(out)
+
+    class _Both:  # what Run checkpoints: the decoder and every training volume's latents
+        def state(self):
+            st = model.state()
+            st["latents"] = [[v.detach().clone() for v in y] for y in latents]
+            return st
+
+        def tensors(self):
+            return {**model.tensors(), **{f"lat.{i}.{l}": v for i, y in enumerate(latents) for l, v in enumerate(y)}}
+
+    both = _Both()
+    if resume and run.ckpt.is_file():
+        ck = torch.load(run.ckpt, map_location="cpu", weights_only=False)
+        st = ck["model"]
+        if Vol3Config.from_dict(st["cfg"]) != mcfg:
+            raise training.MscnError(f"{run.ckpt} was trained with another architecture: resume with the same options")
+        for k, v in Vol3Model.from_state(st).theta.items():
+            theta[k].data.copy_(v)
+        for y, saved in zip(latents, st["latents"]):
+            for v, s in zip(y, saved):
+                v.data.copy_(s)
+        opt.load_state_dict(ck["opt"])
+        run.step, run.elapsed, run.history = ck["step"], ck["elapsed"], ck["history"]
+    run.start(asdict(cfg), extra=f" volumes={len(data.train)}")
+    gen = torch.Generator().manual_seed(cfg.seed + run.step)
+    t_last, acc = time.time(), []
+    while run.step < cfg.steps:
+        i = run.step % len(pairs)
+        tgt, lam = pairs[i]
+        a = run.step / cfg.steps
+        t = 0.3 * (0.1 / 0.3) ** a
+        y = latents[i]
+        noisy = [soft_round(soft_round(v, t) + torch.rand(v.shape, generator=gen) - 0.5, t) for v in y]
+        ctx = [torch.round(v).detach() for v in y]
+        n = len(tgt.values)
+        if tgt.batch and tgt.batch < n:
+            idx = torch.randint(0, n, (tgt.batch,), generator=gen)
+            pts, val, w = tgt.points[idx], tgt.values[idx], tgt.weights[idx]
+        else:
+            pts, val, w = tgt.points, tgt.values, tgt.weights
+        d = vfit.distortion(synthesis(mcfg, theta, noisy, pts), val, w, tgt.loss)
+        r = vfit.rate_bits(mcfg, theta, noisy, ctx, lam) / tgt.rate_norm
+        loss = (d + lam * r) / lam  # rate + distortion / lambda: every lambda's pair counts alike
+        lr_scale = 0.5 * (1 + math.cos(math.pi * a))  # cosine decay of both rates
+        opt.param_groups[0]["lr"] = cfg.lr * lr_scale
+        opt.param_groups[1]["lr"] = cfg.latent_lr * max(lr_scale, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(theta.values()), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for v in y:
+                v.clamp_(-255, 255)
+        run.step += 1
+        acc.append((float(d.detach()), float(r.detach())))
+
+        def evaluate() -> dict:
+            dd, rr = np.mean([x[0] for x in acc]), np.mean([x[1] for x in acc])
+            acc.clear()
+            return {"step": run.step, "distortion": float(dd), "bits_per_point": float(rr), "wall_s": round(run.wall(), 1)}
+
+        if progress and time.time() - t_last > 30:
+            t_last = time.time()
+            log(f"step {run.step}/{cfg.steps} D {float(d):.3g} bpp {float(r):.3g}")
+        run.tick(run.step, cfg.steps, cfg.val_every, cfg.ckpt_every_s, evaluate,
+                 lambda: run.save(both, opt, asdict(cfg)))
+    run.save(both, opt, asdict(cfg))
+    for v in theta.values():
+        v.requires_grad_(False)
+    calib, points = calibrate(mcfg, theta, pairs, latents)
+    model.meta = {"calibration": calib, "calibration_points": points,
+                  **run.provenance(data.root, data.files, [], command, asdict(cfg))}
+    model.description = f"grid3 shared decoder for {modality}: {data.description}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out.with_suffix(".pt"))
+    write_card(model, out.with_suffix(".md"), run.history, run.log_path, data.description)
+    return out.with_suffix(".pt")
+
+
+def calibrate(cfg: Vol3Config, theta: dict, pairs, latents) -> tuple[dict, list]:
+    """log2 lambda = a + b log2(real bits per point), fitted over the training volumes' coded latents."""
+    xs, ys, pts = [], [], []
+    for (tgt, lam), y in zip(pairs, latents):
+        sym = [s[0, 0].numpy() for s in vfit.quantise([v.detach() for v in y], 1.0)]
+        bits = 8 * len(LatentCodec(cfg, theta, lam).compress(sym))
+        bpp = bits / tgt.rate_norm
+        xs.append(math.log2(max(bpp, 1e-6)))
+        ys.append(math.log2(lam))
+        pts.append({"lambda": lam, "bits_per_point": bpp})
+    b, a = np.polyfit(xs, ys, 1) if len(set(xs)) > 1 else (-1.5, ys[0] + 1.5 * xs[0])
+    return {"log2_lambda": (float(a), float(b))}, pts
+
+
+def write_card(model: Vol3Model, path: Path, history: list[dict], log_path: Path, data: str) -> None:
+    training.write_card(
+        model, path, history, log_path, architecture=model.summary(), data=f"({data})",
+        validation="mean training distortion and estimated bits per point over the last interval",
+        history_title="training loss", columns=("step", "distortion", "bits/point", "wall s"),
+        row=lambda h: (h["step"], f"{h['distortion']:.4g}", f"{h['bits_per_point']:.4g}", h["wall_s"]))
+    with open(path, "a") as f:
+        f.write("\n## Rate calibration (exact coder, training volumes)\n")
+        f.write(f"log2 lambda = {model.meta['calibration']['log2_lambda'][0]:.3f} + "
+                f"{model.meta['calibration']['log2_lambda'][1]:.3f} log2(bits per point)\n\n")
+        f.write("| lambda | bits/point |\n|---|---|\n")
+        for p in model.meta["calibration_points"]:
+            f.write(f"| {p['lambda']:.3g} | {p['bits_per_point']:.4g} |\n")
