@@ -50,6 +50,12 @@ FIT_LR = 3e-4  # Adam after the inner loop; 1e-3 overfits the unquantised update
 FIT_POINTS = 16384  # the fit sees at most this many points, spread by area (see sphere.fit_points)
 
 
+def _voxel_npy(path: Path) -> bool:
+    from mscncodec.modalities.voxels import is_voxel_npy
+
+    return path.is_file() and is_voxel_npy(path)
+
+
 def series_request(src, var: str | None, time) -> bool:
     """Whether an encode asks for a series: a range of steps ("a:b", "all"), or no --time on a netCDF variable
     with more than one step (issue 29: a file's time series is coded whole, as one stream)."""
@@ -108,6 +114,13 @@ def encode_field(
 ):
     """Encode a global field (netCDF `var` at `time` / `level`, or a .npy on `grid`) to .mscn bytes: at or
     just under `target_bytes`, else at `quality` (0-100, default 50)."""
+    if isinstance(src, (str, Path)) and str(src).lower().endswith(".npy") and _voxel_npy(Path(src)):
+        from mscncodec.modalities.voxels_codec import encode_voxels  # a 3-D .npy is an occupancy grid
+
+        if any(v is not None for v in (var, time, level, grid)):
+            raise MscnError("--var, --time, --level and --grid are for fields; this .npy is a 3-D occupancy grid")
+        return encode_voxels(src, target_bytes=target_bytes, quality=quality, model=model, effort=effort, steps=steps,
+                             progress=progress, return_report=return_report)
     if isinstance(time, str) and time.strip().isdigit():
         time = int(time)
     if series_request(src, var, time):  # every step (or --time a:b) of a netCDF variable: one series stream

@@ -119,3 +119,18 @@ def test_surface_band():
     assert band.any() and not band[8, 8, 8] and not band[0, 0, 0]
     t = C.volume_target(occ)
     assert t.loss == "bce" and t.finest == (8, 8, 8) and abs(float(t.weights.mean()) - 1) < 1e-5
+
+
+def test_a_3d_npy_is_routed_to_the_voxels_codec(tmp_path):
+    """.npy belongs to the field modality by extension; a 3-D one is an occupancy grid (issue 29)."""
+    from mscncodec.container import bitstream as _bs
+    from mscncodec.families.grid2.volume.config import Vol3Config as _Cfg
+    from mscncodec.families.grid2.volume.model import fresh_vol3_model as _fresh
+    from mscncodec.modalities.sphere_codec import encode_field
+
+    occ = np.zeros((16, 16, 16), bool)
+    occ[4:12, 4:12, 4:12] = True
+    np.save(tmp_path / "cube.npy", occ)
+    m = _fresh(_Cfg(levels=3), name="t-vox", modality="voxels")
+    data = encode_field(tmp_path / "cube.npy", target_bytes=300, model=m, effort="fast", steps=5)
+    assert _bs.unpack(data)[0]["modality"] == _bs.modality_code("voxels")
