@@ -87,7 +87,7 @@ def encode(model: Vol3Model, target: vfit.VolumeTarget, budget: int, *, effort: 
     secs = _pack(cfg, theta, lambda_index(lam), 0, y, target.finest)
     tries.append((lambda_index(lam), _size(secs)))
     report(f"fit 1: lambda {lambda_value(lambda_index(lam)):.3g} -> {_size(secs)} bytes (budget {budget})")
-    # bytes ~ lambda**-0.6 near the target (measured on the training sets' fits); move lambda in log space
+    # assumed bytes ~ lambda**-0.6 (not measured: docs/decisions/grid3.md); move lambda in log space
     ratio = _size(secs) / max(budget - SECTION_OVERHEAD, 1)
     lam_i = int(np.clip(round(lambda_index(lam) + LOG2_LAMBDA_STEPS * math.log2(max(ratio, 1e-3)) / 0.6), 0, 255))
     y = vfit.fit_latents(cfg, theta, target, lambda_value(lam_i), sched, init=y)

@@ -12,7 +12,6 @@ bits of every training volume's latents against its lambda (log2 lambda affine i
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ import torch
 from mscncodec import training
 from mscncodec.coding.latents import lambda_index, lambda_value
 from mscncodec.families.grid2.latent_codec import LatentCodec
-from mscncodec.families.grid2.quantizer import soft_round, ste
+from mscncodec.families.grid2.quantizer import soft_round
 from mscncodec.families.grid2.volume import fit as vfit
 from mscncodec.families.grid2.volume.config import Vol3Config
 from mscncodec.families.grid2.volume.model import Vol3Model, fresh_vol3_model
