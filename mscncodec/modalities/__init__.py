@@ -25,6 +25,7 @@ Adding a modality: its module(s), one ``register`` line below, and its header bo
 from __future__ import annotations
 
 import importlib
+import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,38 @@ def check_byte_target(target_bytes, quality, effort: str, efforts) -> None:
         raise MscnError(f"the byte target must be a positive integer, got {target_bytes}")
     if effort not in efforts:
         raise MscnError(f"unknown effort {effort!r} ({', '.join(efforts)})")
+
+
+def unpack_stream(data, name: str) -> tuple[dict, dict[str, bytes]]:
+    """A stream's checked header and sections, refused (one line) unless it holds modality `name`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MscnError("decode expects bytes")
+    header, sections = bitstream.unpack(bytes(data))
+    if header["modality"] != bitstream.modality_code(name):
+        raise BitstreamError(f"not a {name} stream (modality {bitstream.MODALITIES[header['modality']]})")
+    return header, sections
+
+
+def check_density(n_bytes: int, n_points: int, what: str, unit: str = "point") -> None:
+    """Refuse a stream shorter than bitstream.MIN_BPP bits per point it claims (`what`: "6 x 64 x 128 points"),
+    before decoding allocates anything: a decode costs time and memory in proportion to the points."""
+    if n_bytes < math.ceil(n_points * bitstream.MIN_BPP / 8):
+        raise BitstreamError(f"a {n_bytes}-byte stream cannot code {what} (the format's minimum is "
+                             f"{bitstream.MIN_BPP} bits per {unit}): corrupted or crafted")
+
+
+def grid3_description(header: dict, sections: dict[str, bytes]) -> dict:
+    """`mscn info`'s header lines of a grid3 stream: the header, the model and its network, the GRD3 section."""
+    from mscncodec.families.grid2.volume.codec import describe as grid_describe
+    from mscncodec.models import find_by_id
+
+    d = bitstream.describe_header(header)
+    m = find_by_id(header["model_id"])
+    d["model"] = m.name if m else "(unknown to this decoder)"
+    if m is not None:
+        d["network"] = m.summary()
+    d.update(grid_describe(sections))
+    return d
 
 
 def register(m: Modality) -> Modality:

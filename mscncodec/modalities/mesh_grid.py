@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from mscncodec import families
 from mscncodec.container import bitstream
-from mscncodec.errors import BitstreamError, MscnError, RateError
+from mscncodec.errors import RateError
 from mscncodec.modalities import mesh as mmod
+
+if TYPE_CHECKING:  # torch is imported where the route runs, not at import
+    import torch
 
 MODALITY_CODE = bitstream.modality_code("mesh")
 TRUNCATION_G3 = 0.08  # unit-cube units: +-1 of the synthesis (~1.3 cells of a 32^3 grid, 2.6 of 64^3)

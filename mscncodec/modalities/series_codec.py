@@ -20,8 +20,8 @@ from mscncodec import families
 from mscncodec.coding.bitmap import decode_bitmap, encode_bitmap
 from mscncodec.container import bitstream
 from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
-from mscncodec.models import find_by_id, modality_model, stream_model
-from mscncodec.modalities import check_byte_target
+from mscncodec.models import modality_model, stream_model
+from mscncodec.modalities import check_byte_target, check_density, grid3_description, unpack_stream
 from mscncodec.modalities import series as ser
 from mscncodec.modalities import sphere_grid as sgrid
 
@@ -137,15 +137,9 @@ def min_series_bytes(steps: int, nlat: int, nlon: int) -> int:
 
 
 def _unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MscnError("decode expects bytes")
-    header, sections = bitstream.unpack(bytes(data))
-    if header["modality"] != MODALITY_CODE:
-        raise BitstreamError(f"not a series stream (modality {bitstream.MODALITIES[header['modality']]})")
-    if len(data) < min_series_bytes(header["steps"], header["nlat"], header["nlon"]):
-        raise BitstreamError(f"a {len(data)}-byte stream cannot code {header['steps']} x {header['nlat']} x "
-                             f"{header['nlon']} points (the format's minimum is {bitstream.MIN_BPP} bits per point): "
-                             "corrupted or crafted")
+    header, sections = unpack_stream(data, "series")
+    t, nlat, nlon = header["steps"], header["nlat"], header["nlon"]
+    check_density(len(data), t * nlat * nlon, f"{t} x {nlat} x {nlon} points")
     return header, sections
 
 
@@ -198,14 +192,7 @@ def decode_series(data: bytes, time: int | None = None, max_points: int = ser.MA
 
 def describe(data: bytes) -> dict:
     header, sections = _unpack(data)
-    d = bitstream.describe_header(header)
-    m = find_by_id(header["model_id"])
-    d["model"] = m.name if m else "(unknown to this decoder)"
-    if m is not None:
-        d["network"] = m.summary()
-    from mscncodec.families.grid2.volume.codec import describe as grid_describe
-
-    d.update(grid_describe(sections))
+    d = grid3_description(header, sections)
     if "META" in sections:
         meta = ser.unpack_series_meta(sections["META"])
         d["variable"] = f"{meta.get('name')} [{meta.get('units')}], {len(meta['time'])} steps"

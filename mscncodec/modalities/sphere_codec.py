@@ -33,7 +33,7 @@ from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_
 from mscncodec.families.siren.fit import weighted_mse
 from mscncodec.families.siren.model import Model
 from mscncodec.models import find_by_id, modality_model, stream_model
-from mscncodec.modalities import check_byte_target
+from mscncodec.modalities import check_byte_target, unpack_stream
 from mscncodec.modalities import sphere as smod
 from mscncodec.modalities import sphere_grid as sgrid
 
@@ -180,12 +180,7 @@ def encode_field(
 
 
 def _unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MscnError("decode expects bytes")
-    header, sections = bitstream.unpack(bytes(data))
-    if header["modality"] != MODALITY_CODE:
-        raise BitstreamError(f"not a sphere stream (modality {bitstream.MODALITIES[header['modality']]})")
-    return header, sections
+    return unpack_stream(data, "sphere")
 
 
 def stream_grid(header: dict, sections: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,9 +24,9 @@ import numpy as np
 
 from mscncodec import families
 from mscncodec.container import bitstream
-from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
-from mscncodec.models import find_by_id, modality_model, stream_model
-from mscncodec.modalities import check_byte_target
+from mscncodec.errors import LimitError, MscnError, RateError
+from mscncodec.models import modality_model, stream_model
+from mscncodec.modalities import check_byte_target, check_density, grid3_description, unpack_stream
 from mscncodec.modalities import voxels as vox
 
 MODALITY_CODE = bitstream.modality_code("voxels")
@@ -151,15 +151,9 @@ def encode_voxels(src, *, target_bytes: int | None = None, quality: int | None =
 # ---------------------------------------------------------------- decode
 
 def _unpack(data: bytes) -> tuple[dict, dict[str, bytes]]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MscnError("decode expects bytes")
-    header, sections = bitstream.unpack(bytes(data))
-    if header["modality"] != MODALITY_CODE:
-        raise BitstreamError(f"not a voxels stream (modality {bitstream.MODALITIES[header['modality']]})")
+    header, sections = unpack_stream(data, "voxels")
     shape = (header["dim_x"], header["dim_y"], header["dim_z"])
-    if len(data) < min_voxel_bytes(shape):
-        raise BitstreamError(f"a {len(data)}-byte stream cannot code {shape[0]} x {shape[1]} x {shape[2]} voxels (the "
-                             f"format's minimum is {bitstream.MIN_BPP} bits per voxel): corrupted or crafted")
+    check_density(len(data), math.prod(shape), f"{shape[0]} x {shape[1]} x {shape[2]} voxels", "voxel")
     return header, sections
 
 
@@ -219,15 +213,8 @@ def decode_voxels(data: bytes, resolution: int | None = None, max_voxels: int = 
 
 def describe(data: bytes) -> dict:
     header, sections = _unpack(data)
-    d = bitstream.describe_header(header)
-    m = find_by_id(header["model_id"])
-    d["model"] = m.name if m else "(unknown to this decoder)"
-    if m is not None:
-        d["network"] = m.summary()
-    from mscncodec.families.grid2.volume.codec import describe as grid_describe
-
-    d.update(grid_describe(sections))
-    return {"header": d, "sections": bitstream.section_sizes(header, sections), "bytes": len(data)}
+    return {"header": grid3_description(header, sections), "sections": bitstream.section_sizes(header, sections),
+            "bytes": len(data)}
 
 
 def write(g: vox.VoxelGrid, suffix: str) -> bytes:
