@@ -1,11 +1,17 @@
 """Train grid3's shared decoder for one modality (resumable; one thread leaves the other core free).
 
     python scripts/train_grid3.py series --data ../shared/data/spherical --out mscncodec/weights/grid3-series --steps 3000
+    python scripts/train_grid3.py mesh --data ../shared/data/meshes-collection --out mscncodec/weights/grid3-sdf \
+        --steps 5000 --set max_meshes=10 --set finest_sides=32
+    python scripts/train_grid3.py voxels --data ../shared/data/meshes-collection --out mscncodec/weights/grid3-occ
+
+The training volumes come from the modality's hook (never a bench set); ``--set NAME=VALUE`` passes its options.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import shlex
 import sys
 from pathlib import Path
@@ -14,9 +20,19 @@ import torch
 
 from mscncodec.families.grid2.volume.train import Vol3TrainConfig, train
 
-RECIPES = {  # per modality: the volumes' hook, the axes and the lambda range of the training volumes
-    "series": ("mscncodec.modalities.series_codec:training_volumes", (False, False, True), (-13.0, -7.0)),
+RECIPES = {  # per modality: the volumes' hook, the axes and the default lambda range of the training volumes
+    "series": ("mscncodec.modalities.series_codec:training_volumes", (False, False, True), (-10.0, -4.0)),
+    "mesh": ("mscncodec.modalities.mesh_grid:training_volumes", (False, False, False), (-10.0, -4.0)),
+    "voxels": ("mscncodec.modalities.voxels_codec:training_volumes", (False, False, False), (-7.0, -2.0)),
 }
+
+
+def _value(text: str):
+    try:
+        v = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return v
 
 
 def main() -> None:
@@ -28,12 +44,25 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=5)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log2-lam", default=None, help="lo,hi: the training volumes' lambda range [the recipe's]")
+    ap.add_argument("--latent-lr", type=float, default=None, help="Adam's rate of the training volumes' latents")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="an option of the volumes' hook")
     a = ap.parse_args()
+    if "meshes-test" in str(a.data) or "kodak" in str(a.data):
+        sys.exit("refusing to train on a bench set")
     torch.set_num_threads(a.threads)
     hook, periodic, lam = RECIPES[a.modality]
     module, fn = hook.split(":")
-    volumes = getattr(__import__(module, fromlist=[fn]), fn)(a.data)
-    cfg = Vol3TrainConfig(levels=a.levels, periodic=periodic, steps=a.steps, log2_lam=lam)
+    options = {}
+    for item in a.set:
+        k, _, v = item.partition("=")
+        v = _value(v)
+        options[k] = tuple(v) if isinstance(v, list) else ((v,) if k == "finest_sides" and isinstance(v, int) else v)
+    volumes = getattr(__import__(module, fromlist=[fn]), fn)(a.data, **options)
+    if a.log2_lam:
+        lam = tuple(float(x) for x in a.log2_lam.split(","))
+    extra = {} if a.latent_lr is None else {"latent_lr": a.latent_lr}
+    cfg = Vol3TrainConfig(levels=a.levels, periodic=periodic, steps=a.steps, log2_lam=lam, **extra)
     command = "python scripts/train_grid3.py " + " ".join(shlex.quote(x) for x in sys.argv[1:] if x != "--resume")
     print(train(volumes, a.out, cfg, modality=a.modality, resume=a.resume, command=command))
 

@@ -24,10 +24,10 @@ from mscncodec.container import bitstream
 from mscncodec.families.siren import network as siren
 from mscncodec.families.siren.encoder import BITS_PER_ENTRY, OPEN_HEADROOM, fit_and_pack
 from mscncodec.coding.update import dequantise_all, unpack_update
-from mscncodec.errors import BitstreamError, LimitError, MscnError, RateError
+from mscncodec.errors import LimitError, MscnError, RateError
 from mscncodec.families.siren.model import Model
 from mscncodec.models import find_by_id, modality_model, stream_model
-from mscncodec.modalities import check_byte_target
+from mscncodec.modalities import check_byte_target, unpack_stream
 from mscncodec.modalities import mesh as mmod
 
 MODALITY_CODE = bitstream.modality_code("mesh")
@@ -100,19 +100,9 @@ def encode_mesh(
     data = bitstream.pack(header, final.sections)
     if not return_report:
         return data
-    t_enc = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    rec = decode_mesh(data)
-    t_dec = time.perf_counter() - t1
-    from mscncodec.modalities.mesh_metrics import compare
-
-    report = {"bytes": len(data), "faces_in": int(len(mesh.faces)), "faces_out": int(len(rec.faces)), "model": m.name,
-              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution,
-              "open": int(sum((s != 0).sum() for s in final.symbols.values())),
-              "note": "" if target_bytes is None or final.size >= 0.95 * target_bytes else
-              f"target {target_bytes} bytes not reached: this model tops out at {final.size} bytes for this mesh"}
-    report.update({k: v for k, v in compare(mesh, rec, n_samples=30_000).items()})
-    return data, report
+    note = "" if target_bytes is None or final.size >= 0.95 * target_bytes else \
+        f"target {target_bytes} bytes not reached: this model tops out at {final.size} bytes for this mesh"
+    return data, _report(mesh, data, m, t0, resolution, int(sum((s != 0).sum() for s in final.symbols.values())), note)
 
 
 def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0):
@@ -123,6 +113,12 @@ def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, ret
                                             resolution=resolution, progress=progress)
     if not return_report:
         return data
+    note = "" if len(data) >= 0.95 * target_bytes else f"target {target_bytes} bytes not reached: {len(data)} bytes for this mesh"
+    return data, _report(mesh, data, m, t0, resolution, int(info["latents"]), note)
+
+
+def _report(mesh, data: bytes, m, t0: float, resolution: int, opened: int, note: str) -> dict:
+    """What `return_report` gives of either route: sizes, times (the decode measured here) and the metrics."""
     t_enc = time.perf_counter() - t0
     t1 = time.perf_counter()
     rec = decode_mesh(data)
@@ -130,18 +126,14 @@ def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, ret
     from mscncodec.modalities.mesh_metrics import compare
 
     report = {"bytes": len(data), "faces_in": int(len(mesh.faces)), "faces_out": int(len(rec.faces)), "model": m.name,
-              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution,
-              "open": int(info["latents"]),
-              "note": "" if len(data) >= 0.95 * target_bytes else
-              f"target {target_bytes} bytes not reached: {len(data)} bytes for this mesh"}
+              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution, "open": opened,
+              "note": note}
     report.update({k: v for k, v in compare(mesh, rec, n_samples=30_000).items()})
-    return data, report
+    return report
 
 
 def _stream(data: bytes):
-    header, sections = bitstream.unpack(bytes(data))
-    if header["modality"] != MODALITY_CODE:
-        raise BitstreamError(f"not a mesh stream (modality {bitstream.MODALITIES[header['modality']]})")
+    header, sections = unpack_stream(data, "mesh")
     return header, sections, stream_model(header, "mesh")
 
 
@@ -184,9 +176,7 @@ def decode_mesh(data: bytes, resolution: int | None = None) -> mmod.Mesh:
 
 def describe(data: bytes) -> dict:
     """Header fields (the mesh body: decoding grid, centre, scale), section sizes and the total (`mscn info`)."""
-    header, sections = bitstream.unpack(bytes(data))
-    if header["modality"] != MODALITY_CODE:
-        raise BitstreamError(f"not a mesh stream (modality {bitstream.MODALITIES[header['modality']]})")
+    header, sections = unpack_stream(data, "mesh")
     d = bitstream.describe_header(header)
     m = find_by_id(header["model_id"])
     d["model"] = m.name if m else "(unknown to this decoder)"

@@ -32,13 +32,13 @@ TRUNCATION_G3 = 0.08  # unit-cube units: +-1 of the synthesis (~1.3 cells of a 3
 RATE_NORM = float(64**3)  # the notional points bits are counted per: lambda means the same for every mesh
 POINTS_PER_STEP = 16384
 SAMPLES = {"fast": 32768, "default": 65536, "max": 131072}
-GRID_SWITCH_BYTES = 3000  # finest latent grid: 32^3 up to this target, 64^3 above
 EVAL_MAX = 128  # synthesis evaluated at most on EVAL_MAX^3 points, then upsampled
 NEAR_WEIGHT = 4.0  # extra weight of the samples within one truncation of the surface
 
 
-def finest_for(target_bytes: float) -> tuple[int, int, int]:
-    n = 32 if target_bytes <= GRID_SWITCH_BYTES else 64
+def finest_for(model) -> tuple[int, int, int]:
+    """The finest latent grid: the one the start was trained at (its card's ``finest_side``; 32^3 if unsaid)."""
+    n = int(model.meta.get("finest_side", 32))
     return (n, n, n)
 
 
@@ -78,7 +78,7 @@ def encode_mesh_grid(mesh: mmod.Mesh, m, target_bytes: int, effort: str = "defau
     if budget <= vcodec.SECTION_OVERHEAD + 16:
         raise RateError(f"target {target_bytes} bytes is below this codec's minimum for a mesh "
                         f"({fixed + vcodec.SECTION_OVERHEAD + 17} bytes: header and the latents)")
-    target = volume_target(unit, SAMPLES.get(effort, SAMPLES["default"]), finest_for(target_bytes))
+    target = volume_target(unit, SAMPLES.get(effort, SAMPLES["default"]), finest_for(m))
     say = (lambda msg: print(msg, flush=True)) if progress else None
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -210,13 +210,13 @@ def describe_sections(sections: dict[str, bytes]) -> dict[str, str]:
     return describe(sections)
 
 
-# ---------------------------------------------------------------- training data (scripts/train_grid3_mesh.py)
+# ---------------------------------------------------------------- training data (scripts/train_grid3.py mesh)
 
 def training_volumes(root: Path, max_meshes: int = 30, n_samples: int = 65536, min_faces: int = 500,
-                     log: Callable[[str], None] = print):
+                     finest_sides: tuple[int, ...] = (32, 64), log: Callable[[str], None] = print):
     """grid3's training set for meshes: the mesh trainer's TRAINING split of `root` (never its held-out meshes,
     never meshes-test), meshes with >= min_faces faces, at most max_meshes (spread over the split), each as
-    its VolumeTarget; finest 32^3 for every other mesh, 64^3 for the rest (both grids the encoder uses)."""
+    its VolumeTarget; the finest grids take turns over `finest_sides` (the grids the encoder uses)."""
     from mscncodec.families.grid2.volume.train import VolumeSet
     from mscncodec.modalities.mesh_train import MeshTrainConfig, list_meshes
     from mscncodec.training import split
@@ -235,12 +235,14 @@ def training_volumes(root: Path, max_meshes: int = 30, n_samples: int = 65536, m
     for i, (f, mesh) in enumerate(zip(picked, meshes)):
         frame = mmod.frame_for(mesh)
         unit = mmod.Mesh(frame.to_unit(mesh.vertices), mesh.faces)
-        finest = (32, 32, 32) if i % 2 == 0 else (64, 64, 64)
+        finest = (finest_sides[i % len(finest_sides)],) * 3
         targets.append(volume_target(unit, n_samples, finest, seed=i))
     log(f"{len(targets)} training meshes ({n_samples} SDF samples each) in {time.perf_counter() - t0:.1f} s")
     return VolumeSet(targets, [], picked, root,
                      f"{len(targets)} watertight meshes (>= {min_faces} faces) of the training split of {root.name}, "
-                     f"{n_samples} SDF samples each (truncation {TRUNCATION_G3}), finest grids 32^3 / 64^3")
+                     f"{n_samples} SDF samples each (truncation {TRUNCATION_G3}), finest grids "
+                     + " / ".join(f"{n}^3" for n in finest_sides),
+                     meta={"finest_side": finest_sides[0]} if len(finest_sides) == 1 else {})
 
 
 def min_bytes() -> int:

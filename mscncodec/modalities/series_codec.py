@@ -29,6 +29,7 @@ MODALITY_CODE = bitstream.modality_code("series")
 EFFORTS = ("fast", "default", "max")
 QUALITY_RATIO = 200.0  # compression of the float32 data that quality 50 aims at
 POINTS_PER_STEP = 1 << 16  # points of the fit's random batch per step
+FIT_LR_SCALE = 4.0  # held-out run, 300x, default effort: RMSE 1.23 K at 4x the schedule's rates, 2.12 K at 1x
 
 
 def quality_bytes(quality: int, points: int) -> float:
@@ -36,8 +37,25 @@ def quality_bytes(quality: int, points: int) -> float:
     return 4.0 * points / QUALITY_RATIO * 2.0 ** ((quality - 50) / 25)
 
 
-def pick_model(model=None, target_bytes: float | None = None):
-    return modality_model(model, "series", target_bytes)
+def pick_model(model=None, target_bytes: float | None = None, points: int | None = None):
+    """--model, else the shipped series start whose trained rates (its card's calibration points, bits per point)
+    are centred nearest the target's bits per point (in octaves): a start trains at one finest grid, which
+    serves one range of rates."""
+    if model is not None or target_bytes is None or not points:
+        return modality_model(model, "series", target_bytes)
+    from mscncodec.models import models_dir, load_model
+
+    starts = [m for m in (load_model(p.stem) for p in sorted(models_dir().glob("*.pt")))
+              if m.modality == "series" and m.meta.get("calibration_points")]
+    if not starts:
+        return modality_model(None, "series", target_bytes)
+    want = math.log2(8.0 * target_bytes / points)
+
+    def distance(m) -> float:
+        rates = [math.log2(max(p["bits_per_point"], 1e-9)) for p in m.meta["calibration_points"]]
+        return abs((min(rates) + max(rates)) / 2 - want)
+
+    return min(starts, key=distance)
 
 
 def _sections(f: ser.SeriesField, kind: int) -> list[tuple[str, bytes]]:
@@ -50,13 +68,13 @@ def _sections(f: ser.SeriesField, kind: int) -> list[tuple[str, bytes]]:
     return secs + [(tag, c) for tag, c in (("LATC", latc), ("LONC", lonc)) if c]
 
 
-def finest_grid(shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The finest latent grid: half the series' resolution on every axis (at 50-1000x compression a latent per
-    value costs more than it buys; docs/decisions/grid3.md)."""
-    return tuple(max(1, -(-n // 2)) for n in shape)  # type: ignore[return-value]
+def finest_grid(shape: tuple[int, int, int], divisor: int = 2) -> tuple[int, int, int]:
+    """The finest latent grid: the series' resolution over `divisor` on every axis, rounded up (the model's own:
+    a start is trained at one; at 100x and more, half the resolution, at lower ratios the full one)."""
+    return tuple(max(1, -(-n // divisor)) for n in shape)  # type: ignore[return-value]
 
 
-def volume_target(f: ser.SeriesField, vmin: float, vmax: float):
+def volume_target(f: ser.SeriesField, vmin: float, vmax: float, divisor: int = 2):
     """The family's target: every point of the series, normalised to [-1, 1], cos(lat)-weighted, mean weight 1."""
     import torch
 
@@ -72,7 +90,8 @@ def volume_target(f: ser.SeriesField, vmin: float, vmax: float):
     cz, cy, cx = cell_centres((t, nlat, nlon))
     pts = torch.stack(torch.meshgrid(cz, cy, cx, indexing="ij"), -1).reshape(-1, 3)
     return VolumeTarget(pts, torch.from_numpy(y.reshape(-1)).float(), torch.from_numpy(w.reshape(-1)).float(),
-                        finest_grid(f.shape), rate_norm=float(t * nlat * nlon), batch=POINTS_PER_STEP)
+                        finest_grid(f.shape, divisor), rate_norm=float(t * nlat * nlon), batch=POINTS_PER_STEP,
+                        lr_scale=FIT_LR_SCALE)
 
 
 def header_for(m, f: ser.SeriesField, kind: int, vmin: float, vmax: float) -> dict:
@@ -98,7 +117,7 @@ def encode_series(src, *, target_bytes: int | None = None, quality: int | None =
     t, nlat, nlon = f.shape
     if target_bytes is None:
         target_bytes = int(round(quality_bytes(50 if quality is None else quality, t * nlat * nlon)))
-    m = pick_model(model, float(target_bytes))
+    m = pick_model(model, float(target_bytes), t * nlat * nlon)
     vmin, vmax = sgrid.value_range(f.values)
     kind = sgrid.lat_kind(f.lat)
     header = header_for(m, f, kind, vmin, vmax)
@@ -115,7 +134,7 @@ def encode_series(src, *, target_bytes: int | None = None, quality: int | None =
     say = (lambda msg: print(msg, flush=True)) if progress else None
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        secs, info = vcodec.encode(m, volume_target(f, vmin, vmax), target_bytes - fixed, effort=effort,
+        secs, info = vcodec.encode(m, volume_target(f, vmin, vmax, m.meta.get("finest_divisor", 2)), target_bytes - fixed, effort=effort,
                                    steps=steps, progress=say)
     data = bitstream.pack(header, secs + extra)
     if not return_report:
@@ -238,7 +257,7 @@ TRAIN_SERIES = (  # (file under the spherical data folder, variable, first steps
 TRAIN_WINDOW = 32
 
 
-def training_volumes(root: Path):
+def training_volumes(root: Path, divisor: int = 2):
     """grid3's training set for series: 32-step windows of the annual run B06.57 and of the first 80 months of
     the monthly TS (B06.59 and the last 20 months are held out for the bench)."""
     from mscncodec.families.grid2.volume.train import VolumeSet
@@ -250,6 +269,7 @@ def training_volumes(root: Path):
         for a in starts:
             f = ser.load_series(root / rel, var=var, time=f"{a}:{a + TRAIN_WINDOW}")
             vmin, vmax = sgrid.value_range(f.values)
-            vols.append(volume_target(f, vmin, vmax))
+            vols.append(volume_target(f, vmin, vmax, divisor))
     return VolumeSet(vols, [], files, root, f"{len(vols)} windows of {TRAIN_WINDOW} steps, 64x128: "
-                     "TREFHT B06.57 (annual) and TS b003 months 0-79")
+                     f"TREFHT B06.57 (annual) and TS b003 months 0-79; finest latent grid 1/{divisor}",
+                     meta={"finest_divisor": divisor})

@@ -69,6 +69,11 @@ def surface_band(occ: np.ndarray) -> np.ndarray:
     return (o & any_empty) | (~o & any_full)
 
 
+# bits are counted per 64 voxels: per voxel, the lambda table's largest trade-off still left the fit's rate flat
+# (bunny 64^3: ~3.2 KB at every lambda), with this scale it spans 216-876 B (experiments/2026-12-grid3/README.md)
+RATE_NORM_DIVISOR = 64
+
+
 def volume_target(occ: np.ndarray, *, batch: int = POINTS_PER_STEP, finest_divisor: int | None = None):
     """The family's target: the occupancy at every voxel centre, surface voxels up-weighted (mean weight 1)."""
     import torch
@@ -83,7 +88,7 @@ def volume_target(occ: np.ndarray, *, batch: int = POINTS_PER_STEP, finest_divis
     pts = torch.stack(torch.meshgrid(cx, cy, cz, indexing="ij"), -1).reshape(-1, 3)
     return VolumeTarget(pts, torch.from_numpy(occ.reshape(-1).astype(np.float32)),
                         torch.from_numpy(w.reshape(-1).astype(np.float32)), finest_grid(occ.shape, finest_divisor),
-                        loss="bce", rate_norm=float(occ.size), batch=batch)
+                        loss="bce", rate_norm=occ.size / RATE_NORM_DIVISOR, batch=batch)
 
 
 # ---------------------------------------------------------------- encode

@@ -88,7 +88,7 @@ def test_describe_names_the_steps(nc_file):
 
 
 def test_cli_encodes_a_range_and_decodes_one_step(nc_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(sc, "pick_model", lambda model=None, target_bytes=None: MODEL)
+    monkeypatch.setattr(sc, "pick_model", lambda model=None, target_bytes=None, points=None: MODEL)
     out = tmp_path / "ts.mscn"
     r = CliRunner().invoke(main, ["encode", str(nc_file), "-o", str(out), "--bytes", "900", "--time", "0:4", "--var", "TS",
                                   "--effort", "fast", "--steps", "10", "-q"])
@@ -99,3 +99,22 @@ def test_cli_encodes_a_range_and_decodes_one_step(nc_file, tmp_path, monkeypatch
     assert back.values.shape[0] == 1 and back.time[0] == TIMES[2]
     r = CliRunner().invoke(main, ["decode", str(out), "-o", str(tmp_path / "x.nc"), "--time", "9"])
     assert r.exit_code != 0 and "out of range" in r.output and "Traceback" not in r.output
+
+
+def test_the_start_is_picked_by_the_rates_it_was_trained_for(monkeypatch, tmp_path):
+    """Two starts, one trained at low rates, one at high: a target's bits per point picks the nearer one."""
+    import dataclasses
+
+    from mscncodec import models as zoo
+
+    low = dataclasses.replace(MODEL, name="t-low", meta={"calibration_points": [{"bits_per_point": 0.03},
+                                                                               {"bits_per_point": 0.1}]})
+    high = dataclasses.replace(MODEL, name="t-high", meta={"calibration_points": [{"bits_per_point": 0.3},
+                                                                                 {"bits_per_point": 0.9}]})
+    for m in (low, high):
+        (tmp_path / f"{m.name}.pt").write_bytes(b"")
+    monkeypatch.setattr(zoo, "models_dir", lambda: tmp_path)
+    monkeypatch.setattr(zoo, "load_model", lambda name: {"t-low": low, "t-high": high}[name])
+    points = 32 * 64 * 128
+    assert sc.pick_model(None, points * 4 / 300, points).name == "t-low"  # 300x: 0.107 bits per point
+    assert sc.pick_model(None, points * 4 / 50, points).name == "t-high"  # 50x: 0.64

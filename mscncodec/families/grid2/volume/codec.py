@@ -24,9 +24,13 @@ from mscncodec.families.grid2.volume import fit as vfit
 from mscncodec.families.grid2.volume.config import Vol3Config
 from mscncodec.families.grid2.volume.model import Vol3Model
 
+ENCODER_REVISION = 2  # 2: lambda refits instead of a coarser latent step (the bench re-measures its points)
 MAX_AXIS = 1024  # latents per axis of the finest grid
 LATENTS_PER_BYTE = 4096  # a stream may claim at most this many latents per byte of its own (~0.002 bit each)
 STEP_MIN, STEP_MAX = -32, 96  # latent step 2**(k / 16): 1/4 ... 64
+FIT_TOLERANCE = (0.85, 1.0)  # a fit whose bytes land in this share of the room needs no further refit
+OVERSHOOT = 1.15  # a full fit this far over the room is refitted, not squeezed by a coarser latent step
+MAX_REFITS = 3  # lambda corrections of the search (short fits, a third of the steps each), at most
 
 
 def _axis(v: object) -> str | None:
@@ -64,9 +68,9 @@ def encode(model: Vol3Model, target: vfit.VolumeTarget, budget: int, *, effort: 
            steps: int | None = None, progress: Callable[[str], None] | None = None) -> tuple[list[tuple[str, bytes]], dict]:
     """The family's sections, at most `budget` bytes together (their table entries counted), and an info dict.
 
-    Two fits from zero latents: the first at the lambda the model's calibration expects for the budget, then a
-    second (warm) at lambda corrected by the bytes the first really took; last, the latent step is searched
-    so that the coded latents fill the budget without passing it."""
+    Short fits from zero latents search lambda (the first at the lambda the model's calibration expects for the
+    budget, each next one corrected by the bytes the last really took); the full fit runs at the lambda found,
+    and last the latent step is searched so that the coded latents fill the budget without passing it."""
     sched = vfit.SCHEDULES[effort]
     if steps is not None:
         sched = vfit.Schedule(max(int(steps), 2), sched.phases)
@@ -82,15 +86,34 @@ def encode(model: Vol3Model, target: vfit.VolumeTarget, budget: int, *, effort: 
         if progress is not None:
             progress(msg)
 
-    first = vfit.Schedule(max(2, sched.steps // 2), sched.phases[:1])
-    y = vfit.fit_latents(cfg, theta, target, lambda_value(lambda_index(lam)), first)
-    secs = _pack(cfg, theta, lambda_index(lam), 0, y, target.finest)
-    tries.append((lambda_index(lam), _size(secs)))
-    report(f"fit 1: lambda {lambda_value(lambda_index(lam)):.3g} -> {_size(secs)} bytes (budget {budget})")
-    # assumed bytes ~ lambda**-0.6 (not measured: docs/decisions/grid3.md); move lambda in log space
-    ratio = _size(secs) / max(budget - SECTION_OVERHEAD, 1)
-    lam_i = int(np.clip(round(lambda_index(lam) + LOG2_LAMBDA_STEPS * math.log2(max(ratio, 1e-3)) / 0.6), 0, 255))
-    y = vfit.fit_latents(cfg, theta, target, lambda_value(lam_i), sched, init=y)
+    room = max(budget - SECTION_OVERHEAD, 1)
+    slope = -1.0 / vfit.calibration_line(model.meta.get("calibration"))[1]  # bytes ~ lambda**-slope
+    # lambda searched with short fits from zero (warm refits drifted: each restart's first Adam steps move every
+    # latent by the full rate, and the bytes grew at any lambda; experiments/2026-12-grid3/README.md), the slope
+    # re-measured between the last two fits; then one full fit at the lambda found, and the latent step searched
+    # last to fill what is left of the room (coarsening it is a poor way to cut bytes)
+    search = vfit.Schedule(max(2, sched.steps // 3), sched.phases)
+    lam_i = lambda_index(lam)
+    for rnd in range(1 + MAX_REFITS):
+        y = vfit.fit_latents(cfg, theta, target, lambda_value(lam_i), search)
+        size = _size(_pack(cfg, theta, lam_i, 0, y, target.finest))
+        tries.append((lam_i, size))
+        report(f"search fit {rnd + 1}: lambda {lambda_value(lam_i):.3g} -> {size} bytes (budget {budget})")
+        if FIT_TOLERANCE[0] <= size / room <= FIT_TOLERANCE[1] or rnd == MAX_REFITS:
+            break
+        if len(tries) >= 2 and tries[-1][0] != tries[-2][0] and tries[-1][1] != tries[-2][1]:
+            (l0, s0), (l1, s1) = tries[-2], tries[-1]
+            slope = float(np.clip(-math.log2(s1 / s0) / ((l1 - l0) / LOG2_LAMBDA_STEPS), 0.2, 2.0))
+        lam_i = int(np.clip(round(lam_i + LOG2_LAMBDA_STEPS * math.log2(max(size / room, 1e-3)) / slope), 0, 255))
+    # the fit that is sent: the full schedule at the lambda whose short fit came nearest the room from below
+    under = [t for t in tries if t[1] <= room]
+    lam_i = max(under, key=lambda t: t[1])[0] if under else min(tries, key=lambda t: t[1])[0]
+    y = vfit.fit_latents(cfg, theta, target, lambda_value(lam_i), sched)
+    size = _size(_pack(cfg, theta, lam_i, 0, y, target.finest))
+    report(f"full fit: lambda {lambda_value(lam_i):.3g} -> {size} bytes (budget {budget})")
+    if size > room * OVERSHOOT:  # a full fit spends more than its short one: once more at lambda corrected
+        lam_i = int(np.clip(round(lam_i + LOG2_LAMBDA_STEPS * math.log2(size / room) / slope), 0, 255))
+        y = vfit.fit_latents(cfg, theta, target, lambda_value(lam_i), sched)
     best = None
     # the step: the smallest k whose stream fits (bytes fall as k grows), searched from k = 0 both ways
     cache: dict[int, list[tuple[str, bytes]]] = {}

@@ -34,6 +34,8 @@ class VolumeTarget:
     loss: str = "mse"  # "mse" or "bce" (values are 0/1 and the network gives logits)
     rate_norm: float = 0.0  # the signal's size in points (bits are divided by it); 0: N
     batch: int = 0  # points per step (0: all)
+    lr_scale: float = 1.0  # the modality's factor on the schedule's rates (the fits are far from converged in
+    # the steps a CPU affords, so the rate decides where they stop: docs/decisions/grid3.md)
 
     def __post_init__(self) -> None:
         if self.loss not in ("mse", "bce"):
@@ -107,7 +109,7 @@ def fit_latents(cfg: Vol3Config, theta: dict[str, torch.Tensor], target: VolumeT
         for i in range(steps):
             a = i / max(steps - 1, 1)
             for g in opt.param_groups:
-                g["lr"] = ph.lr * (ph.lr_end / ph.lr) ** a
+                g["lr"] = target.lr_scale * ph.lr * (ph.lr_end / ph.lr) ** a
             if ph.mode == "soft":
                 t = ph.t0 * (ph.t1 / ph.t0) ** a
                 noisy = [soft_round(soft_round(v, t) + torch.rand(v.shape, generator=gen) - 0.5, t) for v in y]
@@ -154,10 +156,15 @@ def weighted_error(cfg: Vol3Config, theta: dict[str, torch.Tensor], latents: lis
 DEFAULT_CALIBRATION = (-14.0, -1.5)  # log2 lambda = a + b log2(bits per point): the first fit's aim only
 
 
+def calibration_line(calibration: dict | None) -> tuple[float, float]:
+    """(a, b) of log2 lambda = a + b log2(bits per point): the model's, unless its training's rates did not
+    follow lambda (a slope outside [-5, -0.5] is no usable line), else DEFAULT_CALIBRATION."""
+    a, b = (calibration or {}).get("log2_lambda", DEFAULT_CALIBRATION)
+    return (a, b) if -5.0 <= b <= -0.5 else DEFAULT_CALIBRATION
+
+
 def lambda_guess(bits_per_point: float, calibration: dict | None) -> float:
     """The trade-off expected to spend `bits_per_point` (the model's calibration, log2 lambda affine in log2
     rate), clamped to the lambda table."""
-    a, b = (calibration or {}).get("log2_lambda", DEFAULT_CALIBRATION)
-    if not -3.0 <= b <= -0.5:  # a training whose rates did not follow lambda gives no usable line
-        a, b = DEFAULT_CALIBRATION
+    a, b = calibration_line(calibration)
     return 2.0 ** min(max(a + b * math.log2(max(bits_per_point, 1e-6)), -15.0), 0.9)

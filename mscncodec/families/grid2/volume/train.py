@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +57,7 @@ class VolumeSet:
     files: list[Path]  # the training files (hashed into the card)
     root: Path
     description: str  # one line: what the volumes are
+    meta: dict = field(default_factory=dict)  # what the modality's encoder must know of these volumes (model.meta)
 
 
 def _lams(cfg: Vol3TrainConfig, n: int) -> list[float]:
@@ -152,7 +153,7 @@ def train(data: VolumeSet, out: Path, cfg: Vol3TrainConfig, *, modality: str, re
     for v in theta.values():
         v.requires_grad_(False)
     calib, points = calibrate(mcfg, theta, pairs, latents)
-    model.meta = {"calibration": calib, "calibration_points": points,
+    model.meta = {**data.meta, "calibration": calib, "calibration_points": points,
                   **run.provenance(data.root, data.files, [], command, asdict(cfg))}
     model.description = f"grid3 shared decoder for {modality}: {data.description}"
     out.parent.mkdir(parents=True, exist_ok=True)
