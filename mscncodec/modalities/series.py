@@ -47,6 +47,10 @@ class SeriesField:
     lon_attrs: dict = _dfield(default_factory=lambda: {"units": "degrees_east"})
     time_name: str = "time"
     time_attrs: dict = _dfield(default_factory=dict)
+    # the variable's other dimensions (a level) at the selected index, as length-1 coordinates (sphere.SphereField
+    # .coords), in the file's order; time_axis: where the time dimension stands among them (0: first)
+    coords: list = _dfield(default_factory=list)
+    time_axis: int = 0
 
     def __post_init__(self) -> None:
         if self.time is None:
@@ -72,7 +76,8 @@ class SeriesField:
         """Everything but the values, the grid and the time values (those travel in pack_series_meta)."""
         return {"name": self.name, "units": self.units, "attrs": self.attrs, "lat_name": self.lat_name,
                 "lon_name": self.lon_name, "lat_attrs": self.lat_attrs, "lon_attrs": self.lon_attrs,
-                "time_name": self.time_name, "time_attrs": self.time_attrs}
+                "time_name": self.time_name, "time_attrs": self.time_attrs, "coords": self.coords,
+                "time_axis": self.time_axis}
 
 
 def series_from_fields(fields: Sequence[smod.SphereField], time: Sequence[float] | np.ndarray | None = None,
@@ -237,7 +242,8 @@ def load_series(path: str | Path, *, var: str | None = None, time: str | int | s
         f = SeriesField(values, lat, lon, time=times, name=var, units=str(getattr(v, "units", "")),
                         attrs=smod._attrs(v), lat_name=lat_dim, lon_name=lon_dim,
                         lat_attrs=smod._attrs(ds.variables[lat_dim]), lon_attrs=smod._attrs(ds.variables[lon_dim]),
-                        time_name=tdim, time_attrs=time_attrs)
+                        time_name=tdim, time_attrs=time_attrs, time_axis=others.index(tdim),
+                        coords=[smod._coord(ds, d, i) for d, i in zip(others, index) if d != tdim])
         f.attrs.pop("units", None)
     return validate_series(f, first=steps.start)
 
@@ -300,7 +306,8 @@ def validate_series(f: SeriesField, first: int = 0) -> SeriesField:
 
 def write_series(f: SeriesField, suffix: str) -> bytes:
     """The bytes of an output file: netCDF-4 (time (unlimited), lat, lon; values float32 with NaN as the fill
-    value; the time coordinate float64 with its attributes) or .npy (the (T, nlat, nlon) float32 array)."""
+    value; the time coordinate float64 with its attributes; a selected level as a length-1 coordinate where the
+    file had it) or .npy (the (T, nlat, nlon) float32 array)."""
     suffix = suffix.lower()
     if suffix == ".npy":
         buf = io.BytesIO()
@@ -314,6 +321,12 @@ def write_series(f: SeriesField, suffix: str) -> bytes:
     ds = netCDF4.Dataset("mscn-out.nc", "w", format="NETCDF4", memory=(1 << 16) + 4 * f.values.size)
     try:
         ds.createDimension(f.time_name, None)
+        for c in f.coords:
+            ds.createDimension(c["name"], None if c.get("unlimited") else 1)
+            if "value" in c:
+                cv = ds.createVariable(c["name"], c["dtype"], (c["name"],))
+                cv.setncatts({k: smod._nc_attr(a) for k, a in c.get("attrs", {}).items()})
+                cv[:] = np.array([c["value"]], c["dtype"])
         ds.createDimension(f.lat_name, nlat)
         ds.createDimension(f.lon_name, nlon)
         tc = ds.createVariable(f.time_name, "f8", (f.time_name,))
@@ -323,15 +336,23 @@ def write_series(f: SeriesField, suffix: str) -> bytes:
             c = ds.createVariable(name, "f4", (name,))
             c[:] = vals
             c.setncatts({k: smod._nc_attr(a) for k, a in attrs.items()})
-        var = ds.createVariable(f.name, "f4", (f.time_name, f.lat_name, f.lon_name), fill_value=np.float32(np.nan),
-                                zlib=True, complevel=4, chunksizes=(1, nlat, nlon))  # a step per chunk: one is read fast
+        lead = [c["name"] for c in f.coords]
+        lead.insert(min(f.time_axis, len(lead)), f.time_name)
+        var = ds.createVariable(f.name, "f4", (*lead, f.lat_name, f.lon_name), fill_value=np.float32(np.nan),
+                                zlib=True, complevel=4, chunksizes=(1,) * len(lead) + (nlat, nlon))  # a step per chunk
         atts = {k: smod._nc_attr(a) for k, a in f.attrs.items()}
         if f.units:
             atts["units"] = f.units
         var.setncatts(atts)
-        var[:] = np.ma.masked_invalid(np.asarray(f.values, np.float32))
+        shape = [1] * len(lead) + [nlat, nlon]
+        shape[lead.index(f.time_name)] = len(f.time)
+        var[:] = np.ma.masked_invalid(np.asarray(f.values, np.float32)).reshape(shape)
         ds.history = "decoded by mscn"
-    except Exception:
+    except (RuntimeError, TypeError, ValueError) as e:  # names or attributes netCDF refuses: not from a netCDF file
+        ds.close()
+        raise BitstreamError(f"cannot write the decoded series as netCDF ({smod._first_line(e)}): its metadata "
+                             "section is corrupted or crafted") from None
+    except BaseException:
         ds.close()
         raise
     return bytes(ds.close())
@@ -344,7 +365,10 @@ _SERIES_DICT = (smod._META_DICT + b'"hours since "calendar":"noleap"365_day"360_
                 b'"proleptic_gregorian"},"time":{"t0":"n":"d":"c":[[{"b64":"v":"time_name":'
                 b'"lat_attrs":{"long_name":"latitude","units":"degrees_north"},"lon_attrs":{"long_name":"longitude",'
                 b'"units":"degrees_east"},"time_attrs":{"long_name":"time","units":"days since ')
-_SERIES_DEFAULTS = {**smod._META_DEFAULTS, "time_name": "time", "time_attrs": {}}
+_SERIES_DEFAULTS = {**smod._META_DEFAULTS, "time_name": "time", "time_attrs": {}, "time_axis": 0}
+# a series with a level (coords) writes its metadata with sphere's coordinate words after these, behind sphere's mark
+# byte (see sphere._COORD_WORDS): one without is written byte for byte as before
+_SERIES_DICT_COORDS = _SERIES_DICT + smod._COORD_WORDS
 _MAX_META = 1 << 26
 _MAX_ULPS = 1 << 20  # corrections beyond this: the values are no progression; sent raw
 _MAX_STEPS = MAX_SERIES_POINTS // 8  # a grid has at least 2 x 4 points
@@ -407,17 +431,22 @@ def pack_series_meta(f: SeriesField) -> bytes:
     preset dictionary."""
     meta = {k: v for k, v in f.meta().items() if _SERIES_DEFAULTS.get(k, object()) != v}
     meta["time"] = _time_code(f.time)
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_SERIES_DICT)
-    return c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")) \
+    coords = "coords" in meta
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_SERIES_DICT_COORDS if coords else _SERIES_DICT)
+    body = c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")) \
         + c.flush()
+    return bytes([smod._COORDS_MARK]) + body if coords else body
 
 
 def unpack_series_meta(data: bytes) -> dict:
     """The metadata of pack_series_meta: SeriesField's keyword arguments but the values and the grid, with
     "time" a float64 array."""
     try:
-        d = zlib.decompressobj(-15, zdict=_SERIES_DICT)
-        text = d.decompress(bytes(data), _MAX_META)
+        data, zdict = bytes(data), _SERIES_DICT
+        if data[:1] == bytes([smod._COORDS_MARK]):
+            data, zdict = data[1:], _SERIES_DICT_COORDS
+        d = zlib.decompressobj(-15, zdict=zdict)
+        text = d.decompress(data, _MAX_META)
         if d.unconsumed_tail or not d.eof:
             raise ValueError("truncated")
         meta = json.loads(text.decode("utf-8"))
@@ -425,6 +454,11 @@ def unpack_series_meta(data: bytes) -> dict:
             raise TypeError("not a series header")
         meta = {**_SERIES_DEFAULTS, **meta}
         meta["time"] = _time_decode(meta["time"])
+        meta["coords"] = list(smod._check_coords(meta["coords"], {str(meta.get(k)) for k in (
+            "name", "lat_name", "lon_name", "time_name")}))
+        if isinstance(meta["time_axis"], bool) or not isinstance(meta["time_axis"], int) or not (
+                0 <= meta["time_axis"] <= len(meta["coords"])):
+            raise ValueError("time axis")
     except (zlib.error, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
         raise BitstreamError(f"corrupt series metadata section ({type(e).__name__})") from None
     if not all(isinstance(meta.get(k), dict) for k in ("attrs", "lat_attrs", "lon_attrs", "time_attrs")) or not all(

@@ -10,7 +10,12 @@ merit of the field is the area-weighted RMSE.
 A field keeps what a user will ask for back: the grid exactly (regular or Gaussian latitudes, in the
 file's order), the variable's name, units and attributes, the coordinates' names and attributes, and
 the missing values (NaN, e.g. the land points of a sea-surface field), which are coded as a bitmap,
-never filled in.
+never filled in, and the position the field was taken at: the variable's other dimensions (time, level)
+come back as length-1 coordinates with the selected value, its type and attributes (units, calendar), so
+that T(time, lat, lon) decodes as T(time, lat, lon).
+
+A netCDF input is read only whole: a file shorter than its header says (cut in a download or a copy) is
+refused, where the library would read the missing part as zeros (netCDF-3) or fail with a library error.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import json
 import math
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mscncodec.container.bitstream import MAX_LAT, MAX_LON
-from mscncodec.errors import InputError, MscnError
+from mscncodec.errors import BitstreamError, InputError, MscnError
 from mscncodec.modalities.sphere_grid import (MAX_POINTS, area_weights, check_global, embed, fit_points,
                                               gaussian_latitudes, normalise, regular_latitudes, regular_longitudes,
                                               value_range)
@@ -56,6 +62,10 @@ class SphereField:
     lon_name: str = "lon"
     lat_attrs: dict = field(default_factory=lambda: {"units": "degrees_north"})
     lon_attrs: dict = field(default_factory=lambda: {"units": "degrees_east"})
+    # the variable's dimensions before lat, lon, in order, each a length-1 coordinate at the selected index:
+    # {"name", "value" (int or float; absent when the file has no coordinate variable), "dtype" ("i4", "f8",
+    # ...), "attrs", "unlimited" (True for the record dimension)}
+    coords: list = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -69,7 +79,8 @@ class SphereField:
     def meta(self) -> dict:
         """What travels in the META section (everything but the values and the grid)."""
         return {"name": self.name, "units": self.units, "attrs": self.attrs, "lat_name": self.lat_name,
-                "lon_name": self.lon_name, "lat_attrs": self.lat_attrs, "lon_attrs": self.lon_attrs}
+                "lon_name": self.lon_name, "lat_attrs": self.lat_attrs, "lon_attrs": self.lon_attrs,
+                "coords": self.coords}
 
 
 # ---------------------------------------------------------------- what a fit sees
@@ -122,13 +133,176 @@ def parse_grid(spec: str | None, *, for_npy_shape: tuple[int, int] | None = None
     return regular_latitudes(nlat, -90.0, 90.0), regular_longitudes(2 * (nlat - 1), 0.0)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_CDF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}  # nc_type -> bytes per value
+
+
+class _Cut(Exception):
+    """The file ends inside its own header."""
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _cdf_needs(fh, version: int, size: int) -> int | None:
+    """The bytes a netCDF-3 file (CDF-1 classic, CDF-2 64-bit offset, CDF-5 64-bit data) needs by its header:
+    the end of its last value (each variable's begin + its size; a record variable's last record at begin +
+    (numrecs - 1) x recsize). None where the header is not one this reader follows (the library judges) or the
+    record count is "streaming" (not in the header). _Cut where the file ends inside the header."""
+    w = 8 if version == 5 else 4  # counts and lengths
+    ow = 4 if version == 1 else 8  # variable offsets
+
+    def take(n: int) -> bytes:
+        b = fh.read(n)
+        if len(b) < n:
+            raise _Cut
+        return b
+
+    def uint(n: int) -> int:
+        return int.from_bytes(take(n), "big")
+
+    def skip(n: int) -> None:
+        if fh.tell() + n > size:
+            raise _Cut
+        fh.seek(n, 1)
+
+    def name() -> None:
+        n = uint(w)
+        skip(n + (-n % 4))
+
+    def count(tag: int) -> int | None:  # a list's length: 0 when ABSENT, None when the tag is wrong
+        t, n = uint(4), uint(w)
+        return 0 if t == 0 and n == 0 else n if t == tag else None
+
+    def attributes() -> bool:
+        n = count(0x0C)
+        if n is None:
+            return False
+        for _ in range(n):
+            name()
+            t, k = uint(4), uint(w)
+            if t not in _CDF_TYPE_BYTES:
+                return False
+            k *= _CDF_TYPE_BYTES[t]
+            skip(k + (-k % 4))
+        return True
+
+    fh.seek(4)
+    numrecs = uint(w)
+    n = count(0x0A)
+    if n is None:
+        return None
+    dims = []
+    for _ in range(n):
+        name()
+        dims.append(uint(w))
+    if not attributes():
+        return None
+    n = count(0x0B)
+    if n is None:
+        return None
+    need, records = 0, []  # records: (begin, bytes of one record) of each record variable
+    for _ in range(n):
+        name()
+        ids = [uint(w) for _ in range(uint(w))]
+        if not attributes():
+            return None
+        t = uint(4)
+        uint(w)  # vsize: redundant (and clipped for large variables); the size is computed from the shape
+        begin = uint(ow)
+        if t not in _CDF_TYPE_BYTES or any(i >= len(dims) for i in ids):
+            return None
+        shape = [dims[i] for i in ids]
+        nbytes = math.prod(shape[1:] if shape and shape[0] == 0 else shape) * _CDF_TYPE_BYTES[t]
+        if shape and shape[0] == 0:
+            records.append((begin, nbytes))
+        elif nbytes:
+            need = max(need, begin + nbytes)
+    need = max(need, fh.tell())  # the header itself
+    if records and numrecs and numrecs != (1 << 8 * w) - 1:
+        # one record holds every record variable, each padded to 4 bytes; a lone one is not padded
+        recsize = records[0][1] if len(records) == 1 else sum(b + (-b % 4) for _, b in records)
+        need = max([need] + [begin + (numrecs - 1) * recsize + b for begin, b in records if b])
+    return need
+
+
+def _hdf5_needs(fh) -> int | None:
+    """The bytes a netCDF-4 (HDF5) file needs by its superblock (its base address + end-of-file address; the
+    HDF5 library refuses a shorter file); None where the superblock is not one this reader follows."""
+    fh.seek(8)
+    head = fh.read(64)
+    if len(head) < 4:
+        raise _Cut
+    version = head[0]
+    if version in (0, 1):
+        o, at = head[5], 16 if version == 0 else 20  # size of offsets; the base address (from byte 8)
+    elif version in (2, 3):
+        o, at = head[1], 4
+    else:
+        return None
+    if o not in (2, 4, 8):
+        return None
+    if len(head) < at + 3 * o:
+        raise _Cut
+    base = int.from_bytes(head[at:at + o], "little")
+    eof = int.from_bytes(head[at + 2 * o:at + 3 * o], "little")
+    undefined = (1 << 8 * o) - 1
+    return None if undefined in (base, eof) else base + eof
+
+
+def check_complete(path: str | Path) -> None:
+    """Refuse, in one line, a netCDF file shorter than its header says: a netCDF-3 file would read the missing
+    values as zeros (a silently corrupted field), a netCDF-4 one fails inside the library."""
+    path = Path(path)
+    try:
+        size, fh = path.stat().st_size, open(path, "rb")
+    except OSError:
+        return  # not a file this reads: the library says why
+    with fh:
+        magic = fh.read(8)
+        try:
+            if magic[:3] == b"CDF" and magic[3:4] in (b"\x01", b"\x02", b"\x05"):
+                need = _cdf_needs(fh, magic[3], size)
+            elif magic == _HDF5_SIGNATURE:
+                need = _hdf5_needs(fh)
+            elif len(magic) >= 4 and _HDF5_SIGNATURE.startswith(magic):
+                raise _Cut  # cut inside the signature
+            else:
+                return
+        except _Cut:
+            raise InputError(f"{path} is truncated: {size:,} bytes, the file ends inside its netCDF header") from None
+    if need is not None and size < need:
+        raise InputError(f"{path} is truncated: {size:,} bytes, its header needs {need:,}")
+
+
+@contextmanager
 def _open_nc(path: Path):
+    """The netCDF dataset, once check_complete passed; the library's errors while it is read (a damaged file)
+    become one-line InputErrors."""
     import netCDF4
 
+    check_complete(path)
     try:
-        return netCDF4.Dataset(str(path), "r")
+        ds = netCDF4.Dataset(str(path), "r")
     except (OSError, RuntimeError, ValueError) as e:
-        raise InputError(f"cannot read {path}: not a netCDF file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(8)
+        except OSError:
+            magic = b""
+        what = ("a damaged netCDF file" if magic[:3] == b"CDF" or magic == _HDF5_SIGNATURE else
+                "not a netCDF file")
+        raise InputError(f"cannot read {path}: {what} ({_first_line(e)})") from None
+    try:
+        yield ds
+    except (OSError, RuntimeError) as e:  # netCDF4's errors reading a damaged file (an HDF error, ...)
+        raise InputError(f"cannot read {path}: a damaged netCDF file ({_first_line(e)})") from None
+    finally:
+        try:
+            ds.close()
+        except (OSError, RuntimeError):
+            pass
 
 
 def _is_time(dim: str) -> bool:
@@ -191,6 +365,59 @@ def _attrs(var) -> dict:
             continue
         out[a] = v
     return out
+
+
+_COORD_DTYPES = ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")
+
+
+def _coord(ds, dim: str, i: int) -> dict:
+    """Dimension `dim` of a field's variable at index i, as a length-1 coordinate: its name, whether it is the
+    record dimension, and where the file has a numeric coordinate variable, the value at i exactly (the stored
+    number; unpacked where the coordinate is packed), its type and attributes."""
+    c: dict = {"name": dim}
+    if ds.dimensions[dim].isunlimited():
+        c["unlimited"] = True
+    cv = ds.variables.get(dim)
+    if cv is None or cv.dimensions != (dim,):
+        return c
+    cv.set_auto_mask(False)  # a coordinate's value is a value, even one equal to its _FillValue
+    x = np.asarray(cv[i])
+    dtype = f"{x.dtype.kind}{x.dtype.itemsize}"
+    if x.size != 1 or dtype not in _COORD_DTYPES or (x.dtype.kind == "f" and not np.isfinite(x)):
+        return c  # a string or non-finite coordinate: the dimension alone
+    c["value"], c["dtype"] = x.item(), dtype
+    attrs = _attrs(cv)
+    if attrs:
+        c["attrs"] = attrs
+    return c
+
+
+def _check_coords(coords, taken: set[str]) -> list:
+    """The coords of a stream's metadata, checked (a crafted stream fails in one line, not in the netCDF
+    writer): names unique, none of `taken`; values of their type."""
+    if not isinstance(coords, list) or len(coords) > 64:
+        raise ValueError("coords")
+    seen = set(taken)
+    for c in coords:
+        if not isinstance(c, dict) or set(c) - {"name", "value", "dtype", "attrs", "unlimited"}:
+            raise ValueError("coord")
+        n = c.get("name")
+        if not isinstance(n, str) or not 0 < len(n) <= 256 or "/" in n or "\x00" in n or n in seen:
+            raise ValueError("coord name")
+        seen.add(n)
+        if not isinstance(c.get("unlimited", False), bool) or not isinstance(c.get("attrs", {}), dict):
+            raise ValueError("coord")
+        if "value" in c:
+            x, dt = c["value"], c.get("dtype")
+            if dt not in _COORD_DTYPES or isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise ValueError("coord value")
+            if dt[0] in "iu" and not (isinstance(x, int) and np.iinfo(dt).min <= x <= np.iinfo(dt).max):
+                raise ValueError("coord value")
+            if dt[0] == "f" and not (math.isfinite(x) and abs(x) <= np.finfo(dt).max):
+                raise ValueError("coord value")
+        elif "dtype" in c or "attrs" in c:
+            raise ValueError("coord")
+    return coords
 
 
 def load(src: str | Path | SphereField, *, var: str | None = None, time: int | None = None, level: int | None = None,
@@ -274,7 +501,8 @@ def load(src: str | Path | SphereField, *, var: str | None = None, time: int | N
         lon = np.asarray(ds.variables[lon_dim][:], np.float32)
         f = SphereField(values, lat, lon, name=var, units=str(getattr(v, "units", "")), attrs=_attrs(v),
                   lat_name=lat_dim, lon_name=lon_dim, lat_attrs=_attrs(ds.variables[lat_dim]),
-                  lon_attrs=_attrs(ds.variables[lon_dim]))
+                  lon_attrs=_attrs(ds.variables[lon_dim]),
+                  coords=[_coord(ds, d, i) for d, i in zip(others, index)])
         f.attrs.pop("units", None)
     return validate(f)
 
@@ -305,7 +533,8 @@ def _nc_attr(v: object) -> object:
 
 def write(f: SphereField, suffix: str) -> bytes:
     """The bytes of an output file: netCDF-4 (values float32, NaN as the fill value, the grid and every
-    attribute carried) or .npy (float64 values, NaN where missing)."""
+    attribute carried, the field's time / level as length-1 coordinates before lat, lon) or .npy (float64
+    values, NaN where missing)."""
     suffix = suffix.lower()
     if suffix == ".npy":
         buf = io.BytesIO()
@@ -317,21 +546,31 @@ def write(f: SphereField, suffix: str) -> bytes:
 
     ds = netCDF4.Dataset("mscn-out.nc", "w", format="NETCDF4", memory=1 << 16)
     try:
+        for c in f.coords:
+            ds.createDimension(c["name"], None if c.get("unlimited") else 1)
+            if "value" in c:
+                cv = ds.createVariable(c["name"], c["dtype"], (c["name"],))
+                cv.setncatts({k: _nc_attr(a) for k, a in c.get("attrs", {}).items()})
+                cv[:] = np.array([c["value"]], c["dtype"])
         ds.createDimension(f.lat_name, len(f.lat))
         ds.createDimension(f.lon_name, len(f.lon))
         for name, vals, attrs in ((f.lat_name, f.lat, f.lat_attrs), (f.lon_name, f.lon, f.lon_attrs)):
             c = ds.createVariable(name, "f4", (name,))
             c[:] = vals
             c.setncatts({k: _nc_attr(a) for k, a in attrs.items()})
-        var = ds.createVariable(f.name, "f4", (f.lat_name, f.lon_name), fill_value=np.float32(np.nan),
-                                zlib=True, complevel=4)
+        dims = tuple(c["name"] for c in f.coords) + (f.lat_name, f.lon_name)
+        var = ds.createVariable(f.name, "f4", dims, fill_value=np.float32(np.nan), zlib=True, complevel=4)
         atts = {k: _nc_attr(a) for k, a in f.attrs.items()}
         if f.units:
             atts["units"] = f.units
         var.setncatts(atts)
-        var[:] = np.ma.masked_invalid(f.values.astype(np.float32))
+        var[:] = np.ma.masked_invalid(f.values.astype(np.float32)).reshape((1,) * len(f.coords) + f.values.shape)
         ds.history = "decoded by mscn"
-    except Exception:
+    except (RuntimeError, TypeError, ValueError) as e:  # names or attributes netCDF refuses: not from a netCDF file
+        ds.close()
+        raise BitstreamError(f"cannot write the decoded field as netCDF ({_first_line(e)}): its metadata "
+                             "section is corrupted or crafted") from None
+    except BaseException:
         ds.close()
         raise
     return bytes(ds.close())
@@ -346,19 +585,42 @@ _META_DICT = (b'{"name":"units":"attrs":"lat_name":"lon_name":"lat_attrs":"lon_a
               b'"air_temperature"Temperature (2m)"surface"pressure"geopotential"wind"eastward_wind"northward_wind'
               b'"Reference height temperature"K"m s**-1"Pa"time_op":"average"')
 _META_DEFAULTS = {"lat_name": "lat", "lon_name": "lon", "lat_attrs": {"units": "degrees_north"},
-                  "lon_attrs": {"units": "degrees_east"}, "attrs": {}, "units": ""}
+                  "lon_attrs": {"units": "degrees_east"}, "attrs": {}, "units": "", "coords": []}
+
+
+# A field with coordinates (time, level: SphereField.coords) writes its metadata with this dictionary, the words
+# of CF time and vertical coordinates after the field's, behind the byte _COORDS_MARK: a deflate stream never
+# starts with it (block type 3 is reserved), so a stream without the mark is one of the older form, which a
+# field without coordinates still writes byte for byte. Changing either changes streams.
+_COORD_WORDS = (b'"long_name":"pressure levels"pressure_level"air_pressure"atmosphere_hybrid_sigma_pressure_coordinate"'
+                b'"formula_terms":"a: hyam b: hybm p0: P0 ps: PS"hybrid level at midpoints (1000*(A+B))"'
+                b'"height"depth"m"mb"hPa"Pa"millibars"level"pressure"positive":"down"positive":"up"axis":"Z"'
+                b'"bounds":"time_bnds"axis":"T"standard_name":"time"calendar":"noleap"365_day"360_day"gregorian"'
+                b'standard"proleptic_gregorian"julian"months since "hours since 1900-01-01 00:00:00"days since '
+                b'1850-01-01 00:00:00"date"month"yyyymm"YRMO"simulation time"'
+                b',"coords":[{"name":"lev","value":"dtype":"f4","attrs":{"long_name":"level","units":"'
+                b'},{"name":"level"plev"dtype":"i4"dtype":"f8","attrs":{"long_name":"time","units":"'
+                b'"coords":[{"name":"time","unlimited":true,"value":')
+_META_DICT_COORDS = _META_DICT + _COORD_WORDS
+_COORDS_MARK = 0x06  # BFINAL 0, BTYPE 11
 
 
 def pack_meta(f: SphereField) -> bytes:
-    """The field's metadata, defaults left out, as raw deflate with a preset dictionary."""
+    """The field's metadata, defaults left out, as raw deflate with a preset dictionary (with coordinates: the
+    mark byte, then deflate with the coordinates' dictionary)."""
     meta = {k: v for k, v in f.meta().items() if _META_DEFAULTS.get(k, object()) != v}
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_META_DICT)
-    return c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")) + c.flush()
+    coords = "coords" in meta
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_META_DICT_COORDS if coords else _META_DICT)
+    body = c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")) + c.flush()
+    return bytes([_COORDS_MARK]) + body if coords else body
 
 
 def unpack_meta(data: bytes) -> dict:
     try:
-        d = zlib.decompressobj(-15, zdict=_META_DICT)
+        data, zdict = bytes(data), _META_DICT
+        if data[:1] == bytes([_COORDS_MARK]):
+            data, zdict = data[1:], _META_DICT_COORDS
+        d = zlib.decompressobj(-15, zdict=zdict)
         meta = json.loads(d.decompress(data, 1 << 16).decode("utf-8"))
     except (zlib.error, ValueError, UnicodeDecodeError) as e:
         raise MscnError(f"corrupt metadata section ({type(e).__name__})") from None
@@ -367,6 +629,11 @@ def unpack_meta(data: bytes) -> dict:
     meta = {**_META_DEFAULTS, **meta}
     if not all(isinstance(meta.get(k), dict) for k in ("attrs", "lat_attrs", "lon_attrs")):
         raise MscnError("corrupt metadata section")
+    try:  # streams written before the coordinates travelled have none: the field decodes 2-D, as it did
+        taken = {str(meta.get(k)) for k in ("name", "lat_name", "lon_name")}
+        meta["coords"] = list(_check_coords(meta["coords"], taken))
+    except ValueError:
+        raise MscnError("corrupt metadata section (coordinates)") from None
     return meta
 
 

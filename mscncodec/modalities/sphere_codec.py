@@ -258,7 +258,7 @@ def decode_field(data: bytes, grid: str | None = None, max_points: int = bitstre
     if mask is not None:
         v[mask] = np.nan
     f = smod.SphereField(v, lat, lon)
-    for k in ("name", "units", "attrs", "lat_name", "lon_name", "lat_attrs", "lon_attrs"):
+    for k in ("name", "units", "attrs", "lat_name", "lon_name", "lat_attrs", "lon_attrs", "coords"):
         if k in meta:
             setattr(f, k, meta[k])
     return f

@@ -143,7 +143,7 @@ def test_netcdf_output_carries_everything(tmp_path, nc_file, stream):
     assert r.exit_code == 0, r.output
     with netCDF4.Dataset(str(out)) as ds:
         v = ds.variables["T"]
-        assert v.units == "K" and v.long_name == "air temperature" and v.dimensions == ("lat", "lon")
+        assert v.units == "K" and v.long_name == "air temperature" and v.dimensions == ("time", "lat", "lon")
         assert ds.variables["lat"].units == "degrees_north"
         assert np.array_equal(ds.variables["lat"][:], sgrid.gaussian_latitudes(16))
         assert np.ma.count_masked(v[:]) == smod.load(nc_file).mask.sum()
