@@ -37,6 +37,68 @@ def tune_allocator() -> bool:
     return _applied
 
 
+def ignore_file_size_signal() -> None:
+    """Ignore SIGXFSZ (where there is one): past the file-size limit (``ulimit -f``) the kernel sends it,
+    and by default it kills the process with a core dump and no word; ignored, the write fails with EFBIG,
+    an OSError the CLI reports in one line (issue 30). Process-wide, so the CLI calls it, not an import;
+    an ignored signal stays ignored in the processes this one spawns."""
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+
+_PR_SET_PDEATHSIG = 1
+PARENT_POLL_S = 1.0  # how often a worker without PR_SET_PDEATHSIG looks whether its parent is still there
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when `parent_pid` (the process that started it) does, however that dies
+    (kill -9 included), so a killed ``mscn encode --jobs N`` or ``mscn bench --jobs N`` leaves no worker
+    computing under PID 1 (issue 30). Call it first thing in the worker (a pool initializer).
+
+    On Linux the kernel sends SIGKILL at the parent's death (prctl PR_SET_PDEATHSIG, set in the worker
+    itself: it follows the parent *thread* that forked it, the pool's submitting thread); the parent may
+    have died before that call, so the parent pid is checked after it. Everywhere, and as a second guard,
+    a daemon thread polls os.getppid() every PARENT_POLL_S seconds and exits the process when it changes
+    (an orphan is re-parented). With the workers gone the multiprocessing resource tracker, which exits at
+    the end of its pipe once no process holds it, ends too.
+    """
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="mscn-parent-watch", daemon=True).start()
+
+
+def quiet_resource_tracker() -> None:
+    """Keep multiprocessing's resource tracker from warning "There appear to be N leaked semaphore objects"
+    when a parent with a process pool is killed: it cleans them up, which is its job, and the two lines of
+    warning land on the user's terminal after mscn is gone. The tracker is started with this interpreter's
+    -W options, so the filter goes into sys.warnoptions before a pool starts it."""
+    option = "ignore:resource_tracker:UserWarning"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on: its affinity mask where the OS has one (taskset, cpusets,
     `docker --cpuset-cpus`), which os.cpu_count() ignores, else os.cpu_count()."""

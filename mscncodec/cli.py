@@ -19,6 +19,11 @@ def _fail(e: MscnError) -> None:
     sys.exit(e.exit_code)
 
 
+#: Input and output paths: the commands report a file the OS will not let them read or write themselves, in
+#: one line (mscncodec.container.files), where click's own check would print a usage error.
+_PATH = click.Path(path_type=Path, readable=False)
+
+
 class _Group(click.Group):
     """Turn every MscnError into one line on stderr and a non-zero exit code; `mscn bench` is imported when
     named (its codec table costs ~0.1 s that no other command needs: issue 28)."""
@@ -41,6 +46,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MscnError as e:
             _fail(e)
+        except OSError as e:  # one the commands did not name (a library opening a file itself): still one line
+            from mscncodec.container.files import os_error
+
+            _fail(os_error(e))
         except KeyboardInterrupt:
             click.echo("mscn: interrupted", err=True)
             sys.exit(130)
@@ -53,8 +62,9 @@ class _Group(click.Group):
                    "[MSCN_THREADS, else the CPUs this process may run on that no other process is using].")
 def main(threads: int | None) -> None:
     """mscn: compress images into small .mscn files with meta-learned sparse neural networks."""
-    from mscncodec._runtime import set_logging, set_threads, tune_allocator
+    from mscncodec._runtime import ignore_file_size_signal, set_logging, set_threads, tune_allocator
 
+    ignore_file_size_signal()  # over `ulimit -f` a write fails with EFBIG (one line) instead of killing mscn
     tune_allocator()  # the CLI owns its process: fitting steps run 2-2.6x faster with freed blocks kept
     set_logging()
     if click.get_current_context().invoked_subcommand != "decode":
@@ -147,10 +157,10 @@ def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
 
 
 @main.command()
-@click.argument("srcs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="SRC...")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+@click.argument("srcs", nargs=-1, required=True, type=_PATH, metavar="SRC...")
+@click.option("-o", "--output", "out", type=_PATH, default=None,
               help="Output .mscn file (one SRC).")
-@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out-dir", type=_PATH, default=None,
               help="Batch: write DIR/<stem>.mscn for every SRC (DIR is created if missing); a file that fails is "
                    "reported and skipped.")
 @click.option("--bpp", type=float, default=None, help="Images: target rate in bits per pixel (real file size).")
@@ -265,10 +275,10 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
 
 
 @main.command()
-@click.argument("srcs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="SRC...")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+@click.argument("srcs", nargs=-1, required=True, type=_PATH, metavar="SRC...")
+@click.option("-o", "--output", "out", type=_PATH, default=None,
               help="Output image (.png, ...) or mesh (.ply .obj .stl .off .glb), for one SRC.")
-@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out-dir", type=_PATH, default=None,
               help="Batch: write DIR/<stem>.<format> for every SRC (DIR is created if missing); a file that fails "
                    "is reported and skipped.")
 @click.option("--format", "fmt", default=None,
@@ -363,7 +373,7 @@ def _decode_batch(srcs: list[Path], out_dir: Path, fmt: str | None, force: bool,
 
 
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(src: Path, as_json: bool) -> None:
     """Print the header and section sizes of a .mscn file."""

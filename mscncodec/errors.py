@@ -44,6 +44,23 @@ class LimitError(MscnError):
     exit_code = 5
 
 
+class OutputError(MscnError):
+    """An output cannot be written: the OS refused (a read-only folder, a full disk, the file-size limit,
+    a folder we may not search). Nothing is left behind: no part of the file, and an existing file
+    stays as it was. ``errno`` is the OS's error number (None where there was none)."""
+
+    exit_code = 6
+    errno: int | None = None
+
+    @property
+    def stops_batch(self) -> bool:
+        """Whether the next output would fail the same way whatever it holds (the disk or a quota is full):
+        a batch stops rather than recompute every remaining file for nothing."""
+        import errno
+
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def below_minimum(bpp: float, target_bytes: int, width: int, height: int, floor_bytes: int, how: str,
                   error: type[RateError] = RateError) -> RateError:
     """The RateError of an image target under the smallest stream the codec can write for it.

@@ -67,15 +67,27 @@ def _resolve_inr(base: str, model: str, notices: list[str]) -> list[Codec]:
     if model:
         try:
             models = [resolve_core_model(model)]
-        except Exception as e:  # the core's own one-line message (unknown model, bad variant)
+            _require_image_model(model)
+        except Exception as e:  # the core's own one-line message (unknown model, bad variant, not an image model)
             raise UnknownCodecError(f"{base}:{model}: {e}") from None
     elif base == "coin":
         models = [resolve_core_model("random-w32d5")]
     else:
-        models = list_core_models()
+        models = list_core_models()  # the image models only: a mesh or field model is no image codec
     if not models:
         notices.append(f"skipping {base}: no shipped models found")
         return []
     if base == "coin" and not model:
         models = models[:1]  # one from-scratch baseline is enough; it is slow
     return [cls(*m) for m in models]
+
+
+def _require_image_model(name: str) -> None:
+    """A named model (not a routed name) must code images, by the modality its card declares: `mscn:sphere-w32`
+    is refused in one line up front, not as a failure at every image and point."""
+    from mscncodec.bench.inr import MODALITY, routed_name
+    from mscncodec.models import load_model, require_modality
+
+    name = name.partition("@")[0]
+    if not routed_name(name):
+        require_modality(load_model(name), MODALITY)

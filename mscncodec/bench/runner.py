@@ -128,8 +128,13 @@ def run_point(codec: Codec, image: ImageRef, target: float) -> dict[str, Any]:
     return rec
 
 
-def _init_worker() -> None:
-    """One BLAS/OpenMP thread per worker: ``--jobs`` is the parallelism knob, not torch."""
+def _init_worker(parent_pid: int | None = None) -> None:
+    """One BLAS/OpenMP thread per worker: ``--jobs`` is the parallelism knob, not torch. The worker ends
+    with the bench that started it (``parent_pid``), even a killed one (issue 30)."""
+    if parent_pid is not None:
+        from mscncodec._runtime import die_with_parent
+
+        die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     if "torch" in sys.modules:  # the package __init__ may already have imported it
@@ -226,8 +231,12 @@ def run_bench(
                 bar.set_postfix_str(f"{c.key} {im.name} {p:g}", refresh=False)
                 finish(run_point(c, im, p), i)
         elif pending:
+            from mscncodec._runtime import quiet_resource_tracker
+
+            quiet_resource_tracker()
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(os.getpid(),)) as pool:
                 futs: dict[Future, int] = {pool.submit(run_point, *t): i for i, t in enumerate(pending)}
                 try:
                     for fut in as_completed(futs):
