@@ -1,12 +1,18 @@
 """The stream fuzzer shared by tests/test_fuzz.py (hypothesis drives it) and scripts/fuzz.py (a seeded
-random generator drives it): real small streams, mutated, truncated and spliced, with or without a
-recomputed CRC, decoded under a time and memory watch.
+random generator drives it): real small streams of every modality, mutated, truncated and spliced, with or
+without a recomputed CRC, decoded under a time and memory watch.
 
-A case must either decode or raise an MscnError; anything else propagates (a bug). Mesh streams are
-decoded with ``max_voxels=MAX_VOXELS`` (64**3): a mesh decode costs resolution**3 whatever the stream
-says, and the default bound (512**3) allows minutes of legitimate work, so the fuzzer states its own.
-Image streams are decoded with the defaults: their cost is bounded by the stream's own length
-(container.bitstream.MIN_BPP) and the format's MAX_PIXELS.
+A case must either decode or raise an MscnError; anything else propagates (a bug). Every case is decoded
+with the API's DEFAULT bounds (issue 30): a decode's cost is bounded by what the stream's own length
+justifies (container.bitstream.MIN_BPP: 1600 samples per byte for images, fields, series and voxels; a mesh
+stream's stored grid up to 128^3, beyond that 1600 samples per byte) and by the format's and the API's
+limits (docs/decoder-cost.md).
+
+The time bound is on the CPU time of the decoding process (time.process_time, one torch thread): the
+machines these tests run on are shared, and a wall-clock bound measured the neighbours. The largest work a
+small stream may legitimately ask for is a mesh's default 128^3 grid (~2.1 M SIREN evaluations and marching
+cubes: 1-3 s of CPU on the 2-core development machine), hence 5 s, not the 2 s the issue aims at for the
+other modalities (see the report of scripts/fuzz.py for the per-modality maxima).
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from typing import Protocol
 
 import numpy as np
 
-TIME_LIMIT_S = 5.0  # per case: a robustness bound, not a performance target
+TIME_LIMIT_S = 5.0  # per case, CPU seconds: a robustness bound, not a performance target
 MEMORY_LIMIT = 500 * 1024 * 1024  # per case: tracemalloc peak, and growth of the peak RSS where Linux reports it
-MAX_VOXELS = 64**3
+SEED_NAMES = ("siren", "grid2", "mesh", "mesh-grid3", "sphere", "series", "voxels")
 
 
 class Chooser(Protocol):
@@ -60,27 +66,37 @@ class HypothesisChooser:
 # ---------------------------------------------------------------- seeds
 
 def make_seeds() -> dict[str, bytes]:
-    """Four small valid streams: a 24x32 image with --arch siren and --arch grid2 (effort fast, shipped
-    models), an icosphere through the mesh codec (plain SIREN init, 3 steps, stored grid 32) and a small
-    global field with missing values."""
-    import trimesh
-
+    """Seven small valid streams, one per decoder route (shipped models where a model is needed to decode,
+    few steps: seconds in all): a 24x32 image with --arch siren and --arch grid2 (effort fast), an icosphere
+    through the SIREN mesh route (plain SDF init, 3 steps, stored grid 32) and the grid3 mesh route
+    (grid3-sdf, 5 steps, stored grid 32), a small global field with missing values (sphere, plain init), a
+    4-step field series with missing values (grid3-series) and a 16^3 occupancy grid (grid3-occ)."""
     import mscncodec
-    from mscncodec.modalities import mesh as mmod
     from mscncodec.modalities.mesh_codec import encode_mesh
 
     from conftest import synthetic_image
 
     img = synthetic_image(24, 32, seed=21)
-    tm = trimesh.creation.icosphere(subdivisions=2, radius=1.5)
-    mesh = mmod.Mesh(np.asarray(tm.vertices) + np.array([0.5, -1.0, 2.0]), np.asarray(tm.faces, np.int64))
+    mesh = _icosphere()
     return {
         "siren": mscncodec.encode(img, arch="siren", effort="fast"),
         "grid2": mscncodec.encode(img, arch="grid2", effort="fast"),
         "mesh": encode_mesh(mesh, target_bytes=1500, model="random-sdf-w32d5+dense", effort="fast", steps=3,
                             resolution=32),
+        "mesh-grid3": encode_mesh(mesh, target_bytes=1500, model="grid3-sdf", effort="fast", steps=5, resolution=32),
         "sphere": _sphere_seed(),
+        "series": _series_seed(),
+        "voxels": _voxels_seed(),
     }
+
+
+def _icosphere():
+    import trimesh
+
+    from mscncodec.modalities import mesh as mmod
+
+    tm = trimesh.creation.icosphere(subdivisions=2, radius=1.5)
+    return mmod.Mesh(np.asarray(tm.vertices) + np.array([0.5, -1.0, 2.0]), np.asarray(tm.faces, np.int64))
 
 
 def _sphere_seed() -> bytes:
@@ -94,6 +110,31 @@ def _sphere_seed() -> bytes:
     v[3:5, 4:9] = np.nan
     f = smod.SphereField(v, lat, lon, name="T", units="K", attrs={"long_name": "t"})
     return encode_field(f, target_bytes=900, model="random-sphere-w32d5+dense", effort="fast", steps=3)
+
+
+def _series_seed() -> bytes:
+    """A 4 x 8 x 16 series on a Gaussian grid with a missing-value patch (grid3-series, 5 steps)."""
+    from mscncodec.modalities import series as ser
+    from mscncodec.modalities import sphere_grid as sgrid
+    from mscncodec.modalities.series_codec import encode_series
+
+    lat, lon = sgrid.gaussian_latitudes(8), sgrid.regular_longitudes(16, 0.0)
+    v = 250 + 30 * np.cos(np.radians(lat))[None, :, None] + np.sin(np.radians(lon))[None, None, :] \
+        + np.arange(4.0)[:, None, None]
+    v[1, 2:4, 3:6] = np.nan
+    f = ser.SeriesField(v, lat, lon, time=np.arange(4) * 6.0, name="T", units="K")
+    return encode_series(f, target_bytes=500, model="grid3-series", effort="fast", steps=5)
+
+
+def _voxels_seed() -> bytes:
+    """A ball in a 16^3 occupancy grid (grid3-occ, 5 steps)."""
+    from mscncodec.modalities import voxels as vox
+    from mscncodec.modalities.voxels_codec import encode_voxels
+
+    x, y, z = np.ogrid[:16, :16, :16]
+    occ = (x - 7.5) ** 2 + (y - 7.5) ** 2 + (z - 7.5) ** 2 <= 25
+    return encode_voxels(vox.VoxelGrid(occ, (0.5, -1.0, 2.0), 3.0), target_bytes=300, model="grid3-occ",
+                         effort="fast", steps=5)
 
 
 # ---------------------------------------------------------------- mutations
@@ -127,7 +168,7 @@ def fix_crc(data: bytes) -> bytes:
 
 _INTERESTING = {
     "I": [0, 1, 2, 7, 31, 32, 33, 64, 255, 256, 1023, 1024, 2048, 4096, 16384, 16385, 1 << 20, 1 << 31, (1 << 32) - 1],
-    "H": [0, 1, 4, 7, 8, 16, 32, 64, 128, 256, 512, 1024, 1025, 65535],
+    "H": [0, 1, 4, 7, 8, 16, 32, 64, 128, 129, 256, 512, 1024, 1025, 2048, 8192, 16384, 65535],
     "B": [0, 1, 2, 3, 4, 5, 16, 255],
     "f": [0.0, -0.0, 1e-30, 1e30, 1e38, -1.0, float("nan"), float("inf"), float("-inf")],
 }
@@ -143,7 +184,13 @@ def _field_value(fmt: str, choose: Chooser) -> bytes:
 
 def mutate(seeds: list[bytes], choose: Chooser) -> tuple[bytes, str]:
     """One case from the seeds: (bytes, what was done). Every operation keeps the result small."""
-    base = seeds[choose.int(0, len(seeds) - 1, "seed")]
+    return mutate_from(seeds, choose)[1:]
+
+
+def mutate_from(seeds: list[bytes], choose: Chooser) -> tuple[int, bytes, str]:
+    """`mutate`, with the index of the seed the case was made from first."""
+    index = choose.int(0, len(seeds) - 1, "seed")
+    base = seeds[index]
     b = bytearray(base)
     op = choose.int(0, 6, "operation")
     if op == 0:  # flip a few bytes
@@ -182,7 +229,7 @@ def mutate(seeds: list[bytes], choose: Chooser) -> tuple[bytes, str]:
     data = bytes(b)
     if choose.int(0, 1, "recompute crc"):
         data, what = fix_crc(data), what + ", CRC recomputed"
-    return data, what
+    return index, data, what
 
 
 # ---------------------------------------------------------------- one case under watch
@@ -211,36 +258,42 @@ def _reset_peak_rss() -> int | None:
 
 @dataclass
 class Outcome:
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # CPU time of this process (time.process_time): what the time bound is on
     traced_peak: int  # bytes, tracemalloc (Python and numpy allocations)
     rss_growth: int | None  # bytes, peak RSS over the RSS at the start (torch's allocations too), None if unknown
     result: str  # "decoded" or the MscnError's class name
 
 
-def run_case(data: bytes, max_voxels: int = MAX_VOXELS) -> Outcome:
-    """Decode one case; an exception that is not an MscnError propagates."""
+def run_case(data: bytes, trace: bool = True) -> Outcome:
+    """Decode one case with the API's default bounds; an exception that is not an MscnError propagates.
+    `trace`: measure the Python heap's peak with tracemalloc (slows allocation-heavy decodes; the peak RSS is
+    measured either way where Linux reports it)."""
     import mscncodec
     from mscncodec.errors import MscnError
 
     rss0 = _reset_peak_rss()
-    tracemalloc.start()
-    t = time.perf_counter()
+    if trace:
+        tracemalloc.start()
+    t, c = time.perf_counter(), time.process_time()
     result = "decoded"
     try:
-        mscncodec.decode(data, max_voxels=max_voxels)
+        mscncodec.decode(data)
     except MscnError as e:
         result = type(e).__name__
     finally:
-        seconds = time.perf_counter() - t
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
+        peak = 0
+        if trace:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
     hwm = _status_kb("VmHWM")
     growth = None if rss0 is None or hwm is None else max(0, hwm * 1024 - rss0)
-    return Outcome(seconds, peak, growth, result)
+    return Outcome(seconds, cpu, peak, growth, result)
 
 
 def check(o: Outcome, what: str) -> None:
-    assert o.seconds < TIME_LIMIT_S, f"{what}: {o.seconds:.2f} s ({o.result})"
+    assert o.cpu_seconds < TIME_LIMIT_S, f"{what}: {o.cpu_seconds:.2f} s CPU ({o.seconds:.2f} s wall, {o.result})"
     assert o.traced_peak < MEMORY_LIMIT, f"{what}: tracemalloc peak {o.traced_peak / 2**20:.0f} MB ({o.result})"
     assert o.rss_growth is None or o.rss_growth < MEMORY_LIMIT, \
         f"{what}: peak RSS grew by {o.rss_growth / 2**20:.0f} MB ({o.result})"

@@ -286,7 +286,8 @@ def test_decode_at_1024_cubed_is_refused_unless_allowed(fake_mesh_codec):
         mscncodec.decode(mesh_stream(600))
     assert fake_mesh_codec == []  # refused before the codec was called
     mscncodec.decode(data, resolution=512)  # 512^3 is the default bound, allowed
-    mscncodec.decode(data, max_voxels=1024**3)  # explicitly allowed
+    mscncodec.decode(data, max_voxels=1024**3)  # allowed by the API's bound (the real codec then bounds a stored
+    # grid by the stream's length too: tests/test_decode_bounds.py)
     with pytest.raises(LimitError, match=r"64\^3"):
         mscncodec.decode(data, resolution=64, max_voxels=64**3 - 1)
     mscncodec.decode(data, resolution=32, max_pixels=1)  # the image limit does not concern a mesh

@@ -81,18 +81,55 @@ def load(src: str | Path | Mesh) -> Mesh:
         raise InputError(f"cannot read {path}: the file is empty")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise InputError(f"cannot read {path}: {path.stat().st_size} bytes is beyond this codec's limit of {MAX_FILE_BYTES}")
+    if path.suffix.lower() == ".stl":
+        _check_stl(path)
     import trimesh
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m = trimesh.load(path, force="mesh", process=False)
+            try:
+                m = trimesh.load(path, force="mesh", process=False)
+            except ModuleNotFoundError as e:
+                if e.name != "charset_normalizer":
+                    raise
+                # trimesh guesses the encoding of a text file that is not UTF-8 (a Latin-1 comment or group name
+                # in an OBJ) with charset_normalizer, which it does not install: the geometry is ASCII, so read
+                # the text as Latin-1 (every byte is a character) and hand trimesh UTF-8
+                text = path.read_bytes().decode("latin-1").encode("utf-8")
+                m = trimesh.load(io.BytesIO(text), file_type=path.suffix.lower().lstrip("."), force="mesh",
+                                 process=False, resolver=trimesh.resolvers.FilePathResolver(str(path)))
+    except ModuleNotFoundError as e:
+        raise InputError(f"cannot read {path}: reading it needs the Python module {e.name!r}, "
+                         f"which is not installed") from None
     except Exception as e:  # trimesh raises anything from ValueError to IndexError on malformed files
         raise InputError(f"cannot read {path}: not a mesh trimesh can load ({type(e).__name__})") from None
     if not hasattr(m, "faces") or not hasattr(m, "vertices"):
         raise InputError(f"cannot read {path}: no triangle mesh in it")
     return validate(Mesh(np.asarray(m.vertices, np.float64).reshape(-1, 3), np.asarray(m.faces, np.int64).reshape(-1, 3)),
                     str(path))
+
+
+def _check_stl(path: Path) -> None:
+    """Refuse a binary STL whose triangle count disagrees with its length, naming both, before trimesh reads it.
+
+    A binary STL is an 80-byte header, a uint32 count n and n records of 50 bytes. trimesh takes any length
+    mismatch for ASCII STL and decodes the binary as text, which ended in "ModuleNotFoundError" (its encoding
+    guess needs charset_normalizer) or a parse error: no word about the count. ASCII STL (no NUL byte in its
+    first kilobyte, and it begins with "solid" or has a "facet" there) is left to trimesh."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    n = int.from_bytes(head[80:84], "little") if len(head) >= 84 else None
+    if n is not None and size == 84 + 50 * n:
+        return
+    if b"\0" not in head and (head.lstrip()[:5].lower() == b"solid" or b"facet" in head.lower()):
+        return
+    if n is None:
+        raise InputError(f"cannot read {path}: {size} bytes is neither ASCII STL nor a binary STL "
+                         f"(shorter than its 84-byte header)")
+    raise InputError(f"cannot read {path}: binary STL claims {n:,} triangles ({84 + 50 * n:,} bytes) "
+                     f"but the file holds {size:,} bytes ({(size - 84) // 50:,} triangles)")
 
 
 def validate(mesh: Mesh, name: str = "mesh") -> Mesh:
@@ -160,14 +197,133 @@ def surface_distance(q: np.ndarray, v: np.ndarray, f: np.ndarray) -> tuple[np.nd
 
 
 def winding_inside(v: np.ndarray, f: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Points inside by the generalised winding number (>= 0.5)."""
-    return winding_numbers(v, f, q) >= 0.5
+    """Points inside by the generalised winding number: |w| >= 0.5.
+
+    The magnitude, not the sign: a closed surface whose triangles face inwards (clockwise seen from outside) has
+    w ~ -1 inside, and `w >= 0.5` called all of it outside (the stream coded empty space). With |w| each closed
+    part counts whichever way it faces; a part facing the other way *inside* another (a cavity) still cancels
+    it (w ~ 0 there), as it should."""
+    return np.abs(winding_numbers(v, f, q)) >= 0.5
 
 
 def signed_distance(v: np.ndarray, f: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Exact unsigned distance, signed by the winding number (negative inside)."""
     d = surface_distance(q, v, f)[0]
     return np.where(winding_inside(v, f, q), -d, d)
+
+
+def _edge_groups(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(half-edges (3m, 2): face = index // 3, their order sorted by undirected edge, where each undirected
+    edge's run starts in that order, how many half-edges it has: 1 on a boundary, 2 manifold, > 2 not)."""
+    e = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    key = e.min(1) * (int(f.max()) + 1) + e.max(1)
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    return e, order, starts, np.diff(np.r_[starts, len(ks)])
+
+
+def orient_consistently(f: np.ndarray, groups: tuple | None = None) -> np.ndarray:
+    """The faces with the winding of each edge-connected patch made consistent, the minority flipped.
+
+    A triangle wound against its neighbours adds -1 instead of +1 to the winding number on its side, so a
+    flipped patch turns inside into outside next to it (a box with one face flipped has a slab of "inside"
+    outside that face). Patches are faces joined across manifold edges (exactly two faces); two faces that
+    traverse their shared edge in the same direction disagree. Each patch keeps the orientation most of its
+    faces have (so a cavity's inward shell stays inward); a non-orientable patch (a Moebius strip) is left as
+    it is. Vectorised (a double cover of the face graph, scipy's connected components): ~0.2 s per 300k faces;
+    returns `f` itself when nothing disagrees."""
+    f = np.asarray(f, np.int64)
+    m = len(f)
+    if m < 2:
+        return f
+    e, order, starts, counts = _edge_groups(f) if groups is None else groups
+    two = starts[counts == 2]
+    a, b = order[two], order[two + 1]
+    fa, fb = a // 3, b // 3
+    keep = fa != fb
+    a, b, fa, fb = a[keep], b[keep], fa[keep], fb[keep]
+    same = e[a, 0] == e[b, 0]  # both run the edge the same way: wound against each other
+    if not same.any():
+        return f
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    # node i: face i as it is, node m + i: face i flipped; agreeing neighbours join like to like
+    rows = np.r_[fa, fa + m]
+    cols = np.r_[np.where(same, fb + m, fb), np.where(same, fb, fb + m)]
+    g = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(2 * m, 2 * m))
+    _, lab = connected_components(g, directed=False)
+    l0, l1 = lab[:m], lab[m:]
+    orientable = l0 != l1
+    flip = orientable & (l0 > l1)  # every face of a patch takes the side holding the smaller label ...
+    patch = np.minimum(l0, l1)
+    n_flip = np.bincount(patch, weights=flip, minlength=2 * m)
+    n_all = np.bincount(patch, minlength=2 * m)
+    flip ^= orientable & (2 * n_flip[patch] > n_all[patch])  # ... or the other side, if that flips fewer
+    if not flip.any():
+        return f
+    out = f.copy()
+    out[flip] = out[flip][:, ::-1]
+    return out
+
+
+AMBIGUOUS_MAX = 0.5  # share of near-surface points with |w| in (0.3, 0.7) beyond which there is no clear inside
+CHECK_POINTS = 4096
+CHECK_OFFSET = 0.01  # unit-cube units: how far off the surface the check looks
+
+
+def ambiguous_share(v: np.ndarray, f: np.ndarray, n: int = CHECK_POINTS) -> float:
+    """Share of points CHECK_OFFSET off the surface (either side, area-weighted) whose |w| is in (0.3, 0.7)."""
+    rng = np.random.default_rng(0)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area = 0.5 * np.linalg.norm(cross, axis=1)
+    tri = rng.choice(len(f), n, p=area / area.sum())
+    r1, r2 = rng.random((n, 1)), rng.random((n, 1))
+    s = np.sqrt(r1)
+    p = (1 - s) * a[tri] + s * (1 - r2) * b[tri] + s * r2 * c[tri]
+    nrm = cross[tri] / np.maximum(2 * area[tri], 1e-300)[:, None]
+    side = np.where(rng.random((n, 1)) < 0.5, 1.0, -1.0)
+    w = np.abs(winding_numbers(v, f, p + side * CHECK_OFFSET * nrm))
+    return float(((w > 0.3) & (w < 0.7)).mean())
+
+
+def solid(mesh: Mesh, name: str = "mesh") -> tuple[Mesh, str]:
+    """(The mesh ready for signed distances: its patches wound consistently (orient_consistently), a one-line
+    note of what was open, non-manifold or turned round, "" for a clean closed mesh), or an InputError when the
+    generalised winding number gives it no clear inside.
+
+    Holes are fine: the winding number closes them (a box without one face has w = 5/6 at its centre, w = 1/2
+    across the missing face: the stream codes the closed box). What it cannot close is a surface that bounds
+    nothing: an open sheet (a terrain, a face scan, a bowl-less patch) has |w| ~ 0.5 on both of its sides, so
+    the sign of every signed distance near it is a coin toss and the decoded surface is noise. Share of the
+    points CHECK_OFFSET off the surface that are ambiguous (ambiguous_share): closed meshes 0 %, a box missing
+    one face 1 %, two adjacent faces 10 %; the collection's open scans 0.4-7 % (camelhead, lion, face,
+    tower_holes), lilium 19 %, snail 32 %; sheets: pizza 71 %, mountain 84 %, an undulating sheet 99 %; a box
+    with every other triangle flipped 69 % before orient_consistently, 0 % after (truck.obj 32 % -> 4 %).
+    Above AMBIGUOUS_MAX it is refused, in one line."""
+    groups = _edge_groups(np.asarray(mesh.faces, np.int64))
+    f = orient_consistently(mesh.faces, groups)
+    ambiguous = ambiguous_share(frame_for(mesh).to_unit(mesh.vertices), f)
+    if ambiguous > AMBIGUOUS_MAX:
+        raise InputError(f"{name}: the mesh encloses no clear volume (generalised winding number near 1/2 at "
+                         f"{ambiguous:.0%} of the points beside its surface: an open sheet, or faces that do not "
+                         f"bound a solid); a signed distance function needs a closed or nearly closed surface")
+    counts = groups[3]
+    said = []
+    if (open_ := int((counts == 1).sum())):
+        said.append(f"open ({open_} boundary edges)")
+    if (many := int((counts > 2).sum())):
+        said.append(f"non-manifold ({many} edges with more than two faces)")
+    if (turned := int((f != mesh.faces).any(1).sum())):
+        said.append(f"{turned} triangles wound against their neighbours were turned round")
+    note = ""
+    if said:
+        note = ("the mesh is " if not said[0][0].isdigit() else "") + ", ".join(said) + \
+            (f"; the winding number gave it an inside ({ambiguous:.0%} of the points beside its surface "
+             f"ambiguous), and the decoded surface is closed" if open_ or many else "")
+    return Mesh(mesh.vertices, f), note
 
 
 def sample_surface(v: np.ndarray, f: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

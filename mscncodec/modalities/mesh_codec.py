@@ -71,7 +71,9 @@ def encode_mesh(
     if not bitstream.MIN_RESOLUTION <= resolution <= bitstream.MAX_RESOLUTION:
         raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {resolution}")
     t0 = time.perf_counter()
-    mesh = mmod.load(src)
+    # consistent winding per patch, or a refusal of a surface with no clear inside (an open sheet): the
+    # sign of the signed distance comes from the winding number, and without an inside the stream is noise
+    mesh, shape_note = mmod.solid(mmod.load(src), "mesh" if isinstance(src, mmod.Mesh) else str(src))
     if target_bytes is None:
         # the quality knob names a size: a step-size mapping (as for images) gave files of very uneven
         # quality across the two routed models (quality 20: IoU 0.24; 50: Chamfer 3.9e-3 at 1.4 KB)
@@ -79,7 +81,7 @@ def encode_mesh(
     aim = float(target_bytes)
     m = pick_model(model, aim)
     if getattr(m, "volume", False):  # a 3-D latent grid model (grid3): the truncated SDF on latent grids
-        return _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0)
+        return _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0, shape_note)
     frame = mmod.frame_for(mesh)
     unit = mmod.Mesh(frame.to_unit(mesh.vertices), mesh.faces)
     q, sdf = mmod.sdf_samples(unit, SAMPLES[effort], seed=0)
@@ -97,15 +99,20 @@ def encode_mesh(
     if final is None:
         raise RateError(f"target {target_bytes} bytes is below this codec's minimum for this mesh "
                         f"({floor} bytes at its coarsest setting)")
-    data = bitstream.pack(header, final.sections)
+    data = pack_justified(header, final.sections)
     if not return_report:
         return data
     note = "" if target_bytes is None or final.size >= 0.95 * target_bytes else \
         f"target {target_bytes} bytes not reached: this model tops out at {final.size} bytes for this mesh"
-    return data, _report(mesh, data, m, t0, resolution, int(sum((s != 0).sum() for s in final.symbols.values())), note)
+    return data, _report(mesh, data, m, t0, resolution, int(sum((s != 0).sum() for s in final.symbols.values())),
+                         _notes(shape_note, note))
 
 
-def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0):
+def _notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, return_report, t0, shape_note=""):
     """encode_mesh's route for a volume (grid3) model: modalities/mesh_grid.py."""
     from mscncodec.modalities import mesh_grid
 
@@ -114,7 +121,7 @@ def _encode_grid(mesh, m, target_bytes, effort, steps, resolution, progress, ret
     if not return_report:
         return data
     note = "" if len(data) >= 0.95 * target_bytes else f"target {target_bytes} bytes not reached: {len(data)} bytes for this mesh"
-    return data, _report(mesh, data, m, t0, resolution, int(info["latents"]), note)
+    return data, _report(mesh, data, m, t0, resolution, int(info["latents"]), _notes(shape_note, note))
 
 
 def _report(mesh, data: bytes, m, t0: float, resolution: int, opened: int, note: str) -> dict:
@@ -125,8 +132,12 @@ def _report(mesh, data: bytes, m, t0: float, resolution: int, opened: int, note:
     t_dec = time.perf_counter() - t1
     from mscncodec.modalities.mesh_metrics import compare
 
+    stored = unpack_stream(data, "mesh")[0]["resolution"]
+    if stored != resolution:  # pack_justified lowered it
+        note = _notes(note, f"stored decoding grid {stored} instead of {resolution} (what a {len(data)}-byte stream "
+                            f"justifies): decode with --resolution {resolution}")
     report = {"bytes": len(data), "faces_in": int(len(mesh.faces)), "faces_out": int(len(rec.faces)), "model": m.name,
-              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": resolution, "open": opened,
+              "arch": m.arch, "encode_s": t_enc, "decode_s": t_dec, "resolution": stored, "open": opened,
               "note": note}
     report.update({k: v for k, v in compare(mesh, rec, n_samples=30_000).items()})
     return report
@@ -156,14 +167,57 @@ def sdf_function(data: bytes):
     return header, sdf
 
 
+# The stored decoding grid a stream is decoded at by default (issue 30): a decode costs resolution**3 samples
+# whatever the stream holds, so a stream's header is honoured up to the grid its length justifies, the
+# format's density rule (bitstream.MIN_BPP: SAMPLES_PER_BYTE samples per byte, as for an image's pixels), and
+# always up to GRID_FLOOR, the encoder's default grid (every stream stores it unless --resolution says otherwise).
+# An explicit `resolution` is the caller's choice, bounded by max_voxels only.
+SAMPLES_PER_BYTE = round(8 / bitstream.MIN_BPP)  # 1600
+GRID_FLOOR = mmod.DEFAULT_RESOLUTION  # 128
+
+
+def justified_resolution(n_bytes: int) -> int:
+    """The largest stored grid a stream of n_bytes decodes at by default: GRID_FLOOR (128), or the largest R with
+    R**3 <= SAMPLES_PER_BYTE * n_bytes (4 KB: 185, 10.5 KB: 256, 84 KB: 512)."""
+    samples = SAMPLES_PER_BYTE * max(int(n_bytes), 0)
+    r = int(round(samples ** (1 / 3)))
+    while r**3 > samples:
+        r -= 1
+    while (r + 1) ** 3 <= samples:
+        r += 1
+    return min(bitstream.MAX_RESOLUTION, max(GRID_FLOOR, r))
+
+
+def check_stored_resolution(resolution: int, n_bytes: int) -> None:
+    """A LimitError (one line, before any work) if a stream of n_bytes stores a grid its length does not justify."""
+    top = justified_resolution(n_bytes)
+    if resolution > top:
+        raise LimitError(f"this {n_bytes}-byte mesh stream asks for a {resolution}^3 decoding grid, more than its length "
+                         f"justifies (at most {top}^3 by default): give --resolution N to choose the grid (bounded by "
+                         "--max-voxels)")
+
+
+def pack_justified(header: dict, sections: list[tuple[str, bytes]]) -> bytes:
+    """bitstream.pack, the stored grid lowered where needed to the largest the stream's length justifies (the
+    length does not depend on it), so that every stream the encoder writes decodes with the default bounds."""
+    data = bitstream.pack(header, sections)
+    top = justified_resolution(len(data))
+    return data if header["resolution"] <= top else bitstream.pack(dict(header, resolution=top), sections)
+
+
 def decode_mesh(data: bytes, resolution: int | None = None) -> mmod.Mesh:
-    """.mscn bytes -> Mesh in the input's coordinates; `resolution` overrides the header's grid."""
+    """.mscn bytes -> Mesh in the input's coordinates; `resolution` overrides the header's grid. Without it the
+    header's grid is decoded if the stream's length justifies it (justified_resolution), else refused (LimitError)
+    before the model is loaded."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MscnError("decode expects bytes")
-    header, sections, m = _stream(data)
-    res = header["resolution"] if resolution is None else resolution
-    if not bitstream.MIN_RESOLUTION <= res <= bitstream.MAX_RESOLUTION:
-        raise MscnError(f"resolution must be in [{bitstream.MIN_RESOLUTION}, {bitstream.MAX_RESOLUTION}], got {res}")
+    header, sections = unpack_stream(data, "mesh")
+    if resolution is None:
+        res = checked_resolution(header["resolution"])
+        check_stored_resolution(res, len(data))
+    else:
+        res = checked_resolution(resolution)
+    m = stream_model(header, "mesh")
     if getattr(m, "volume", False):
         from mscncodec.modalities import mesh_grid
 
@@ -200,14 +254,15 @@ def checked_resolution(res) -> int:
     return int(res)
 
 
-def check_voxels(resolution: int, max_voxels: int) -> None:
+def check_voxels(resolution: int, max_voxels: int,
+                 advice: str = "give a smaller --resolution or raise --max-voxels") -> None:
     """A LimitError if a mesh decode at this grid (resolution**3 samples) exceeds max_voxels.
 
     The decoder evaluates the SDF on the whole grid and runs marching cubes on it: time and memory grow
     with resolution**3 whatever the stream's size, so the bound is the caller's."""
     if resolution**3 > max_voxels:
         raise LimitError(f"decoding grid {resolution}^3 = {resolution**3} samples exceeds the limit of {max_voxels} "
-                         f"(about {round(max_voxels ** (1 / 3))}^3): give a smaller --resolution or raise --max-voxels")
+                         f"(about {round(max_voxels ** (1 / 3))}^3): {advice}")
 
 
 def encode_limits(kw: dict, max_pixels: int, max_voxels: int) -> dict:
@@ -218,7 +273,13 @@ def encode_limits(kw: dict, max_pixels: int, max_voxels: int) -> dict:
 
 
 def decode_limits(header: dict, kw: dict, max_pixels: int, max_voxels: int) -> dict:
-    check_voxels(checked_resolution(kw.get("resolution", header["resolution"])), max_voxels)
+    """The grid (--resolution, else the stream's stored one) bounded by max_voxels before any work; the stored
+    grid is also bounded by the stream's length, in decode_mesh (justified_resolution)."""
+    if kw.get("resolution") is not None:
+        check_voxels(checked_resolution(kw["resolution"]), max_voxels)
+    else:
+        check_voxels(checked_resolution(header["resolution"]), max_voxels,
+                     "it is the stream's stored grid; give --resolution N to choose another")
     return kw
 
 

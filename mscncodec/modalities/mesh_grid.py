@@ -84,7 +84,9 @@ def encode_mesh_grid(mesh: mmod.Mesh, m, target_bytes: int, effort: str = "defau
         torch.manual_seed(0)
         secs, info = vcodec.encode(m, target, budget, effort=effort if effort in vcodec.vfit.SCHEDULES else "default",
                                    steps=steps, progress=say)
-    data = bitstream.pack(header, secs)
+    from mscncodec.modalities.mesh_codec import pack_justified
+
+    data = pack_justified(header, secs)  # the stored grid within what the stream's length justifies
     info["finest"] = target.finest
     return data, info
 

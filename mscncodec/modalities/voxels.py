@@ -250,14 +250,16 @@ def write(g: VoxelGrid, suffix: str) -> bytes:
 
 def voxelise(vertices: np.ndarray, faces: np.ndarray, resolution: int, pad: int = 1) -> VoxelGrid:
     """Occupancy of a mesh on a resolution^3 grid: its bounding box centred in the cube, the longest side
-    spanning resolution - 2 * pad voxels; inside = |generalised winding number| > 0.5 at voxel centres."""
-    from mscncodec.modalities.mesh import winding_numbers
+    spanning resolution - 2 * pad voxels; inside = |generalised winding number| > 0.5 at voxel centres (the
+    magnitude: a mesh facing inwards has w ~ -1 inside), each edge-connected patch wound consistently first."""
+    from mscncodec.modalities.mesh import orient_consistently, winding_numbers
 
     if not 2 * pad < resolution <= MAX_SIDE or pad < 0:
         raise InputError(f"resolution {resolution} with {pad} voxels of padding: need 2 * pad < resolution <= {MAX_SIDE}")
     v, f = np.asarray(vertices, np.float64).reshape(-1, 3), np.asarray(faces, np.int64).reshape(-1, 3)
     if len(f) == 0:
         raise InputError("the mesh has no faces")
+    f = orient_consistently(f)
     used = v[np.unique(f)]
     lo, hi = used.min(0), used.max(0)
     h = (hi - lo).max() / (resolution - 2 * pad)
