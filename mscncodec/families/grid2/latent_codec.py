@@ -91,16 +91,19 @@ def coarse_term(arm: FixedArm, coarse: np.ndarray | None, geo: Geometry = PLANE)
 
 
 def coarse_rows(arm: FixedArm, coarse: np.ndarray | None, idx: np.ndarray, shape: tuple[int, ...],
-                table: np.ndarray | None = None, geo: Geometry = PLANE) -> np.ndarray:
+                table: np.ndarray | None = None, geo: Geometry = PLANE, padded: np.ndarray | None = None
+                ) -> np.ndarray:
     """`coarse_fixed(...)[idx]` computed for the latents idx (flat, in a grid of `shape`) only: the same integer
     products, so the same values, without the (N, H) array of the whole grid. `table`: the coarser grid's
-    `coarse_term`, gathered instead of recomputed per latent (4x fewer products)."""
+    `coarse_term`, gathered instead of recomputed per latent (4x fewer products). `padded`: the coarser grid's
+    `coarse_padded`, made once per grid by a caller that asks for many chunks (made per call, it cost a whole
+    coarse grid per chunk: quadratic time on big frames, issue 30)."""
     if coarse is None:
         return np.zeros((len(idx), arm.wc.shape[1]))
     cc = context.coarse_index(idx, shape)
     if table is not None:
         return table[np.ravel_multi_index(cc, coarse.shape)]
-    cp = coarse_padded(coarse, geo)
+    cp = coarse_padded(coarse, geo) if padded is None else padded
     cols = np.stack([cp[tuple(1 + d + c for d, c in zip(o, cc))] for o in geo.coarse], 1)
     return cols @ arm.wc
 
@@ -117,9 +120,10 @@ def _level_params_chunked(arm: FixedArm, sym: np.ndarray, coarse: np.ndarray | N
     bias = arm.bias(level, lam_q)
     flat = sym.reshape(-1)
     table = coarse_term(arm, coarse, geo)
+    padded = coarse_padded(coarse, geo) if table is None and coarse is not None else None
     for a in range(0, len(order), ARM_CHUNK):
         idx = order[a:a + ARM_CHUNK]
-        pre = coarse_rows(arm, coarse, idx, sym.shape, table, geo)
+        pre = coarse_rows(arm, coarse, idx, sym.shape, table, geo, padded)
         pre += bias
         mu, sc = coder_params(*arm_head(arm, zp[context.padded_index(idx, sym.shape, geo)[:, None] + offs], pre))
         yield flat[idx].astype(np.int32), mu, sc
@@ -191,6 +195,7 @@ class _WaveBlocks:
             table += bias
             table = WaveHead.pre(table)
         self.table = table
+        self.padded = coarse_padded(coarse, geo) if table is None and coarse is not None else None
         self.offs = context.neighbour_offsets(shape, geo)[None, :]
 
     def at(self, a: int, b: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, tuple[bool, bool, bool]]:
@@ -200,7 +205,7 @@ class _WaveBlocks:
         if self.table is not None:
             pre = self.table.take(np.ravel_multi_index(context.coarse_index(idx, self.shape), self.coarse.shape), 0)
         else:
-            rows = coarse_rows(self.arm, self.coarse, idx, self.shape, None, self.geo)
+            rows = coarse_rows(self.arm, self.coarse, idx, self.shape, None, self.geo, self.padded)
             rows += self.bias
             pre = WaveHead.pre(rows)
         pos = context.padded_index(idx, self.shape, self.geo)
