@@ -131,8 +131,9 @@ _max_pixels = click.option("--max-pixels", type=click.IntRange(1, None), default
                            help=f"Images (and fields: decoded grid points): refuse more pixels, before any large allocation (the format "
                                 f"holds at most {MAX_PIXELS}).")
 _max_voxels = click.option("--max-voxels", type=click.IntRange(1, None), default=MAX_VOXELS, show_default=True,
-                           help="Meshes: refuse a decoding grid of more than this many samples (resolution^3; "
-                                "the default allows 512^3).")
+                           help="Meshes and voxels: refuse a decoding grid of more than this many samples (resolution^3; "
+                                "the default allows 512^3). A mesh stream's stored grid is also bounded by its "
+                                "length (docs/decoder-cost.md); --resolution chooses another.")
 
 
 def _sphere_options(f):
