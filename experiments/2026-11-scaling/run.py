@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--effort", default="fast")
     ap.add_argument("--threads", type=int, default=0, help="0: the CLI's default")
     ap.add_argument("--spare-gb", type=float, default=4.0, help="memory to leave free for other jobs")
+    ap.add_argument("--note", default="one of the 2 cores was busy with a training job throughout",
+                    help="what else the machine was doing (recorded in the JSON)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,7 @@ def write(path: Path, args: argparse.Namespace, rows: list[dict], skipped: list[
     path.write_text(json.dumps({
         "command": f"mscn encode IMG -o X.mscn --bpp {args.bpp} --effort {args.effort}; mscn decode X.mscn",
         "threads": args.threads or "CLI default", "cpus": os.cpu_count(),
-        "note": "one of the 2 cores was busy with a training job throughout", "rows": rows,
+        "note": args.note, "rows": rows,
         "skipped": skipped}, indent=2) + "\n")
 
 
