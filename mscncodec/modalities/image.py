@@ -166,7 +166,7 @@ PSNR_ROWS_VALUES = 1 << 22  # values per slice of rows: float64 work arrays of 3
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """RGB PSNR in dB with peak 255 (inf for identical images). Summed over slices of rows: whole-image float64
-    copies cost 48 bytes per pixel (2.1 GB at 24 MP set the encoder's peak, issue 30); for 8-bit images every
+    copies cost 48 bytes per pixel (they set the encoder's peak on big photos, issue 30); for 8-bit images every
     partial sum is an integer under 2**53, so the result is exactly the one-pass mean's."""
     a, b = np.broadcast_arrays(np.atleast_1d(a), np.atleast_1d(b))
     rows = max(1, PSNR_ROWS_VALUES // max(1, a[0].size))

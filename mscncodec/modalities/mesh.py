@@ -231,8 +231,8 @@ def orient_consistently(f: np.ndarray, groups: tuple | None = None) -> np.ndarra
     outside that face). Patches are faces joined across manifold edges (exactly two faces); two faces that
     traverse their shared edge in the same direction disagree. Each patch keeps the orientation most of its
     faces have (so a cavity's inward shell stays inward); a non-orientable patch (a Moebius strip) is left as
-    it is. Vectorised (a double cover of the face graph, scipy's connected components): ~0.2 s per 300k faces;
-    returns `f` itself when nothing disagrees."""
+    it is. Vectorised (a double cover of the face graph, scipy's connected components: trimesh's fix_winding
+    walks the faces in Python); returns `f` itself when nothing disagrees."""
     f = np.asarray(f, np.int64)
     m = len(f)
     if m < 2:
@@ -297,12 +297,9 @@ def solid(mesh: Mesh, name: str = "mesh") -> tuple[Mesh, str]:
     Holes are fine: the winding number closes them (a box without one face has w = 5/6 at its centre, w = 1/2
     across the missing face: the stream codes the closed box). What it cannot close is a surface that bounds
     nothing: an open sheet (a terrain, a face scan, a bowl-less patch) has |w| ~ 0.5 on both of its sides, so
-    the sign of every signed distance near it is a coin toss and the decoded surface is noise. Share of the
-    points CHECK_OFFSET off the surface that are ambiguous (ambiguous_share): closed meshes 0 %, a box missing
-    one face 1 %, two adjacent faces 10 %; the collection's open scans 0.4-7 % (camelhead, lion, face,
-    tower_holes), lilium 19 %, snail 32 %; sheets: pizza 71 %, mountain 84 %, an undulating sheet 99 %; a box
-    with every other triangle flipped 69 % before orient_consistently, 0 % after (truck.obj 32 % -> 4 %).
-    Above AMBIGUOUS_MAX it is refused, in one line."""
+    the sign of every signed distance near it is a coin toss and the decoded surface is noise. Above
+    AMBIGUOUS_MAX of ambiguous points (ambiguous_share) it is refused, in one line; how the threshold was set:
+    docs/decisions/meshes.md, "Open, inward and sheet-like input"."""
     groups = _edge_groups(np.asarray(mesh.faces, np.int64))
     f = orient_consistently(mesh.faces, groups)
     ambiguous = ambiguous_share(frame_for(mesh).to_unit(mesh.vertices), f)

@@ -28,7 +28,7 @@ def _legendre(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def gaussian_nodes(n: int) -> np.ndarray:
     """The n roots of the Legendre polynomial P_n, ascending (float64): numpy's leggauss nodes without its
-    O(n^3) eigenvalue problem (leggauss(8192) took 52 s and 1.3 GB; this takes 0.2-0.4 s and O(n) memory).
+    O(n^3) eigenvalue problem (the measurements: docs/decoder-cost.md).
 
     Newton's method on the recurrence from Tricomi's asymptotic guesses, on the roots >= 0 only (the others
     are their mirror images), each root iterated until its step is under 1e-14 (two or three steps: the
