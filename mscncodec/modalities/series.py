@@ -321,12 +321,7 @@ def write_series(f: SeriesField, suffix: str) -> bytes:
     ds = netCDF4.Dataset("mscn-out.nc", "w", format="NETCDF4", memory=(1 << 16) + 4 * f.values.size)
     try:
         ds.createDimension(f.time_name, None)
-        for c in f.coords:
-            ds.createDimension(c["name"], None if c.get("unlimited") else 1)
-            if "value" in c:
-                cv = ds.createVariable(c["name"], c["dtype"], (c["name"],))
-                cv.setncatts({k: smod._nc_attr(a) for k, a in c.get("attrs", {}).items()})
-                cv[:] = np.array([c["value"]], c["dtype"])
+        smod.write_coords(ds, f.coords)
         ds.createDimension(f.lat_name, nlat)
         ds.createDimension(f.lon_name, nlon)
         tc = ds.createVariable(f.time_name, "f8", (f.time_name,))
@@ -431,20 +426,14 @@ def pack_series_meta(f: SeriesField) -> bytes:
     preset dictionary."""
     meta = {k: v for k, v in f.meta().items() if _SERIES_DEFAULTS.get(k, object()) != v}
     meta["time"] = _time_code(f.time)
-    coords = "coords" in meta
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_SERIES_DICT_COORDS if coords else _SERIES_DICT)
-    body = c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")) \
-        + c.flush()
-    return bytes([smod._COORDS_MARK]) + body if coords else body
+    return smod.deflate_meta(meta, _SERIES_DICT, _SERIES_DICT_COORDS, allow_nan=False)
 
 
 def unpack_series_meta(data: bytes) -> dict:
     """The metadata of pack_series_meta: SeriesField's keyword arguments but the values and the grid, with
     "time" a float64 array."""
     try:
-        data, zdict = bytes(data), _SERIES_DICT
-        if data[:1] == bytes([smod._COORDS_MARK]):
-            data, zdict = data[1:], _SERIES_DICT_COORDS
+        data, zdict = smod.marked_body(data, _SERIES_DICT, _SERIES_DICT_COORDS)
         d = zlib.decompressobj(-15, zdict=zdict)
         text = d.decompress(data, _MAX_META)
         if d.unconsumed_tail or not d.eof:

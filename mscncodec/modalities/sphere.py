@@ -531,6 +531,17 @@ def _nc_attr(v: object) -> object:
     return np.asarray(v) if isinstance(v, list) else v
 
 
+def write_coords(ds, coords: list) -> None:
+    """The length-1 dimensions of `coords` (SphereField.coords) in a netCDF dataset being written, each with its
+    coordinate variable where it has a value (a field's and a series' writer)."""
+    for c in coords:
+        ds.createDimension(c["name"], None if c.get("unlimited") else 1)
+        if "value" in c:
+            cv = ds.createVariable(c["name"], c["dtype"], (c["name"],))
+            cv.setncatts({k: _nc_attr(a) for k, a in c.get("attrs", {}).items()})
+            cv[:] = np.array([c["value"]], c["dtype"])
+
+
 def write(f: SphereField, suffix: str) -> bytes:
     """The bytes of an output file: netCDF-4 (values float32, NaN as the fill value, the grid and every
     attribute carried, the field's time / level as length-1 coordinates before lat, lon) or .npy (float64
@@ -546,12 +557,7 @@ def write(f: SphereField, suffix: str) -> bytes:
 
     ds = netCDF4.Dataset("mscn-out.nc", "w", format="NETCDF4", memory=1 << 16)
     try:
-        for c in f.coords:
-            ds.createDimension(c["name"], None if c.get("unlimited") else 1)
-            if "value" in c:
-                cv = ds.createVariable(c["name"], c["dtype"], (c["name"],))
-                cv.setncatts({k: _nc_attr(a) for k, a in c.get("attrs", {}).items()})
-                cv[:] = np.array([c["value"]], c["dtype"])
+        write_coords(ds, f.coords)
         ds.createDimension(f.lat_name, len(f.lat))
         ds.createDimension(f.lon_name, len(f.lon))
         for name, vals, attrs in ((f.lat_name, f.lat, f.lat_attrs), (f.lon_name, f.lon, f.lon_attrs)):
@@ -609,17 +615,28 @@ def pack_meta(f: SphereField) -> bytes:
     """The field's metadata, defaults left out, as raw deflate with a preset dictionary (with coordinates: the
     mark byte, then deflate with the coordinates' dictionary)."""
     meta = {k: v for k, v in f.meta().items() if _META_DEFAULTS.get(k, object()) != v}
+    return deflate_meta(meta, _META_DICT, _META_DICT_COORDS)
+
+
+def deflate_meta(meta: dict, zdict: bytes, zdict_coords: bytes, allow_nan: bool = True) -> bytes:
+    """JSON metadata as raw deflate with the preset dictionary `zdict`; with coordinates ("coords" in meta), the
+    mark byte, then deflate with `zdict_coords` (a field's and a series' metadata)."""
     coords = "coords" in meta
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_META_DICT_COORDS if coords else _META_DICT)
-    body = c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")) + c.flush()
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=zdict_coords if coords else zdict)
+    body = c.compress(json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan)
+                      .encode("utf-8")) + c.flush()
     return bytes([_COORDS_MARK]) + body if coords else body
+
+
+def marked_body(data: bytes, zdict: bytes, zdict_coords: bytes) -> tuple[bytes, bytes]:
+    """(deflate body, its dictionary) of deflate_meta's bytes: the mark byte says which dictionary."""
+    data = bytes(data)
+    return (data[1:], zdict_coords) if data[:1] == bytes([_COORDS_MARK]) else (data, zdict)
 
 
 def unpack_meta(data: bytes) -> dict:
     try:
-        data, zdict = bytes(data), _META_DICT
-        if data[:1] == bytes([_COORDS_MARK]):
-            data, zdict = data[1:], _META_DICT_COORDS
+        data, zdict = marked_body(data, _META_DICT, _META_DICT_COORDS)
         d = zlib.decompressobj(-15, zdict=zdict)
         meta = json.loads(d.decompress(data, 1 << 16).decode("utf-8"))
     except (zlib.error, ValueError, UnicodeDecodeError) as e:
