@@ -15,6 +15,7 @@ Layout (each module is small and can be used on its own):
 * :mod:`.runner`  -- the (image x codec x target-bpp) loop with a resumable cache.
 * :mod:`.report`  -- aggregation into CompressAI-style JSON, CSV and BD tables.
 * :mod:`.plot`, :mod:`.crops` -- the rate-distortion figure with published anchors; the crops picture.
+* :mod:`.html`    -- ``report.html``: curves, BD tables and an A/B crop viewer on one self-contained page.
 * :mod:`.estimate` -- the run's time, said before it starts.
 * :mod:`.mesh`, :mod:`.fields` -- the mesh and global-field benches.
 * :mod:`.cli`     -- the ``mscn bench`` click command.

@@ -75,7 +75,8 @@ def bench(dataset_dir: Path, out: Path, codecs: str | None, points: str, inr_poi
     Every codec is pushed to the largest file that fits each target bpp; PSNR
     (RGB), MS-SSIM, real bpp and timings are written to OUT as per-codec
     CompressAI-style JSON, points.csv, bd.md/bd.json, rd.png and crops.png (the
-    same detail of the first image from every codec near 0.25 bpp).  The
+    same detail of the first image from every codec near 0.25 bpp), and
+    report.html, one offline page with the curves, BD tables and crops.  The
     estimated time is printed first and refined after the first image.
     Rerunning with the same OUT resumes from OUT/cache.jsonl.
 

@@ -9,6 +9,7 @@ real rate is closest to ``CROP_BPP``, labelled with codec, bpp and PSNR. The poi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,45 @@ from mscncodec.bench.base import Codec
 CROP = 128  # pixels per side, shown at 2x
 CROP_BPP = 0.25  # the rate every codec is shown at (its closest measured point)
 COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One picture of the crop set: the original (``key`` "original") or one codec's decoded image."""
+
+    key: str
+    name: str
+    image: np.ndarray
+    bpp: float | None = None
+    psnr: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The caption crops.png prints under the panel."""
+        if self.bpp is None:
+            return self.name
+        return f"{self.name}\n{self.bpp:.3f} bpp, {self.psnr:.2f} dB"
+
+
+@dataclass(frozen=True)
+class CropSet:
+    """What crops.png shows, kept as data so report.html can show the same crops at their own pixels."""
+
+    image: str
+    box: tuple[int, int, int]  # (top, left, side), see detail_box
+    bpp: float
+    panels: list[Panel]
+
+    @property
+    def title(self) -> str:
+        top, left, side = self.box
+        return (f"{self.image}: {side}x{side} crop at x={left}, y={top}, "
+                f"each codec's point closest to {self.bpp:g} bpp")
+
+    def crop(self, panel: Panel) -> np.ndarray:
+        """The panel's side x side detail (every panel's has the same size)."""
+        top, left, side = self.box
+        return panel.image[top:top + side, left:left + side]
 
 
 def detail_box(img: np.ndarray, size: int = CROP) -> tuple[int, int, int]:
@@ -54,10 +94,10 @@ def closest_targets(records: list[dict[str, Any]], image: str, codecs: list[Code
 
 
 def render_panels(img: np.ndarray, picked: list[tuple[Codec, float]],
-                  echo: Callable[[str], None]) -> list[tuple[np.ndarray, str]]:
-    """(decoded image, label) for the original and each (codec, target); a codec that fails now is
-    reported and left out rather than sinking the report."""
-    panels = [(img, "original")]
+                  echo: Callable[[str], None]) -> list[Panel]:
+    """The original and each (codec, target) decoded; a codec that fails now is reported and left
+    out rather than sinking the report."""
+    panels = [Panel("original", "original", img)]
     for codec, target in picked:
         try:
             data = codec.encode_at_bpp(img, target)
@@ -66,37 +106,36 @@ def render_panels(img: np.ndarray, picked: list[tuple[Codec, float]],
         except Exception as exc:  # noqa: BLE001 - one codec's failure must not lose the other panels
             echo(f"crops.png: skipping {codec.key}: {type(exc).__name__}: {exc}")
             continue
-        panels.append((out, f"{codec.name}\n{metrics.bpp(data, img.shape):.3f} bpp, {psnr:.2f} dB"))
+        panels.append(Panel(codec.key, codec.name, out, metrics.bpp(data, img.shape), psnr))
     return panels
 
 
-def plot_crops(panels: list[tuple[np.ndarray, str]], box: tuple[int, int, int], path: Path, title: str) -> None:
+def plot_crops(crops: CropSet, path: Path) -> None:
     """A grid of the same crop of every panel, shown pixel-exact at 2x (no smoothing hides artefacts)."""
     from mscncodec.bench.base import extra
 
     Figure = extra("matplotlib.figure").Figure
-    top, left, side = box
+    panels = crops.panels
     cols = min(COLUMNS, len(panels))
     rows = -(-len(panels) // cols)
     fig = Figure(figsize=(2.6 * cols, 2.9 * rows + 0.4), dpi=110)
-    for i, (im, label) in enumerate(panels):
+    for i, panel in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(im[top:top + side, left:left + side], interpolation="nearest")
-        ax.set_title(label, fontsize=8)
+        ax.imshow(crops.crop(panel), interpolation="nearest")
+        ax.set_title(panel.label, fontsize=8)
         ax.set_axis_off()
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(crops.title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 
 
 def write_crops(img: np.ndarray, image: str, records: list[dict[str, Any]], codecs: list[Codec], path: Path,
-                echo: Callable[[str], None], bpp: float = CROP_BPP) -> bool:
-    """Write ``path`` (crops.png) for ``image``; False when no codec has a point on it."""
+                echo: Callable[[str], None], bpp: float = CROP_BPP) -> CropSet | None:
+    """Write ``path`` (crops.png) for ``image`` and return what it shows; None when no codec has a
+    point on it."""
     picked = closest_targets(records, image, codecs, bpp)
     if not picked:
-        return False
-    box = detail_box(img)
-    panels = render_panels(img, picked, echo)
-    title = f"{image}: {box[2]}x{box[2]} crop at x={box[1]}, y={box[0]}, each codec's point closest to {bpp:g} bpp"
-    plot_crops(panels, box, path, title)
-    return True
+        return None
+    crops = CropSet(image, detail_box(img), bpp, render_panels(img, picked, echo))
+    plot_crops(crops, path)
+    return crops

@@ -4,7 +4,8 @@
   scripts (and CompressAI's published curves) can be mixed freely with ours;
 * ``points.csv`` with every (image, codec, point) for custom analysis;
 * ``bd.json`` / ``bd.md`` with BD-rate / BD-PSNR against the reference codecs;
-* ``rd.png`` (see :mod:`.plot`).
+* ``rd.png`` (see :mod:`.plot`);
+* ``report.html``, the self-contained results page (see :mod:`.html`).
 """
 
 from __future__ import annotations
@@ -134,14 +135,23 @@ def write_csv(result: BenchResult) -> None:
         w.writerows(rows)
 
 
-def write_reports(result: BenchResult, plot: bool = True, anchors: bool = True) -> dict[str, Any]:
-    """Write JSON/CSV/BD (and the plot) for everything measured; returns the BD dict."""
+def aggregate_all(result: BenchResult) -> dict[str, dict[str, Any]]:
+    """:func:`aggregate` of every codec with at least one point, by codec key in run order."""
     results: dict[str, dict[str, Any]] = {}
     for codec in result.codecs:
         agg = aggregate(result.records, codec, result.points)
         if agg["results"]["bpp"]:
             results[codec.key] = agg
-            (result.out / f"{codec.key}.json").write_text(json.dumps(agg, indent=2) + "\n")
+    return results
+
+
+def write_reports(result: BenchResult, plot: bool = True, anchors: bool = True) -> dict[str, Any]:
+    """Write JSON/CSV/BD (and the plot) for everything measured; returns the BD dict.
+
+    ``report.html`` (:mod:`.html`) is written by the runner after the crops, which it shows."""
+    results = aggregate_all(result)
+    for key, agg in results.items():
+        (result.out / f"{key}.json").write_text(json.dumps(agg, indent=2) + "\n")
     write_csv(result)
     bd = bd_tables(results)
     (result.out / "bd.json").write_text(json.dumps(bd, indent=2) + "\n")

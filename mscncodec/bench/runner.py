@@ -166,7 +166,8 @@ def run_bench(
     cached points are still reported): keeps an expensive old codec's rows in a
     report whose point list has grown.  The estimated time is echoed before any
     work and again, corrected, once the first image is done; with ``plot``,
-    ``crops.png`` (:mod:`.crops`) is written beside ``rd.png``.
+    ``crops.png`` (:mod:`.crops`) is written beside ``rd.png``; ``report.html`` (:mod:`.html`) shows
+    the curves, BD tables and those crops on one self-contained page.
     """
     from mscncodec.bench import report  # late: keeps `import runner` light for the CLI's --help
 
@@ -252,10 +253,14 @@ def run_bench(
     names = {k: im.name for (_, im, _), k in zip(tasks, keys)}  # cached rows may predate a rename
     result.records = [{**r, "image": names[k]} for k, r in done.items() if r and "error" not in r]
     result.bd = report.write_reports(result, plot=plot, anchors=anchors)
+    crops = None
     if crop_codecs:
         from mscncodec.bench.crops import write_crops
 
-        write_crops(load_image(str(refs[0].path)), refs[0].name, result.records, crop_codecs,
-                    out / "crops.png", echo)
+        crops = write_crops(load_image(str(refs[0].path)), refs[0].name, result.records, crop_codecs,
+                            out / "crops.png", echo)
+    from mscncodec.bench.html import write_html  # needs no matplotlib: written with --no-plot too
+
+    write_html(result, crops, anchors=anchors)
     result.seconds = time.perf_counter() - t_start
     return result
