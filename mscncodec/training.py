@@ -1,5 +1,5 @@
-"""What every trainer shares: the run folder (checkpoint, resume, log, provenance) and the
-deterministic train/validation split."""
+"""What every trainer shares: the run folder (checkpoint, resume, log, provenance), the deterministic
+train/validation split, and the place of a process in a data-parallel ``torchrun`` job (`World`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from mscncodec._lazy import torch  # modalities import split() on the decode path, which runs without torch
 from mscncodec.errors import MscnError
@@ -98,12 +99,104 @@ class Run:
                 "validation": self.history[-1] if self.history else {}, **run_origin(command), **(origin or {})}
 
 
-def run_origin(command: str, device: str = "cpu") -> dict:
-    """Where a run trains: its command, torch build and machine (with the GPU's name on a GPU)."""
+def run_origin(command: str, device: str = "cpu", world_size: int | None = None) -> dict:
+    """Where a run trains: its command, torch build and machine (with the GPU's name on a GPU) and, where
+    given, the number of data-parallel processes (it travels in the checkpoint to the card of an export)."""
     machine = f"{platform.machine()} {os.cpu_count()} cores"
     if device.startswith("cuda") and torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()} ({device})"
-    return {"command": command, "torch": str(torch.__version__), "machine": machine}
+    return {"command": command, "torch": str(torch.__version__), "machine": machine,
+            **({} if world_size is None else {"world_size": world_size})}
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a data-parallel torchrun job; without torchrun, rank 0 of a world of one.
+
+    Every rank holds the whole model and optimiser and steps them identically: it computes the gradient of its
+    share of the global batch (`share`), the shares are summed across ranks (`reduce_gradients`), and only
+    rank 0 (`lead`) writes checkpoints, logs, models and cards."""
+
+    rank: int = 0
+    size: int = 1
+    device: str = "cpu"  # this rank's torch device (cuda:LOCAL_RANK for a GPU job)
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+    def share(self, per_rank: int) -> range:
+        """Which samples of the global batch (per_rank x size) are this rank's: a contiguous slice, so that
+        one process at batch B and N at B/N see the same samples in the same order."""
+        return range(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+    def reduce_gradients(self, params: Sequence, mean: bool = True) -> None:
+        """Sum (or average) the gradients of `params` over the ranks, in one flat all_reduce. A parameter
+        without a gradient here counts as zero and gets the sum: a rank that did not touch it (a training
+        volume's latents held by another rank) then steps it as the rank that did."""
+        if not self.distributed or not params:
+            return
+        dist = torch.distributed
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        if mean:
+            flat /= self.size
+        at = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[at : at + n].view_as(p)
+            at += n
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` summed over the ranks (logged statistics of the global batch); a copy on one process."""
+        out = values.detach().clone()
+        if self.distributed:
+            torch.distributed.all_reduce(out)
+        return out
+
+    def agree(self, value: float) -> float:
+        """Rank 0's `value` on every rank: decisions from a clock (a wall-clock budget's progress) must be the
+        same everywhere, or the ranks would step different learning rates or stop at different steps."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.broadcast(t, 0)
+        return float(t.item())
+
+    def leave(self) -> None:
+        """Wait for every rank (rank 0 writes the model last) and leave the job."""
+        if self.distributed:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+def join(device: str = "cpu") -> World:
+    """Join the torchrun job this process was started in (WORLD_SIZE > 1): gloo on CPU, NCCL where `device`
+    is a GPU (each rank on the GPU of its LOCAL_RANK); else a world of one on `device`."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(0, 1, device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return World(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+
+
+def rank_threads(requested: int | None = None) -> int:
+    """Torch threads for this process: as requested, else under torchrun the cores shared out between the
+    ranks on this machine (LOCAL_WORLD_SIZE of them), else all cores."""
+    if requested:
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return max(1, (os.cpu_count() or 1) // max(local, 1))
 
 
 def data_hash(files: list[Path], root: Path) -> str:

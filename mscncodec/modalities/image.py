@@ -223,10 +223,13 @@ class PatchSampler:
         p = self.p
         return torch.from_numpy(self.sample_u8(n)).float().div_(127.5).sub_(1.0).reshape(n, p * p, 3)
 
-    def sample_u8(self, n: int) -> np.ndarray:
+    def sample_u8(self, n: int, keep: range | None = None) -> np.ndarray:
         """The same crops as (B, P, P, 3) uint8: a quarter of the bytes to move, converted where they are used
-        (on a GPU the float conversion of a 32 x 256^2 batch on the CPU cost more than the training step)."""
-        p, out = self.p, np.empty((n, self.p, self.p, 3), np.uint8)
+        (on a GPU the float conversion of a 32 x 256^2 batch on the CPU cost more than the training step).
+        `keep`: only those of the n crops (a torchrun rank's share of a global batch); all n are drawn, so the
+        generator moves on as one process's does at the global batch."""
+        keep = range(n) if keep is None else keep
+        p, out = self.p, np.empty((len(keep), self.p, self.p, 3), np.uint8)
         idx = self.rng.integers(0, len(self.images), n)
         for i, j in enumerate(idx):
             im = self.images[j]
@@ -237,7 +240,8 @@ class PatchSampler:
                 crop = crop[:, ::-1]
             if self.rng.random() < 0.5:
                 crop = crop[::-1]
-            out[i] = crop
+            if i in keep:
+                out[keep.index(i)] = crop
         return out
 
 

@@ -15,6 +15,12 @@ Quantisation is simulated the usual way: uniform noise for the rate term,
 straight-through rounding for the ARM's context and for what the synthesis sees.
 The loss is bpp + MSE / lambda, weighted by sqrt(lambda) so low and high rates count
 alike (as for ``grid``).
+
+Runs on one process or data-parallel under ``torchrun`` (gloo on CPUs, NCCL on GPUs; `training.World`):
+``--batch`` is each rank's, and N ranks at batch B/N take the consecutive slices of the global batch one
+process draws at batch B — the same crops, lambdas and quantisation noise (drawn per step for the whole
+global batch from generators every rank seeds alike) — so they follow the same loss curve up to the order
+of float sums.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,12 +93,15 @@ def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def amortised_loss(cfg: Grid2Config, theta: dict, ana: dict, x: torch.Tensor, lam: torch.Tensor,
-                   noisy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample (bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement)."""
+                   noisy: bool = True, noise: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample (bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement). `noise(v)`:
+    the uniform [-0.5, 0.5) noise standing in for the rounding of latents v (default: torch's generator)."""
     step = step_for(lam)
     y = symbols_of(analysis(cfg, ana, x, lam), step)
     hard = [ste(v) for v in y]
-    vals = [v + torch.empty_like(v).uniform_(-0.5, 0.5) for v in y] if noisy else hard
+    draw = noise or (lambda v: torch.empty_like(v).uniform_(-0.5, 0.5))
+    vals = [v + draw(v) for v in y] if noisy else hard
     bits = rate_bits(cfg, theta, vals, hard, lam)
     s = step.reshape(-1, 1, 1, 1)
     pred = synthesis(cfg, theta, [h * s for h in hard])
@@ -118,9 +128,9 @@ def train_images(data, out: Path, options: dict, *, resume: bool, command: str, 
     data (modalities.image.ImageTrainingData: the split files and crop samplers); the family opens no file."""
     o = options
     if o.get("export_only"):
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun one process freezes the checkpoint
+            return out.with_suffix(".pt")
         return export_checkpoint(data, out, command.replace(" --export-only", ""), o.get("max_images", 0))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise MscnError("--arch grid2 trains on one process (no torchrun)")
     hidden, log2_lam = o.get("hidden"), o.get("log2_lam")
     try:
         widths = tuple(int(v) for v in (hidden or "20,20").split(","))
@@ -143,19 +153,37 @@ def train_images(data, out: Path, options: dict, *, resume: bool, command: str, 
     return train(data, out, cfg, resume=resume, command=command, progress=progress, device=o.get("device") or "cpu")
 
 
+def step_noise(seed: int, step: int, world: training.World, per_rank: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The quantisation noise of one step, a function of (seed, step, sample index in the global batch) only:
+    each latent level's noise is drawn for the whole global batch from a generator seeded by the step, and
+    this rank keeps its slice (so N ranks add the noise one process would)."""
+    gen = torch.Generator(device=world.device).manual_seed(seed * 2**32 + step)
+    mine = world.share(per_rank)
+
+    def noise(v: torch.Tensor) -> torch.Tensor:
+        u = torch.rand((per_rank * world.size, *v.shape[1:]), generator=gen, device=v.device, dtype=v.dtype)
+        return u[mine.start : mine.stop] - 0.5
+
+    return noise
+
+
 def train(data, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command: str, progress: bool = True,
           device: str = "cpu") -> Path:
     """Train (or resume) a grid2 start on `data` (ImageTrainingData); `device` "cuda" runs the same steps on a
-    GPU where one is lent (checkpoints and the model are always written as CPU tensors)."""
+    GPU where one is lent (checkpoints and the model are always written as CPU tensors). Under torchrun every
+    rank trains on its share of the global batch (cfg.batch each) and rank 0 alone writes."""
     gcfg = cfg.grid_config()
     if cfg.crop % gcfg.align:
         raise MscnError(f"--patch {cfg.crop} must be a multiple of {gcfg.align} (2**(levels-1))")
+    world = training.join(device)
+    device = world.device
     train_files, val_files = list(data.train_files), list(data.val_files)
     torch.manual_seed(cfg.seed)
-    sampler = data.sampler(cfg.crop, cfg.seed)
-    val = crops_to_images(data.val_sampler(cfg.crop, 12345).sample(cfg.val_crops), cfg.crop)
-    val = val.to(device)
-    run = Run(out)
+    sampler = data.sampler(cfg.crop, cfg.seed)  # the same generator on every rank: each keeps its share
+    val = None
+    if world.lead:  # validation runs on rank 0 only
+        val = crops_to_images(data.val_sampler(cfg.crop, 12345).sample(cfg.val_crops), cfg.crop).to(device)
+    run = Run(out, active=world.lead)
 
     model = fresh_grid2_model(gcfg, name=out.name, seed=cfg.seed)
     if cfg.init and not (resume and run.ckpt.is_file()):
@@ -182,39 +210,58 @@ def train(data, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command: str,
         torch.manual_seed(cfg.seed + run.step)
     step = run.step
 
-    where = training.run_origin(command, device)
+    where = training.run_origin(command, device, world.size)
 
     def checkpoint() -> None:
         run.step = step
         run.save(model, opt, asdict(cfg), where)
 
-    run.start(asdict(cfg))
+    run.start(asdict(cfg), f" world={world.size}")
+    progress = progress and world.lead
     bar = progress_bar(total=cfg.steps, initial=step, progress=progress, unit="step", desc="meta-train grid2")
     lo, hi = cfg.log2_lam
+    mine, per_rank = world.share(cfg.batch), cfg.batch
+    loss_sum, n_sum = torch.zeros((), dtype=torch.float64, device=device), 0  # training loss since the last record
     frac = min(step / cfg.steps, 1.0)  # a budget run takes at least one step
     while frac < 1.0:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * sched(frac)
-        x = u8_crops_to_images(torch.from_numpy(sampler.sample_u8(cfg.batch)).to(device))
-        lam = torch.from_numpy(2.0 ** np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, cfg.batch)).float()
-        lam = lam.to(device)
-        loss, bpp, mse = amortised_loss(gcfg, model.theta, model.analysis, x, lam)
+        x = u8_crops_to_images(torch.from_numpy(sampler.sample_u8(per_rank * world.size, mine)).to(device))
+        lams = np.random.default_rng(cfg.seed * 7919 + step).uniform(lo, hi, per_rank * world.size)[mine.start:mine.stop]
+        lam = torch.from_numpy(2.0**lams).float().to(device)
+        loss, bpp, mse = amortised_loss(gcfg, model.theta, model.analysis, x, lam,
+                                        noise=step_noise(cfg.seed, step, world, per_rank))
+        weighted = loss * lam.sqrt() / 2**-4.0  # equalise the weight of low- and high-rate samples
         opt.zero_grad(set_to_none=True)
-        (loss * lam.sqrt() / 2**-4.0).mean().backward()  # equalise the weight of low- and high-rate samples
+        weighted.mean().backward()
+        world.reduce_gradients(params)  # the mean over ranks of equal shares: the global batch's mean
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
         opt.step()
+        loss_sum += weighted.detach().sum()  # no .item(): a GPU would wait for it every step
+        n_sum += per_rank
         step += 1
         bar.update(1)
         if progress:  # .item() waits for a GPU: only for a bar someone watches
             bar.set_postfix(bpp=f"{bpp.mean().item():.3f}",
                             psnr=f"{10 * math.log10(1 / max(mse.mean().item(), 1e-12)):.2f}")
-        frac = progress_of(step)
-        run.tick(step, cfg.steps if frac < 1.0 else step, cfg.val_every, cfg.ckpt_every_s,
-                 lambda: {**evaluate(model, val), "step": step, "wall_s": round(run.wall(), 1), "device": device},
-                 checkpoint)
+        frac = progress_of(step) if cfg.minutes <= 0 else world.agree(progress_of(step))
+        total = cfg.steps if frac < 1.0 else step
+        record = None
+        if step % cfg.val_every == 0 or step == total:  # every rank takes part in the sum, rank 0 records it
+            s, n = world.sum(torch.stack([loss_sum, loss_sum.new_tensor(float(n_sum))])).tolist()
+            loss_sum.zero_()
+            n_sum = 0
+            record = {"train_loss": float(f"{s / max(n, 1.0):.7g}")}
+        run.tick(step, total, cfg.val_every, cfg.ckpt_every_s,
+                 (lambda: {**evaluate(model, val), "step": step, "wall_s": round(run.wall(), 1), "device": device,
+                           **record}) if world.lead else None, checkpoint)
     bar.close()
     checkpoint()
-    return export(model, out, cfg, run, data.root, train_files, val_files, command, where)
+    path = out.with_suffix(".pt")
+    if world.lead:
+        path = export(model, out, cfg, run, data.root, train_files, val_files, command, where)
+    world.leave()
+    return path
 
 
 def init_model(path: Path, gcfg: Grid2Config) -> Grid2Model:
@@ -279,7 +326,9 @@ def write_card(model: Grid2Model, path: Path, history: list[dict], log_path: Pat
     training.write_card(
         model, path, history, log_path,
         architecture=f"{json.dumps(model.cfg.to_dict())}; decoder parameters {n_dec}; analysis network {n_ana} "
-                     f"parameters (encoder only); {model.cfg.macs_per_pixel():.0f} decoder multiply-adds per pixel",
+                     f"parameters (encoder only); {model.cfg.macs_per_pixel():.0f} decoder multiply-adds per pixel; "
+                     f"world size {m.get('world_size', 1)} (data-parallel processes, batch {m['train_config']['batch']} "
+                     "each)",
         data=f"({m['data_files']} training images, {m['val_files']} held out for validation). "
              "No Kodak or other benchmark image was used",
         validation="held-out crops, amortised latents rounded, estimated rate",

@@ -141,11 +141,22 @@ def test_bad_options_are_one_line_errors(tmp_path, env, monkeypatch, args, words
     assert r.exit_code != 0 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_grid2_trains_on_one_process(tmp_path, env, monkeypatch):
+def test_under_torchrun_only_rank_0_exports(tmp_path, env, monkeypatch):
+    """grid2 trains under torchrun (tests/families/grid2/test_train_ddp_grids.py runs 2 ranks); an --export-only
+    launched there freezes the checkpoint on rank 0 alone, the other ranks write nothing."""
     data = photo_folder(tmp_path, 48)
+    out = tmp_path / "models" / "g2w"
+    assert _train(monkeypatch, data, out, env, "--steps", "1").exit_code == 0
+    out.with_suffix(".pt").unlink()
+    out.with_suffix(".md").unlink()
     monkeypatch.setenv("WORLD_SIZE", "2")
-    r = _train(monkeypatch, data, tmp_path / "models" / "g2w", env, "--steps", "1")
-    assert r.exit_code != 0 and "--arch grid2 trains on one process (no torchrun)" in r.stderr
+    monkeypatch.setenv("RANK", "1")
+    r = _train(monkeypatch, data, out, env, "--export-only")
+    assert r.exit_code == 0 and "wrote" not in r.output
+    assert not out.with_suffix(".pt").exists() and not out.with_suffix(".md").exists()
+    monkeypatch.setenv("RANK", "0")
+    r = _train(monkeypatch, data, out, env, "--export-only")
+    assert r.exit_code == 0 and r.output.count("wrote") == 1 and out.with_suffix(".pt").is_file()
 
 
 def test_train_grid2_stops_at_its_wall_clock_budget_and_validates_the_last_step(tmp_path, env, monkeypatch):
