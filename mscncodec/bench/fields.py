@@ -287,7 +287,7 @@ def run_fields_bench(refs: Sequence[FieldRef], codecs: Sequence[FieldCodec], siz
                      progress: bool = True, plot: bool = True,
                      echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Every codec at every size on every field (cached in OUT/cache.jsonl, so a rerun resumes), then
-    OUT/results.json, points.csv, summary.md, rd.png and map.png."""
+    OUT/results.json, points.csv, summary.md, report.html, rd.png and map.png."""
     from mscncodec._runtime import progress_bar
 
     if plot:
@@ -360,10 +360,14 @@ def write_reports(records: list[dict], out: Path, plot: bool = True, refs: Seque
         w.writeheader()
         w.writerows(records)
     (out / "summary.md").write_text(summary_markdown(records))
+    maps = None
     if plot:
         plot_rd(records, out / "rd.png")
         if refs:
-            plot_map(records, refs[0], out / "map.png")
+            maps = plot_map(records, refs[0], out / "map.png")
+    from mscncodec.bench.pages import write_fields_html
+
+    write_fields_html(records, out, refs, maps, out / "map.png" if maps else None)
 
 
 def _pyplot():
@@ -405,14 +409,15 @@ def plot_rd(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_map(records: list[dict], ref: FieldRef, path: Path, target: int = 3000) -> None:
-    """The field, and each codec's error map at the size nearest `target`, on one colour scale."""
+def plot_map(records: list[dict], ref: FieldRef, path: Path, target: int = 3000) -> dict[str, Any] | None:
+    """The field, and each codec's error map at the size nearest `target`, on one colour scale; returns
+    what it drew (field, errors, target, colour limit, rows) for report.html, None when nothing."""
     plt = _pyplot()
 
     f = smod.load(ref.path, time=ref.time)
     rows = [r for r in records if r["field"] == ref.label]
     if not rows:
-        return
+        return None
     size = min({r["target"] for r in rows}, key=lambda s: abs(s - target))
     codecs = sorted({r["codec"] for r in rows if r["target"] == size})
     errs = {}
@@ -445,3 +450,5 @@ def plot_map(records: list[dict], ref: FieldRef, path: Path, target: int = 3000)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return {"field": f, "errors": errs, "target": size, "limit": lim, "label": ref.label,
+            "rows": [r for r in rows if r["target"] == size]}

@@ -379,7 +379,7 @@ def run_series_bench(refs: Sequence[tuple[str, SeriesField]], codecs: Sequence[S
                      out: Path = Path("series-bench"), plot: bool = True, progress: bool = False,
                      echo: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
     """Every available codec at every target (sizes, else the byte targets of `ratios`) on every series;
-    points cached in OUT/cache.jsonl; then OUT/results.json, results.csv, summary.md and rd.png."""
+    points cached in OUT/cache.jsonl; then OUT/results.json, results.csv, summary.md, report.html and rd.png."""
     from mscncodec._runtime import progress_bar
 
     if plot:
@@ -438,6 +438,9 @@ def write_reports(records: list[dict], out: Path, plot: bool = True, skipped: Se
     (out / "summary.md").write_text(summary_markdown(records, skipped))
     if plot:
         plot_rd(records, out / "rd.png")
+    from mscncodec.bench.pages import write_series_html
+
+    write_series_html(records, out, skipped)
 
 
 def _cell(r: dict | None) -> str:

@@ -248,8 +248,8 @@ def run_voxel_bench(refs: list[tuple[str, VoxelGrid]], mscn_encode: Callable[[Vo
                     mscn_decode: Callable[[bytes], VoxelGrid] | None = None,
                     sizes: Sequence[float] = (1 / 16, 1 / 8, 1 / 4, 1 / 2), out: Path = Path("voxel-bench")) -> list[dict]:
     """Baselines (and MSCN where both callables are given) on every shape; writes results.json, results.csv,
-    summary.md and rd.png under ``out``. ``sizes``: MSCN targets, as fractions of the shape's best lossless
-    bytes when < 1, else in bytes. A target MSCN refuses (an MscnError) is recorded with its message."""
+    summary.md, rd.png and report.html under ``out``. ``sizes``: MSCN targets, as fractions of the shape's best
+    lossless bytes when < 1, else in bytes. A target MSCN refuses (an MscnError) is recorded with its message."""
     from mscncodec.errors import MscnError
 
     out = Path(out)
@@ -309,6 +309,9 @@ def _write_results(rows: list[dict], out: Path) -> None:
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
     _plot(rows, out / "rd.png")
+    from mscncodec.bench.pages import write_voxel_html
+
+    write_voxel_html(rows, out)
 
 
 def _plot(rows: list[dict], path: Path) -> None:

@@ -9,6 +9,8 @@ import numpy as np
 
 from mscncodec.bench.mesh.data import MeshData
 
+PANEL_TOP = 0.86  # the panels fill the figure below this height; the titles sit above (report.html cuts them off)
+
 
 def _display_mesh(mesh: MeshData, max_faces: int) -> MeshData:
     """Decimate for display only when above ``max_faces``: matplotlib draws every polygon in Python."""
@@ -69,5 +71,5 @@ def render_side_by_side(panels: Sequence[tuple[str, MeshData | None]], path: Pat
         shade = 0.25 + 0.75 * np.abs(n @ light)
         colors = np.clip(shade[:, None] * np.array([0.72, 0.78, 0.88])[None, :], 0, 1)
         ax.add_collection3d(Poly3DCollection(tri, facecolors=colors, edgecolors="none", linewidths=0))
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.86, wspace=0)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=PANEL_TOP, wspace=0)
     fig.savefig(path)

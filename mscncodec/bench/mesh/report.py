@@ -185,7 +185,7 @@ def summary_markdown(result: MeshBenchResult, avg: dict[str, Any], comp: list[di
 
 def write_reports(result: MeshBenchResult, plot: bool = True, render: bool = True,
                   echo: Callable[[str], None] = tqdm.write) -> None:
-    """results.json, results.csv, summary.md; rd.png and side_by_side_*.png unless switched off."""
+    """results.json, results.csv, summary.md, report.html; rd.png and side_by_side_*.png unless switched off."""
     from mscncodec.modalities.mesh_metrics import DEFAULT_TAU, METRICS_VERSION
 
     out = result.out
@@ -216,17 +216,20 @@ def write_reports(result: MeshBenchResult, plot: bool = True, render: bool = Tru
     (out / "summary.md").write_text(summary_markdown(result, avg, comp), encoding="utf-8")
     if plot and recs:
         plot_rd(result, out / "rd.png")
+    sides = []  # (mesh, picture, (key, title) per panel) for report.html
     if render and recs:
         shown = render_target(result.sizes)
         for m in result.meshes:
             panels: list[tuple[str, MeshData | None]] = [
                 (f"original\n{m.faces} faces, {m.file_bytes / 1000:.0f} KB file", load_mesh(str(m.path)))]
+            keys = ["original"]
             for c in result.codecs:
                 rec = next((r for r in recs if r["mesh"] == m.name and r["codec"] == c.key
                             and r["target_bytes"] == shown), None)
                 p = decoded_path(out, m, c, shown)
                 if rec is None:
                     continue
+                keys.append(c.key)
                 title = f"{c.name}\n{rec['bytes']} B, CD-L1 {_fmt_cd(_chamfer(rec))}"
                 if p.is_file():
                     panels.append((title, as_mesh(_read_ply(p))))
@@ -235,8 +238,13 @@ def write_reports(result: MeshBenchResult, plot: bool = True, render: bool = Tru
                     panels.append((title + "\n(decoded mesh not kept)", None))
             try:
                 render_side_by_side(panels, out / f"side_by_side_{m.stem}.png")
+                sides.append((m.name, out / f"side_by_side_{m.stem}.png", list(zip(keys, (t for t, _ in panels)))))
             except Exception as exc:  # a picture must never lose the numbers
                 echo(f"could not render {m.name}: {type(exc).__name__}: {exc}")
+    from mscncodec.bench.mesh.render import PANEL_TOP
+    from mscncodec.bench.pages import write_mesh_html
+
+    write_mesh_html(result, sides, top=PANEL_TOP)
 
 
 def _fmt_cd(x: float) -> str:
