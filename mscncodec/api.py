@@ -54,16 +54,27 @@ def _limit(value, name: str, default: int) -> int:
     return int(value)
 
 
-def encode(src, *, modality: str | None = None, max_pixels: int | None = None, max_voxels: int | None = None, **kw):
+def encode(src, *, modality: str | None = None, max_pixels: int | None = None, max_voxels: int | None = None,
+           rmse: float | None = None, max_error: float | None = None, psnr: float | None = None,
+           chamfer: float | None = None, **kw):
     """Encode a file, an image array or a Mesh. Targets: ``target_bytes`` (any modality; the real file
     lands at or just under it), ``bpp`` (images), or ``quality`` 0-100. See codec.encode_image and
     meshcodec.encode_mesh for the options of each modality; ``device`` (images: "cpu", the default, "cuda" or
     "auto") is where grid2's fit runs, the exact coding staying on the CPU.
 
+    Error targets, met on the decoded result (mscncodec.targets: the smallest stream a search over byte
+    targets finds, each probe a real encode, decode and measure; a TargetError naming the best value
+    reached where none meets it): ``rmse`` (fields and series: area-weighted, in the variable's units),
+    ``max_error`` (fields and series: max absolute error), ``psnr`` (images, dB), ``chamfer`` (meshes:
+    Chamfer-L1 in units of the bounding-box diagonal). One of them, instead of a size or quality target.
+
     Limits, checked before any work (a LimitError): ``max_pixels`` (images; default the format's 2**25,
     read from the file's header before its pixels are decoded) and ``max_voxels`` (meshes: the decoding
     grid ``resolution**3`` the stream will default to; default 512**3). A limit of the other modality
     is ignored."""
+    from mscncodec import targets
+
+    target = targets.requested(rmse=rmse, max_error=max_error, psnr=psnr, chamfer=chamfer)
     mod = by_name(modality) if modality else input_modality(src)
     pixels, voxels = _limit(max_pixels, "max_pixels", MAX_PIXELS), _limit(max_voxels, "max_voxels", MAX_VOXELS)
     kw = mod.hook("encode_limits")(kw, pixels, voxels)
@@ -71,10 +82,20 @@ def encode(src, *, modality: str | None = None, max_pixels: int | None = None, m
     given = sorted(k for k, v in kw.items() if k in other and v is not None)
     if given:
         raise MscnError(f"option {', '.join(given)} does not apply to a {mod.name}")
+    say = _say if kw.get("progress") else None  # a search's probe lines are lines, not bars: shown in logs too
     if kw.get("progress"):  # no bars when stderr is a log, whichever family draws them
         kw["progress"] = show_progress(True)
     # options of another modality are dropped (they are None here); this modality's unset ones take its defaults
-    return mod.encode(src, **{k: v for k, v in kw.items() if k not in other and not (k in mod.options and v is None)})
+    kw = {k: v for k, v in kw.items() if k not in other and not (k in mod.options and v is None)}
+    if target is not None:
+        return targets.encode_to(mod, src, target, kw, say)
+    return mod.encode(src, **kw)
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def decode(data: bytes, *, max_pixels: int | None = None, max_voxels: int | None = None, **kw):

@@ -146,11 +146,34 @@ def _sphere_options(f):
     f = click.option("--time", "time_index", default=None,
                      help="Fields: a step K (one field), a range a:b or all (one series stream, issue 29) [a file's "
                           "every step; a single field where it has one].")(f)
-    return click.option("--var", default=None, help="Fields: the netCDF variable [the only lat-lon one].")(f)
+    return click.option("--var", default=None, help="Fields: the netCDF variable [the only lat-lon one]; with a .zarr "
+                                                    "output, names separated by commas [every lat-lon one].")(f)
 
 
 _jobs = click.option("-j", "--jobs", type=click.IntRange(1, None), default=1, show_default=True,
-                     help="With --out-dir: worker processes (each gets --threads / JOBS torch threads).")
+                     help="With --out-dir: worker processes (each gets --threads / JOBS torch threads); encode to a "
+                          ".zarr output: Dask worker processes, one torch thread each.")
+
+
+def _error_targets(f):
+    """--rmse, --max-error, --psnr, --chamfer: a quality of the decoded result, met by a search over byte
+    targets (mscncodec.targets), or refused (exit 4) with the best value reached."""
+    search = ("instead of a size: the smallest stream a search over byte targets finds, each try a real encode "
+              "decoded and measured (-q hides the tries), else refused (exit 4) with the best value reached")
+    for option, what in reversed((
+            ("--rmse", f"Fields: area-weighted RMSE (the variable's units) the decoded field may have, {search}."),
+            ("--max-error", "Fields: max absolute error (the variable's units) the decoded field may have (see --rmse)."),
+            ("--psnr", "Images: PSNR (dB) the decoded image must reach (see --rmse)."),
+            ("--chamfer", "Meshes: Chamfer-L1 (of the bounding-box diagonal) the decoded mesh may have (see --rmse)."))):
+        f = click.option(option, type=float, default=None, help=what)(f)
+    return f
+
+
+def _target_line(report: dict) -> str | None:
+    """The summary's line on an error target: what was asked, what was measured, how many encodes."""
+    from mscncodec.targets import summary
+
+    return summary(report)
 
 
 def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
@@ -159,14 +182,16 @@ def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
 
 @main.command()
 @click.argument("srcs", nargs=-1, required=True, type=_PATH, metavar="SRC...")
-@click.option("-o", "--output", "out", type=_PATH, default=None,
-              help="Output .mscn file (one SRC).")
+@click.option("-o", "--output", "--out", "out", type=_PATH, default=None,
+              help="Output .mscn file (one SRC); a NAME.zarr output: a zarr v3 store of a netCDF file's fields, "
+                   "coded chunk by chunk by Dask (--jobs, --scheduler, --chunk-steps).")
 @click.option("--out-dir", type=_PATH, default=None,
               help="Batch: write DIR/<stem>.mscn for every SRC (DIR is created if missing); a file that fails is "
                    "reported and skipped.")
 @click.option("--bpp", type=float, default=None, help="Images: target rate in bits per pixel (real file size).")
 @click.option("--bytes", "target_bytes", type=click.IntRange(1, None), default=None,
-              help="Target file size in bytes (at or just under), for any modality.")
+              help="Target file size in bytes (at or just under), for any modality; with a .zarr output, the "
+                   "size of each chunk.")
 @click.option("--quality", type=click.IntRange(0, 100), default=None, help="Quality 0-100 instead of a size target.")
 @click.option("--model", "model_name", default=None, help="Model name (see `mscn models`); default: picked for the rate.")
 @click.option("--arch", type=click.Choice(_image_families()), default=None,
@@ -182,19 +207,38 @@ def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
               help="Images: where grid2's fit runs (auto: cuda where torch sees a GPU, else cpu) [auto]. The exact "
                    "coding always runs on the CPU, so the file decodes bit-exactly on any CPU; the SIREN family "
                    "fits on the CPU.")
+@_error_targets
 @_max_pixels
 @_max_voxels
 @_jobs
+@click.option("--chunk-steps", type=click.IntRange(1, None), default=None,
+              help="With a .zarr output: time steps per chunk (each level its own chunks) [12].")
+@click.option("--scheduler", default=None,
+              help="With a .zarr output: the address of a running Dask scheduler (tcp://HOST:PORT) whose workers "
+                   "encode the chunks, instead of --jobs worker processes here.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, target_bytes, quality, model_name,
-           arch, resolution, var, time_index, level, grid, steps, effort, device, max_pixels, max_voxels, jobs, force,
-           quiet) -> None:
+           arch, resolution, var, time_index, level, grid, steps, effort, device, max_pixels, max_voxels, jobs,
+           chunk_steps, scheduler, force, quiet, rmse, max_error, psnr, chamfer) -> None:
     """Encode images, meshes (.obj .ply .stl .off .glb) or global fields (.nc .npy) SRC into .mscn files: one
     with -o OUTPUT, any number with --out-dir DIR."""
     sphere = {"var": var, "time": time_index, "level": level, "grid": grid}
     _outputs(srcs, out, out_dir, "one SRC")
     given = [n for n, v in (("--bpp", bpp), ("--bytes", target_bytes), ("--quality", quality)) if v is not None]
+    errors = {"rmse": rmse, "max_error": max_error, "psnr": psnr, "chamfer": chamfer}  # mscncodec.targets
+    given += [f"--{k.replace('_', '-')}" for k, v in errors.items() if v is not None]
+    zarr_only = {"--chunk-steps": chunk_steps, "--scheduler": scheduler}
+    if out is not None and out.suffix.lower() == ".zarr":
+        others = {"--bpp": bpp, "--quality": quality, "--model": model_name, "--arch": arch, "--resolution": resolution,
+                  "--time": time_index, "--level": level, "--grid": grid, "--device": device,
+                  "--psnr": psnr, "--chamfer": chamfer}
+        _encode_zarr(srcs[0], out, var, {"bytes": target_bytes, "rmse": rmse, "max_abs": max_error},
+                     [n for n, v in others.items() if v is not None], jobs, chunk_steps, scheduler, effort, steps,
+                     force, quiet)
+        return
+    if any(v is not None for v in zarr_only.values()):
+        raise MscnError(f"{', '.join(n for n, v in zarr_only.items() if v is not None)} apply to a .zarr output only")
     if device == "cuda":  # refused before any work where torch sees no GPU
         from mscncodec._runtime import resolve_device
 
@@ -204,7 +248,7 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
             raise MscnError(f"give only one of {' or '.join(given)} (a size or a quality target)")
         _encode_batch(list(srcs), out_dir, force, quiet, jobs,
                       dict(target_bytes=target_bytes, quality=quality, model=model_name, steps=steps, effort=effort,
-                           max_pixels=max_pixels, max_voxels=max_voxels),
+                           max_pixels=max_pixels, max_voxels=max_voxels, **errors),
                       {"bpp": bpp, "arch": arch, "resolution": resolution, "device": device, **sphere})
         return
     from mscncodec.api import encode as encode_any, input_modality
@@ -220,12 +264,37 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
     data, report = encode_any(src, bpp=bpp, target_bytes=target_bytes, quality=quality, model=model_name, arch=arch,
                               resolution=resolution, steps=steps, effort=effort, progress=not quiet,
                               return_report=True, max_pixels=max_pixels, max_voxels=max_voxels,
-                              device=_device(device, mod), **sphere)
+                              device=_device(device, mod), **sphere, **errors)
     write_atomic(out, data, force)
     if not quiet:
         click.echo(_encode_summary(out, report, mod, time.perf_counter() - t))
+        if line := _target_line(report):
+            click.echo(line)
         if report.get("note"):
             click.echo(f"note: {report['note']}")
+
+
+def _encode_zarr(src: Path, out: Path, var: str | None, target: dict, refused: list[str], jobs: int,
+                 chunk_steps: int | None, scheduler: str | None, effort: str, steps: int | None, force: bool,
+                 quiet: bool) -> None:
+    """`mscn encode FILE.nc --var A,B --out STORE.zarr`: the fields into a zarr store by Dask (zarrstore); `target`
+    per chunk: bytes, rmse or max_abs (--bytes, --rmse, --max-error)."""
+    from mscncodec import zarrstore
+
+    if refused:
+        raise MscnError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to a .zarr output "
+                        "(give --bytes per chunk, --rmse or --max-error)")
+    given = {k: v for k, v in target.items() if v is not None}
+    if len(given) != 1:
+        raise MscnError("give one of --bytes (per chunk), --rmse or --max-error for a .zarr output")
+    names = None if var is None else [v.strip() for v in var.split(",") if v.strip()]
+    report = zarrstore.encode_to_zarr(src, out, var=names, target_bytes=given.get("bytes"), rmse=given.get("rmse"),
+                                      max_abs=given.get("max_abs"), jobs=jobs, scheduler=scheduler,
+                                      chunk_steps=chunk_steps or zarrstore.DEFAULT_CHUNK_STEPS, effort=effort,
+                                      steps=steps, force=force, progress=not quiet)
+    if not quiet:
+        click.echo(f"{out}: {', '.join(report['variables'])}, {report['chunks']} chunks, {report['bytes']} bytes "
+                   f"({report['ratio']:.0f}x), {report['workers']} worker(s), {report['seconds']:.1f} s")
 
 
 def _device(device: str | None, mod) -> str | None:
@@ -267,6 +336,8 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
         if not quiet:
             say(_encode_summary(job.out, report, input_modality(job.src),
                                 report.get("encode_s", 0) + report.get("decode_s", 0)))
+            if line := _target_line(report):
+                say(line)
             if report.get("note"):
                 say(f"note: {report['note']}")
 
@@ -312,8 +383,20 @@ def decode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, fmt: 
     from mscncodec.api import decode as decode_any, decode_without_torch, stream_modality
     from mscncodec.batch import check_format
     from mscncodec.container.files import check_output, read_input
+    from mscncodec.zarrstore import is_store  # numpy only: `mscn decode` of an image stays light
 
     src = srcs[0]
+    if is_store(src):  # a store written by `mscn encode FILE.nc --out STORE.zarr`: back to netCDF
+        from mscncodec.zarrstore import decode_to_netcdf
+
+        given = [n for n, v in (("--resolution", resolution), ("--grid", grid), ("--time", time_index)) if v is not None]
+        if given:
+            raise MscnError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a zarr store")
+        _torch_threads()
+        report = decode_to_netcdf(src, out, force=force)
+        if verbose:
+            click.echo(f"{out}: {', '.join(report['variables'])} in {report['seconds']:.2f} s")
+        return
     check_output(out, force, src=src)
     data = read_input(src)
     mod = stream_modality(data)
