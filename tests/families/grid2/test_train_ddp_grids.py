@@ -90,6 +90,7 @@ def test_grid2_two_ranks_follow_one_process(tmp_path, env, monkeypatch):
     assert model.arch == "grid2" and model.meta["world_size"] == 2 and model.meta["steps"] == 3
 
 
+@pytest.mark.slow  # the curve test covers the default run; this one the resume across world sizes
 def test_grid2_resumes_under_torchrun(tmp_path, env, monkeypatch):
     """A run started on one process (batch 4) continues on two (batch 2 each) as it would have on one."""
     data = photo_folder(tmp_path, 48)
