@@ -121,7 +121,7 @@ def image_array(im: Image.Image) -> np.ndarray:
     """The pixels `mscn encode` would code for this image: as a viewer shows them, H x W (x 3/4) uint8."""
     from mscncodec.modalities import image as imod
 
-    return imod._from_pil(imod._as_viewed(im))  # the one reader of image files' conversion (image.read_file)
+    return imod.pixels(im)
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:

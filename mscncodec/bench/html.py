@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from mscncodec.bench.crops import CropSet
-from mscncodec.bench.plot import _xy, load_anchors
-from mscncodec.bench.report import _fmt, aggregate_all, bd_tables
+from mscncodec.bench.plot import load_anchors, measured_points
+from mscncodec.bench.report import aggregate_all, bd_tables, number
 from mscncodec.bench.result import BenchResult
 
 HTML_NAME = "report.html"
@@ -155,7 +155,7 @@ def _curves(results: dict[str, dict[str, Any]], metric: str) -> list[tuple[int, 
     """(colour index, codec key, codec results, xs, ys) of every codec with a value of ``metric``."""
     out = []
     for i, (key, res) in enumerate(results.items()):
-        xs, ys = _xy(res["results"]["bpp"], res["results"].get(metric, []))
+        xs, ys = measured_points(res["results"]["bpp"], res["results"].get(metric, []))
         if xs:
             out.append((i, key, res, xs, ys))
     return out
@@ -171,7 +171,7 @@ def svg_chart(results: dict[str, dict[str, Any]], metric: str, label: str, pad: 
     measured rate range)."""
     curves = [Curve(key, res["name"], xs, ys, color(i), ours=key.startswith(("mscn-", "coin-")))
               for i, key, res, xs, ys in _curves(results, metric)]
-    curves += [Curve(a["name"], f"{a['name']} (published)", *_xy(a["points"]["bpp"], a["points"][metric]),
+    curves += [Curve(a["name"], f"{a['name']} (published)", *measured_points(a["points"]["bpp"], a["points"][metric]),
                      color(len(results) + j), anchor=True)
                for j, a in enumerate(a for a in anchors if metric in a["points"])]
     y_spec, y_unit = (".4f", "") if metric == "ms-ssim-rgb" else (".2f", " dB")
@@ -497,8 +497,8 @@ def _points_table(results: dict[str, dict[str, Any]]) -> str:
     for key, res in results.items():
         r = res["results"]
         for i, tb in enumerate(r["target-bpp"]):
-            cells = [escape(res["name"]), f"{tb:g}", _fmt(r["bpp"][i], ".4f"), _fmt(r["psnr-rgb"][i], ".3f"),
-                     _fmt(r["ms-ssim-rgb"][i], ".4f"), str(r["num-images"][i])]
+            cells = [escape(res["name"]), f"{tb:g}", number(r["bpp"][i], ".4f"), number(r["psnr-rgb"][i], ".3f"),
+                     number(r["ms-ssim-rgb"][i], ".4f"), str(r["num-images"][i])]
             rows.append(f'<tr data-codec="{escape(key)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<details><summary>Points (means over images)</summary><table class=\"points\"><thead><tr>"
             "<th>codec</th><th>target bpp</th><th>bpp</th><th>PSNR (dB)</th><th>MS-SSIM</th><th>images</th>"
@@ -519,8 +519,8 @@ def _bd_section(bd: dict[str, Any]) -> str:
             rate, dpsnr = row["bd_rate_percent"], row["bd_psnr_db"]
             parts.append(
                 f'<tr data-codec="{escape(key)}"><td>{escape(row["name"])} (<code>{escape(key)}</code>)</td>'
-                f'<td class="bd-rate{_sign_class(rate, -1)}" data-value="{rate!r}">{_fmt(rate, "+.2f")}</td>'
-                f'<td class="bd-psnr{_sign_class(dpsnr, 1)}" data-value="{dpsnr!r}">{_fmt(dpsnr, "+.3f")}</td></tr>'
+                f'<td class="bd-rate{_sign_class(rate, -1)}" data-value="{rate!r}">{number(rate, "+.2f")}</td>'
+                f'<td class="bd-psnr{_sign_class(dpsnr, 1)}" data-value="{dpsnr!r}">{number(dpsnr, "+.3f")}</td></tr>'
             )
         parts.append("</tbody></table>")
     return "".join(parts) + "</section>"

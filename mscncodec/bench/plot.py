@@ -19,7 +19,7 @@ def load_anchors(path: Path = ANCHORS_PATH) -> list[dict[str, Any]]:
     return [a for a in data.get("anchors", []) if a.get("published") is True]
 
 
-def _xy(xs: list[Any], ys: list[Any]) -> tuple[list[float], list[float]]:
+def measured_points(xs: list[Any], ys: list[Any]) -> tuple[list[float], list[float]]:
     """Drop null points and sort by rate so lines do not zig-zag."""
     pts = sorted((x, y) for x, y in zip(xs, ys) if x is not None and y is not None)
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -34,7 +34,7 @@ def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool =
     ax = fig.add_subplot()
     xmax, ys_seen = 0.0, []
     for i, (key, res) in enumerate(results.items()):
-        xs, ys = _xy(res["results"]["bpp"], res["results"]["psnr-rgb"])
+        xs, ys = measured_points(res["results"]["bpp"], res["results"]["psnr-rgb"])
         if not xs:
             continue
         ours = key.startswith(("mscn-", "coin-"))
@@ -43,7 +43,7 @@ def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool =
         xmax, ys_seen = max(xmax, max(xs)), ys_seen + ys
     if with_anchors:
         for j, anchor in enumerate(load_anchors()):
-            xs, ys = _xy(anchor["points"]["bpp"], anchor["points"]["psnr-rgb"])
+            xs, ys = measured_points(anchor["points"]["bpp"], anchor["points"]["psnr-rgb"])
             color = _color(len(results) + j)
             ax.plot(xs, ys, "--o", color=color, mfc="none", lw=1.1, ms=5, label=f"{anchor['name']} (published)")
             ys_seen += [y for x, y in zip(xs, ys) if x <= xmax * 1.08]

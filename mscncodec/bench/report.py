@@ -102,7 +102,8 @@ def bd_tables(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _fmt(x: float | None, spec: str) -> str:
+def number(x: float | None, spec: str) -> str:
+    """A table cell: `x` in format `spec`, or n/a."""
     return "n/a" if x is None else format(x, spec)
 
 
@@ -120,8 +121,8 @@ def bd_markdown(bd: dict[str, Any]) -> str:
                   "| codec | BD-rate (%) | BD-PSNR (dB) |", "|---|---:|---:|"]
         for key, row in table["codecs"].items():
             lines.append(
-                f"| {row['name']} (`{key}`) | {_fmt(row['bd_rate_percent'], '+.2f')} "
-                f"| {_fmt(row['bd_psnr_db'], '+.3f')} |"
+                f"| {row['name']} (`{key}`) | {number(row['bd_rate_percent'], '+.2f')} "
+                f"| {number(row['bd_psnr_db'], '+.3f')} |"
             )
     return "\n".join(lines) + "\n"
 

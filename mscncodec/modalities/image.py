@@ -70,7 +70,7 @@ def read_file(path: Path, max_pixels: int | None = None, what: str = "") -> np.n
                 _check_size(*im.size)
                 check_limit(*im.size, max_pixels)
                 im.load()
-                return _from_pil(_as_viewed(im))
+                return pixels(im)
     except Image.DecompressionBombError:
         raise InputError(f"image {path} is too large (max side {MAX_SIDE}, max {MAX_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -117,6 +117,12 @@ def _to_srgb(im: Image.Image, icc: bytes) -> Image.Image:
 
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def pixels(im: Image.Image) -> np.ndarray:
+    """An opened Pillow image's pixels as `mscn encode` reads a file's (viewer orientation, sRGB, 8 bits; grey
+    stays grey, a transparency channel kept for the caller to judge): what the Pillow plugin's save codes."""
+    return _from_pil(_as_viewed(im))
 
 
 def _from_pil(im: Image.Image) -> np.ndarray:

@@ -234,8 +234,9 @@ def test_crops_are_equal_size_pngs_of_the_same_detail(tmp_path: Path):
             ["original", "jpeg", "odd"]
 
 
-def test_no_network_reference_anywhere(tmp_path: Path):
-    page = _page(tmp_path, crop_set(), anchors=True)[0]
+def assert_self_contained(page: str) -> None:
+    """No reference out of the page: every src/href a data: URI or an anchor, no link, iframe, script src,
+    CSS @import or url()."""
     root = parse(page)
     for node in root.iter():
         for name in ("src", "href", "xlink:href", "action", "poster", "data", "srcset"):
@@ -247,6 +248,10 @@ def test_no_network_reference_anywhere(tmp_path: Path):
     css = "".join(s.all_text() for s in root.iter("style"))
     assert "@import" not in css and "url(" not in css
     assert not re.search(r"https?:|ftp:|wss?:", page, re.IGNORECASE)  # base64 has no ':', so this covers the data: URIs
+
+
+def test_no_network_reference_anywhere(tmp_path: Path):
+    assert_self_contained(_page(tmp_path, crop_set(), anchors=True)[0])
 
 
 def test_text_is_escaped_and_header_says_what_ran(tmp_path: Path):

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from mscncodec.bench.html import HTML_NAME, log_ticks, markdown_html
-from tests.bench.test_report_html import Node, parse
+from tests.bench.test_report_html import Node, assert_self_contained, parse
 
 # --------------------------------------------------------------------------- helpers
 
@@ -86,18 +86,6 @@ def _assert_summary_tables(root: Node, md: str) -> None:
     assert rows and rows == _md_rows(md)
 
 
-def _assert_self_contained(page: str) -> None:
-    root = parse(page)
-    for node in root.iter():
-        for name in ("src", "href", "xlink:href", "action", "poster", "data", "srcset"):
-            if name in node.attrs:
-                assert node.attrs[name].startswith(("data:", "#")), (node.tag, name, node.attrs[name][:60])
-        assert "url(" not in node.attrs.get("style", "")
-    assert not list(root.iter("link")) and not list(root.iter("iframe"))
-    assert all("src" not in s.attrs for s in root.iter("script"))
-    assert not re.search(r"https?:|ftp:|wss?:", page, re.IGNORECASE)
-
-
 def _png(uri: str) -> np.ndarray:
     head, b64 = uri.split(",", 1)
     assert head == "data:image/png;base64"
@@ -133,7 +121,7 @@ def test_fields_page_curves_tables_and_maps(fields_run: Path):
 
     out = fields_run
     page = (out / HTML_NAME).read_text(encoding="utf-8")
-    _assert_self_contained(page)
+    assert_self_contained(page)
     root = parse(page)
     records = json.loads((out / "results.json").read_text())["records"]
     charts = _charts(root)
@@ -215,7 +203,7 @@ def test_mesh_page_curves_tables_and_side_by_side_panels(tmp_path: Path):
     res = mb.run_mesh_bench(mb.find_meshes(d), [mb.Draco(), mb.SimplifyDraco(qps=range(6, 11))], out, (1200, 2500),
                             n_samples=2000, echo=lambda m: None, progress=False)
     page = (out / HTML_NAME).read_text(encoding="utf-8")
-    _assert_self_contained(page)
+    assert_self_contained(page)
     assert "ico<&>" not in page and "ico&lt;&amp;&gt;.ply" in page
     root = parse(page)
     records = json.loads((out / "results.json").read_text())["records"]
@@ -271,7 +259,7 @@ def test_series_page_leaves_unreachable_targets_out(tmp_path: Path):
                                   out=tmp_path, plot=False, echo=None)
     assert any(r.get("unreachable") for r in records)
     page = (tmp_path / HTML_NAME).read_text(encoding="utf-8")
-    _assert_self_contained(page)
+    assert_self_contained(page)
     assert "ts<&>" not in page
     root = parse(page)
     charts = _charts(root)
@@ -310,7 +298,7 @@ def test_voxel_page_joins_the_downsampling_factors_into_one_curve(tmp_path: Path
     rows = BV.run_voxel_bench([("ball", VoxelGrid(occ))], mscn_encode, lambda d: VoxelGrid(BV.downsample_decode(d)),
                               sizes=(0.01, 0.5, 64), out=tmp_path)
     page = (tmp_path / HTML_NAME).read_text(encoding="utf-8")
-    _assert_self_contained(page)
+    assert_self_contained(page)
     root = parse(page)
     charts = _charts(root)
     assert set(charts) == {("iou", ""), ("chamfer", "")}
