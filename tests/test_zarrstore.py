@@ -198,3 +198,19 @@ def test_cli_encode_jobs_2_and_decode(nc, serial, tmp_path):
     with xr.open_dataset(back, decode_times=False) as b, xr.open_zarr(out, decode_times=False) as z:
         np.testing.assert_array_equal(b.SST.values, z.SST.values)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.nc", "cli.zarr"]
+
+
+@pytest.mark.slow  # a search of several encodes per chunk
+def test_cli_rmse_per_chunk_is_met_in_the_store(nc, tmp_path):
+    """`mscn encode FILE.nc --out STORE.zarr --rmse X`: every chunk of the store, read back with open_zarr, is
+    within X (area-weighted RMSE, the Gaussian grid's cos-latitude weights) of the file."""
+    out = tmp_path / "rmse.zarr"
+    r = CliRunner().invoke(main, ["encode", str(nc), "--var", "TS", "--out", str(out), "--rmse", "4",
+                                  "--chunk-steps", "1", "--effort", "fast", "--steps", "20"])
+    assert r.exit_code == 0, r.output
+    with xr.open_dataset(nc, decode_times=False) as a, xr.open_zarr(out, decode_times=False) as z:
+        ref, rec = a.TS.values.astype(np.float64), z.TS.values.astype(np.float64)
+        w = np.cos(np.radians(a.lat.values))[:, None] * np.ones(ref.shape[2])
+    for k in range(STEPS):  # one field per chunk: 2-step series chunks at this effort top out near 8 K
+        err = np.sqrt(np.sum(w * (rec[k] - ref[k]) ** 2) / np.sum(w))
+        assert 0 < err <= 4.0 * 1.01, (k, err)  # the codec's weights are the grid's quadrature weights, not cos
