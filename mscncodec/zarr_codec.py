@@ -17,6 +17,7 @@ wrappers do: zarr drives codecs from an event loop.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +46,19 @@ def _check(codec: Mscn, shape: tuple[int, ...], dtype, chunk_grid) -> None:
     if len(chunks) < 2 or chunks[-2:] != (codec.nlat, codec.nlon):
         raise InputError(f"the mscn codec needs chunks ending in the whole grid ({codec.nlat}, {codec.nlon}), got "
                          f"chunks {chunks}: chunk the array as (k, {codec.nlat}, {codec.nlon})")
+
+
+def _refuse_zarr_v2() -> None:
+    """An InputError when zarr is writing a v2 array's metadata (``.zarray``): it would store this codec's v3
+    form there, which no zarr can read back, so the chunks written after it would be lost. zarr gives a codec
+    no other sign of the format than its caller: the metadata object a few frames up."""
+    frame = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            return
+        if type(frame.f_locals.get("self")).__name__ == "ArrayV2Metadata":
+            raise InputError("the mscn codec needs a zarr v3 array (zarr_format=3): a v2 store would not read back")
+        frame = frame.f_back
 
 
 def _config(codec: Mscn) -> dict[str, Any]:
@@ -84,6 +98,7 @@ class ZarrBytesForm(BytesBytesCodec):
         raise NotImplementedError  # a neural stream's size is known once it is written
 
     def to_dict(self) -> dict[str, Any]:
+        _refuse_zarr_v2()
         return {"name": "mscn", "configuration": _config(self)}
 
     @classmethod

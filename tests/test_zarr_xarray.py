@@ -102,3 +102,14 @@ def test_chunks_that_split_the_grid_are_refused(ds, tmp_path):
         ds.to_zarr(tmp_path / "bad.zarr", zarr_format=3, consolidated=False,
                    encoding={"TS": {"compressors": [codec], "chunks": (2, 32, 128)}})
     assert "\n" not in str(e.value)
+
+
+def test_a_zarr_v2_store_is_refused_before_any_chunk(ds, tmp_path):
+    """zarr would write the codec's v3 form into a v2 array's .zarray, which nothing reads back: refused in one
+    line before a chunk is encoded, not a store that fails only when it is read."""
+    src = ds.isel(time=slice(0, 2))
+    codec = Mscn.for_dataarray(src.TS, bytes=1500, **FAST)
+    with pytest.raises(MscnError, match="zarr v3 array"):
+        src.to_zarr(tmp_path / "v2.zarr", zarr_format=2, consolidated=False,
+                    encoding={"TS": {"compressors": [codec], "chunks": (1, 64, 128)}})
+    assert not list((tmp_path / "v2.zarr").rglob("TS/0*"))  # no chunk written
