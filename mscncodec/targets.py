@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable
 
 from mscncodec.container.bitstream import MIN_BPP
@@ -378,15 +377,13 @@ def _signal(mod, src, options: dict) -> tuple[str, int, str]:
     if mod.name in ("sphere", "series"):
         from mscncodec.modalities import series as ser
         from mscncodec.modalities import sphere as smod
-        from mscncodec.modalities.sphere_codec import series_request
-        from mscncodec.modalities.voxels import is_voxel_npy
+        from mscncodec.modalities.sphere_codec import route
 
         var, time, level, grid = (options.get(k) for k in ("var", "time", "level", "grid"))
-        if isinstance(src, (str, Path)) and is_voxel_npy(src):
+        kind, time = route(src, var, time)
+        if kind == "voxels":
             return "voxels", 0, ""
-        if isinstance(time, str) and time.strip().isdigit():
-            time = int(time)
-        if mod.name == "series" or series_request(src, var, time):
+        if mod.name == "series" or kind == "series":
             f = ser.validate_series(src) if isinstance(src, ser.SeriesField) else \
                 ser.load_series(src, var=var, time=time, level=level, grid=grid)
             return "series", int(f.values.size), f.units

@@ -56,6 +56,16 @@ def _voxel_npy(path: Path) -> bool:
     return path.is_file() and is_voxel_npy(path)
 
 
+def route(src, var: str | None, time) -> tuple[str, int | str | None]:
+    """Which encoder a field request goes to ("voxels": a 3-D .npy; "series"; "sphere": one field) and
+    --time as that encoder takes it (a step number given as text becomes an int)."""
+    if isinstance(src, (str, Path)) and str(src).lower().endswith(".npy") and _voxel_npy(Path(src)):
+        return "voxels", time
+    if isinstance(time, str) and time.strip().isdigit():
+        time = int(time)
+    return ("series" if series_request(src, var, time) else "sphere"), time
+
+
 def series_request(src, var: str | None, time) -> bool:
     """Whether an encode asks for a series: a range of steps ("a:b", "all"), or no --time on a netCDF variable
     with more than one step (issue 29: a file's time series is coded whole, as one stream)."""
@@ -114,16 +124,15 @@ def encode_field(
 ):
     """Encode a global field (netCDF `var` at `time` / `level`, or a .npy on `grid`) to .mscn bytes: at or
     just under `target_bytes`, else at `quality` (0-100, default 50)."""
-    if isinstance(src, (str, Path)) and str(src).lower().endswith(".npy") and _voxel_npy(Path(src)):
+    kind, time = route(src, var, time)
+    if kind == "voxels":
         from mscncodec.modalities.voxels_codec import encode_voxels  # a 3-D .npy is an occupancy grid
 
         if any(v is not None for v in (var, time, level, grid)):
             raise MscnError("--var, --time, --level and --grid are for fields; this .npy is a 3-D occupancy grid")
         return encode_voxels(src, target_bytes=target_bytes, quality=quality, model=model, effort=effort, steps=steps,
                              progress=progress, return_report=return_report)
-    if isinstance(time, str) and time.strip().isdigit():
-        time = int(time)
-    if series_request(src, var, time):  # every step (or --time a:b) of a netCDF variable: one series stream
+    if kind == "series":  # every step (or --time a:b) of a netCDF variable: one series stream
         from mscncodec.modalities.series_codec import encode_series
 
         return encode_series(src, target_bytes=target_bytes, quality=quality, model=model, effort=effort, steps=steps,
