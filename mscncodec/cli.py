@@ -116,6 +116,8 @@ def _finish_batch(failures) -> None:
 
 
 from mscncodec.container.bitstream import MAX_PIXELS, MAX_VOXELS  # noqa: E402  (stdlib only: `mscn` starts light)
+from mscncodec.targets import summary as target_summary  # noqa: E402  (bitstream and errors only)
+
 
 def _image_families(trains: bool = False, docs: bool = False) -> list:
     """The families that encode (or train) images, from the registry: --arch's choices."""
@@ -167,13 +169,6 @@ def _error_targets(f):
             ("--chamfer", "Meshes: Chamfer-L1 (of the bounding-box diagonal) the decoded mesh may have (see --rmse)."))):
         f = click.option(option, type=float, default=None, help=what)(f)
     return f
-
-
-def _target_line(report: dict) -> str | None:
-    """The summary's line on an error target: what was asked, what was measured, how many encodes."""
-    from mscncodec.targets import summary
-
-    return summary(report)
 
 
 def _encode_summary(out: Path, report: dict, mod, seconds: float) -> str:
@@ -268,7 +263,7 @@ def encode(srcs: tuple[Path, ...], out: Path | None, out_dir: Path | None, bpp, 
     write_atomic(out, data, force)
     if not quiet:
         click.echo(_encode_summary(out, report, mod, time.perf_counter() - t))
-        if line := _target_line(report):
+        if line := target_summary(report):  # the error target asked and met, None without one
             click.echo(line)
         if report.get("note"):
             click.echo(f"note: {report['note']}")
@@ -336,7 +331,7 @@ def _encode_batch(srcs: list[Path], out_dir: Path, force: bool, quiet: bool, job
         if not quiet:
             say(_encode_summary(job.out, report, input_modality(job.src),
                                 report.get("encode_s", 0) + report.get("decode_s", 0)))
-            if line := _target_line(report):
+            if line := target_summary(report):  # the error target asked and met, None without one
                 say(line)
             if report.get("note"):
                 say(f"note: {report['note']}")
