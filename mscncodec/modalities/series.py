@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import warnings
 import zlib
@@ -433,12 +432,7 @@ def unpack_series_meta(data: bytes) -> dict:
     """The metadata of pack_series_meta: SeriesField's keyword arguments but the values and the grid, with
     "time" a float64 array."""
     try:
-        data, zdict = smod.marked_body(data, _SERIES_DICT, _SERIES_DICT_COORDS)
-        d = zlib.decompressobj(-15, zdict=zdict)
-        text = d.decompress(data, _MAX_META)
-        if d.unconsumed_tail or not d.eof:
-            raise ValueError("truncated")
-        meta = json.loads(text.decode("utf-8"))
+        meta = smod.inflate_meta(data, _SERIES_DICT, _SERIES_DICT_COORDS, _MAX_META, whole=True)
         if not isinstance(meta, dict) or not isinstance(meta.get("time"), dict):
             raise TypeError("not a series header")
         meta = {**_SERIES_DEFAULTS, **meta}

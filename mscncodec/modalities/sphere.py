@@ -628,17 +628,22 @@ def deflate_meta(meta: dict, zdict: bytes, zdict_coords: bytes, allow_nan: bool 
     return bytes([_COORDS_MARK]) + body if coords else body
 
 
-def marked_body(data: bytes, zdict: bytes, zdict_coords: bytes) -> tuple[bytes, bytes]:
-    """(deflate body, its dictionary) of deflate_meta's bytes: the mark byte says which dictionary."""
+def inflate_meta(data: bytes, zdict: bytes, zdict_coords: bytes, limit: int, whole: bool = False) -> object:
+    """The JSON of deflate_meta's bytes (the mark byte says which dictionary), at most `limit` bytes of text;
+    `whole`: the deflate stream must end within them. Raises zlib.error, ValueError or UnicodeDecodeError
+    for the caller to name."""
     data = bytes(data)
-    return (data[1:], zdict_coords) if data[:1] == bytes([_COORDS_MARK]) else (data, zdict)
+    body, zd = (data[1:], zdict_coords) if data[:1] == bytes([_COORDS_MARK]) else (data, zdict)
+    d = zlib.decompressobj(-15, zdict=zd)
+    text = d.decompress(body, limit)
+    if whole and (d.unconsumed_tail or not d.eof):
+        raise ValueError("truncated")
+    return json.loads(text.decode("utf-8"))
 
 
 def unpack_meta(data: bytes) -> dict:
     try:
-        data, zdict = marked_body(data, _META_DICT, _META_DICT_COORDS)
-        d = zlib.decompressobj(-15, zdict=zdict)
-        meta = json.loads(d.decompress(data, 1 << 16).decode("utf-8"))
+        meta = inflate_meta(data, _META_DICT, _META_DICT_COORDS, 1 << 16)
     except (zlib.error, ValueError, UnicodeDecodeError) as e:
         raise MscnError(f"corrupt metadata section ({type(e).__name__})") from None
     if not isinstance(meta, dict):
