@@ -117,18 +117,12 @@ def encode_options(info: dict) -> dict:
     return options
 
 
-def image_array(im: Image.Image) -> np.ndarray:
-    """The pixels `mscn encode` would code for this image: as a viewer shows them, H x W (x 3/4) uint8."""
-    from mscncodec.modalities import image as imod
-
-    return imod.pixels(im)
-
-
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from mscncodec import api
+    from mscncodec.modalities import image as imod
 
     options = encode_options(im.encoderinfo)
-    fp.write(api.encode(image_array(im), **options))  # encoded whole first: a failed encode writes nothing
+    fp.write(api.encode(imod.pixels(im), **options))  # encoded whole first: a failed encode writes nothing
 
 
 def register() -> None:

@@ -241,8 +241,7 @@ def write_series_html(records: Sequence[Mapping[str, Any]], out: Path, skipped: 
         ("Date", escape(stamp())),
         ("Command", f"<code>{escape(command_line())}</code>"),
     ]
-    specs = tuple(ChartSpec(s.metric, s.label, "total bytes of the series", s.pad, s.log_x, s.log_y, s.x_unit,
-                            s.x_spec, s.y_unit, s.y_spec) for s in field_specs(units))
+    specs = tuple(replace(s, x_label="total bytes of the series") for s in field_specs(units))
     return _write(out, f"mscn series bench: {len(series)} series, {len(codecs)} codecs",
                   header_html("mscn bench: field series", rows, [f"skipped {s}" for s in skipped]),
                   line_charts(groups, specs, "bytes", codecs), (Path(out) / "summary.md").read_text())
