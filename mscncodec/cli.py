@@ -539,8 +539,9 @@ def train_image(data, out, arch, threads, no_progress, resume, **options) -> Non
     from mscncodec import families
     from mscncodec.modalities.image import training_data
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    torch.set_num_threads(threads or _root_threads() or max(1, (os.cpu_count() or 1) // world))
+    from mscncodec.training import rank_threads
+
+    torch.set_num_threads(rank_threads(threads or _root_threads()))  # under torchrun, a share of the cores
     args = [a for a in sys.argv[1:] if a != "--resume"]
     command = "mscn " + " ".join(shlex.quote(a) for a in args)
     trainer = families.by_name(arch).trainer("image")

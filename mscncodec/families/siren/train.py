@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -112,12 +111,8 @@ def train_images(data, out: Path, options: dict, *, resume: bool, command: str, 
 
 def train(data, out: Path, cfg: TrainConfig, *, resume: bool, command: str, progress: bool = True) -> Path:
     """Run (or resume) meta-training on `data` (ImageTrainingData); returns the path of the written model."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
-    if distributed:
-        dist.init_process_group("gloo")
-        rank = dist.get_rank()
-    world = dist.get_world_size() if distributed else 1
+    place = training.join("cpu")  # gloo under torchrun, else a world of one
+    rank, world, distributed = place.rank, place.size, place.distributed
     train_files, val_files = list(data.train_files), list(data.val_files)
     torch.manual_seed(cfg.seed + rank)
     sampler = data.sampler(cfg.patch, cfg.seed + 1000 * rank)
@@ -187,9 +182,7 @@ def train(data, out: Path, cfg: TrainConfig, *, resume: bool, command: str, prog
         frozen.save(out.with_suffix(".pt"))
         write_card(frozen, out.with_suffix(".md"), history, run.log_path)
         run.log(f"# wrote {out.with_suffix('.pt')} id={frozen.model_id.hex()}")
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    place.leave()
     return out.with_suffix(".pt")
 
 
