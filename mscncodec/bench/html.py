@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mscncodec.bench.crops import CropSet
-from mscncodec.bench.plot import load_anchors, measured_points
+from mscncodec.bench.plot import color, load_anchors, measured_points
 from mscncodec.bench.report import aggregate_all, bd_tables, number
 from mscncodec.bench.result import BenchResult
 
@@ -45,20 +45,10 @@ METRICS: tuple[tuple[str, str, float | None], ...] = (
 )
 X_LABEL = "bits per pixel (file size incl. headers)"
 
-#: matplotlib's tab20, so a codec has the same colour here as in rd.png (see plot._color).
-TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
-         "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
-         "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")
-
 # chart geometry in SVG user units: the plot area, then the legend to its right
 WIDTH, HEIGHT = 960, 460
 LEFT, TOP, PLOT_W, PLOT_H = 70, 16, 580, 380
 LEGEND_X = LEFT + PLOT_W + 24
-
-
-def color(i: int) -> str:
-    """The i-th curve's colour, in rd.png's order (dark shades first)."""
-    return TAB20[(2 * i) % 20 + (i // 10) % 2]
 
 
 # --------------------------------------------------------------------------- chart

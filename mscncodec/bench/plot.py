@@ -38,14 +38,13 @@ def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool =
         if not xs:
             continue
         ours = key.startswith(("mscn-", "coin-"))
-        color = _color(i)
-        ax.plot(xs, ys, "-o", color=color, lw=2.4 if ours else 1.3, ms=5 if ours else 4, label=res["name"])
+        ax.plot(xs, ys, "-o", color=color(i), lw=2.4 if ours else 1.3, ms=5 if ours else 4, label=res["name"])
         xmax, ys_seen = max(xmax, max(xs)), ys_seen + ys
     if with_anchors:
         for j, anchor in enumerate(load_anchors()):
             xs, ys = measured_points(anchor["points"]["bpp"], anchor["points"]["psnr-rgb"])
-            color = _color(len(results) + j)
-            ax.plot(xs, ys, "--o", color=color, mfc="none", lw=1.1, ms=5, label=f"{anchor['name']} (published)")
+            ax.plot(xs, ys, "--o", color=color(len(results) + j), mfc="none", lw=1.1, ms=5,
+                    label=f"{anchor['name']} (published)")
             ys_seen += [y for x, y in zip(xs, ys) if x <= xmax * 1.08]
     if xmax > 0:
         ax.set_xlim(0, xmax * 1.08)
@@ -60,9 +59,13 @@ def plot_rd(results: dict[str, dict[str, Any]], path: Path, with_anchors: bool =
     fig.savefig(path)
 
 
-def _color(i: int) -> tuple[float, ...]:
-    """Distinct colours for up to 20 curves (tab20 ordering: dark shades first)."""
-    from mscncodec.bench.base import extra
+#: matplotlib's tab20 colour map, written out so that report.html needs no matplotlib for rd.png's colours
+TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+         "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
+         "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")
 
-    cmap = extra("matplotlib").colormaps["tab20"]
-    return cmap((2 * i) % 20 + (i // 10) % 2)
+
+def color(i: int) -> str:
+    """The i-th curve's colour, the same in rd.png and report.html: distinct for up to 20 curves (tab20
+    ordering: dark shades first)."""
+    return TAB20[(2 * i) % 20 + (i // 10) % 2]

@@ -270,7 +270,7 @@ def plot_rd(result: MeshBenchResult, path: Path) -> None:
     the averaged curve never mixes different mesh subsets.
     """
     from mscncodec.bench.base import extra
-    from mscncodec.bench.plot import _color
+    from mscncodec.bench.plot import color
 
     Figure = extra("matplotlib.figure").Figure
     names = [m.name for m in result.meshes]
@@ -294,7 +294,7 @@ def plot_rd(result: MeshBenchResult, path: Path) -> None:
             if not pts:
                 continue
             ours = c.key.startswith("mscn")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=_color(j), lw=2.4 if ours else 1.3,
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=color(j), lw=2.4 if ours else 1.3,
                     ms=5 if ours else 4, label=c.name)
         for s in result.sizes:
             ax.axvline(s, color="0.8", lw=0.8, ls=":", zorder=0)
