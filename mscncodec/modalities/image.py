@@ -231,7 +231,7 @@ class PatchSampler:
 
     def sample_u8(self, n: int, keep: range | None = None) -> np.ndarray:
         """The same crops as (B, P, P, 3) uint8: a quarter of the bytes to move, converted where they are used
-        (on a GPU the float conversion of a 32 x 256^2 batch on the CPU cost more than the training step).
+        (why: docs/decisions/grid2-training.md, "Crops travel as uint8").
         `keep`: only those of the n crops (a torchrun rank's share of a global batch); all n are drawn, so the
         generator moves on as one process's does at the global batch."""
         keep = range(n) if keep is None else keep
