@@ -93,15 +93,15 @@ def crops_to_images(batch: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def amortised_loss(cfg: Grid2Config, theta: dict, ana: dict, x: torch.Tensor, lam: torch.Tensor,
-                   noisy: bool = True, noise: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   noise: Callable[[torch.Tensor], torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample (bpp + MSE / lambda, bpp, mse) of the analysis net's latents (no refinement). `noise(v)`:
-    the uniform [-0.5, 0.5) noise standing in for the rounding of latents v (default: torch's generator)."""
+    the uniform [-0.5, 0.5) noise standing in for the rounding of latents v in training (step_noise); None:
+    the rounded latents themselves (evaluation)."""
     step = step_for(lam)
     y = symbols_of(analysis(cfg, ana, x, lam), step)
     hard = [ste(v) for v in y]
-    draw = noise or (lambda v: torch.empty_like(v).uniform_(-0.5, 0.5))
-    vals = [v + draw(v) for v in y] if noisy else hard
+    vals = [v + noise(v) for v in y] if noise is not None else hard
     bits = rate_bits(cfg, theta, vals, hard, lam)
     s = step.reshape(-1, 1, 1, 1)
     pred = synthesis(cfg, theta, [h * s for h in hard])
@@ -116,7 +116,7 @@ def evaluate(model: Grid2Model, x: torch.Tensor) -> dict[str, float]:
     for tag, l2 in (("lo", -5.0), ("mid", -8.0), ("hi", -11.0)):
         lam = torch.full((x.shape[0],), 2.0**l2, device=x.device)
         with torch.no_grad():
-            _, bpp, mse = amortised_loss(model.cfg, model.theta, model.analysis, x, lam, noisy=False)
+            _, bpp, mse = amortised_loss(model.cfg, model.theta, model.analysis, x, lam)
         out[f"bpp_{tag}"] = round(float(bpp.mean()), 4)
         out[f"psnr_{tag}"] = round(10 * math.log10(1.0 / max(float(mse.mean()), 1e-12)), 3)
     return out
