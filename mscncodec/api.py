@@ -92,6 +92,22 @@ def encode(src, *, modality: str | None = None, max_pixels: int | None = None, m
     return mod.encode(src, **kw)
 
 
+def plugin_options(given: dict, allowed: tuple[str, ...], what: str) -> dict:
+    """`encode`'s options from a format plugin's keyword arguments (Pillow's save, trimesh's export): those in
+    `allowed`, and ``bytes`` for ``target_bytes``; None values dropped. Any other key is refused by name
+    (`what`: "save", "export"), so a mistyped rate is never coded at the default quality instead."""
+    unknown = sorted(k for k in given if k not in allowed + ("bytes", "target_bytes"))
+    if unknown:
+        raise MscnError(f"unknown .mscn {what} option {', '.join(unknown)} (options: bytes, {', '.join(allowed)})")
+    if given.get("bytes") is not None and given.get("target_bytes") is not None:
+        raise MscnError("give either bytes or target_bytes, not both")
+    options = {k: given[k] for k in allowed if given.get(k) is not None}
+    target = given.get("bytes", given.get("target_bytes"))
+    if target is not None:
+        options["target_bytes"] = target
+    return options
+
+
 def _say(line: str) -> None:
     import sys
 

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from mscncodec.container import bitstream
-from mscncodec.errors import BitstreamError, MscnError
+from mscncodec.errors import BitstreamError
 
 FORMAT = "MSCN"
 EXTENSION = ".mscn"
@@ -102,26 +102,11 @@ class MscnDecoder(ImageFile.PyDecoder):
         return -1, 0
 
 
-def encode_options(info: dict) -> dict:
-    """`mscncodec.api.encode`'s options from Pillow's save parameters (``bytes`` is ``target_bytes``)."""
-    unknown = sorted(k for k in info if k not in SAVE_OPTIONS + ("bytes", "target_bytes"))
-    if unknown:
-        raise MscnError(f"unknown .mscn save option {', '.join(unknown)} (options: bytes, "
-                        f"{', '.join(SAVE_OPTIONS)})")
-    if info.get("bytes") is not None and info.get("target_bytes") is not None:
-        raise MscnError("give either bytes or target_bytes, not both")
-    options = {k: info[k] for k in SAVE_OPTIONS if info.get(k) is not None}
-    target = info.get("bytes", info.get("target_bytes"))
-    if target is not None:
-        options["target_bytes"] = target
-    return options
-
-
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from mscncodec import api
     from mscncodec.modalities import image as imod
 
-    options = encode_options(im.encoderinfo)
+    options = api.plugin_options(im.encoderinfo, SAVE_OPTIONS, "save")
     fp.write(api.encode(imod.pixels(im), **options))  # encoded whole first: a failed encode writes nothing
 
 

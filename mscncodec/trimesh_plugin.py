@@ -61,17 +61,10 @@ def export_mscn(mesh, **options) -> bytes:
     from mscncodec import api
     from mscncodec.modalities.mesh import mesh_from_trimesh
 
-    unknown = sorted(k for k in options if k not in EXPORT_OPTIONS + ("bytes", "target_bytes"))
-    if unknown:
-        raise MscnError(f"unknown .mscn export option {', '.join(unknown)} (options: bytes, {', '.join(EXPORT_OPTIONS)})")
-    if options.get("bytes") is not None and options.get("target_bytes") is not None:
-        raise MscnError("give either bytes or target_bytes, not both")
-    target = options.pop("bytes", None)
-    if target is not None:
-        options["target_bytes"] = target
+    options = api.plugin_options(options, EXPORT_OPTIONS, "export")
     if not hasattr(mesh, "faces") or not hasattr(mesh, "vertices"):
         raise MscnError(f"cannot export a {type(mesh).__name__} as .mscn: it codes triangle meshes")
-    return api.encode(mesh_from_trimesh(mesh), **{k: v for k, v in options.items() if v is not None})
+    return api.encode(mesh_from_trimesh(mesh), **options)
 
 
 def register() -> None:
