@@ -65,11 +65,17 @@ class Run:
         self.t0 = time.time() - self.elapsed
         self._last_save = time.time()
 
+    @staticmethod
+    def due(step: int, total: int, val_every: int) -> bool:
+        """Whether `step` gets a record: every `val_every` steps and the last one (under torchrun every rank asks,
+        as every rank takes part in the record's sums)."""
+        return step % val_every == 0 or step == total
+
     def tick(self, step: int, total: int, val_every: int, ckpt_every_s: float,
              evaluate: Callable[[], dict] | None, save: Callable[[], None]) -> None:
         """After an outer step: validate every `val_every` steps and at the last one (evaluate() returns the
         record to log; None on a rank that does not validate), and checkpoint every `ckpt_every_s` seconds."""
-        if evaluate is not None and (step % val_every == 0 or step == total):
+        if evaluate is not None and self.due(step, total, val_every):
             ev = evaluate()
             self.history.append(ev)
             self.log(json.dumps(ev))

@@ -247,7 +247,7 @@ def train(data, out: Path, cfg: Grid2TrainConfig, *, resume: bool, command: str,
         frac = progress_of(step) if cfg.minutes <= 0 else world.agree(progress_of(step))
         total = cfg.steps if frac < 1.0 else step
         record = None
-        if step % cfg.val_every == 0 or step == total:  # every rank takes part in the sum, rank 0 records it
+        if run.due(step, total, cfg.val_every):  # every rank takes part in the sum, rank 0 records it
             s, n = world.sum(torch.stack([loss_sum, loss_sum.new_tensor(float(n_sum))])).tolist()
             loss_sum.zero_()
             n_sum = 0

@@ -147,7 +147,7 @@ def train(data: VolumeSet, out: Path, cfg: Vol3TrainConfig, *, modality: str, re
                 v.clamp_(-255, 255)
         run.step += 1
         record = None
-        if run.step % cfg.val_every == 0 or run.step == cfg.steps:  # every rank adds its sums, rank 0 records
+        if run.due(run.step, cfg.steps, cfg.val_every):  # every rank adds its sums, rank 0 records
             tot = world.sum(acc)
             dd, rr, ll = (tot[:3] / max(float(tot[3]), 1.0)).tolist()
             acc.zero_()
